@@ -1,0 +1,57 @@
+"""The errors a user can do something about.
+
+Every problem caused by input (config, kubeconfig, flags, cluster state, a backup archive)
+is raised as a :class:`SeedbedError`: one line naming the cause, and a ``fix`` naming what
+to do. The CLI prints both and exits non-zero; it never shows a traceback for these.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SeedbedError(Exception):
+    """A user-facing error: ``message`` says what is wrong, ``fix`` says what to do about it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SeedbedError):
+    """seedbed.yaml, a flag, or a file the config names is wrong."""
+
+    exit_code = 2
+
+
+class ManifestError(SeedbedError):
+    """An upstream release manifest cannot be had, or does not match its pinned hash."""
+
+
+class ClusterError(SeedbedError):
+    """The cluster cannot be reached, refuses us, or is in a state seedbed will not touch."""
+
+
+class WaitTimeout(ClusterError):
+    """Something seedbed waited for did not become ready in time."""
+
+
+class GitServerError(SeedbedError):
+    """The in-cluster Git server refused or failed a request."""
+
+
+class GitError(SeedbedError):
+    """A git command failed (for example a rejected push)."""
+
+
+class ArchiveError(SeedbedError):
+    """A backup archive cannot be read, decrypted or trusted."""
+
+
+class Refused(SeedbedError):
+    """seedbed stopped on purpose to protect something (two default StorageClasses, a rate limit...)."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: the API-server emulator and the real upstream files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM = Path(os.environ.get("SEEDBED_UPSTREAM_FIXTURES", ROOT.parent / "shared" / "fixtures" / "upstream"))
+
+
+def upstream_path(name: str) -> Path:
+    """The path of a real upstream file, or skip the test naming the missing file."""
+    path = UPSTREAM / name
+    if not path.exists():
+        pytest.skip(f"upstream fixture {name} not found in {UPSTREAM} (it lives in ../shared/fixtures/upstream/)")
+    return path
+
+
+@pytest.fixture
+def upstream():
+    return upstream_path
+
+
+@pytest.fixture
+def emulator() -> Iterator["Emulator"]:  # noqa: F821
+    from emulator import Emulator
+
+    emu = Emulator()
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def kubeconfig(emulator, tmp_path) -> Path:
+    path = tmp_path / "kubeconfig"
+    emulator.write_kubeconfig(path)
+    return path
