@@ -1,0 +1,250 @@
+"""Longhorn volumes: take backups to the backup target, and render the objects that restore them.
+
+The archive does not hold volume data: Longhorn already copies it, block by block and
+incrementally, to the backup target (S3/NFS). The archive records *which* backup belongs to
+which claim, and the exact size and CSI attributes, so that a rebuilt cluster can re-create
+the Volume with ``fromBackup`` and bind the same claim to it before anything else (the Git
+server above all) provisions an empty one.
+
+Field names follow Longhorn v1.12's CRDs (longhorn.io/v1beta2): Volume ``spec.fromBackup``,
+``spec.size`` (a string of bytes, ``format: int64``), Backup ``spec.snapshotName`` with the
+``backup-volume`` label, Snapshot ``spec.volume``/``createSnapshot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from seedbed.config import Config, VolumeRef
+from seedbed.errors import ClusterError, ConfigError, WaitTimeout
+
+LONGHORN_NS = "longhorn-system"
+LONGHORN_API = "longhorn.io/v1beta2"
+CSI_DRIVER = "driver.longhorn.io"
+
+# Kubernetes access modes -> Longhorn's Volume.spec.accessMode enum (rwo, rwop, rwx).
+_ACCESS = {"ReadWriteOnce": "rwo", "ReadWriteOncePod": "rwop", "ReadWriteMany": "rwx"}
+
+
+def _quantity_bytes(value: Any) -> int:
+    """Bytes of a Kubernetes quantity ("10Gi", "1G", "10737418240"): Longhorn wants exact bytes."""
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", text)
+    if not m:
+        raise ValueError(f"not a byte quantity: {text!r}")
+    number, suffix = int(m.group(1)), m.group(2) or ""
+    binary = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+    decimal = {"k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
+    if suffix in binary:
+        return number * 1024 ** binary[suffix]
+    if suffix in decimal:
+        return number * 1000 ** decimal[suffix]
+    return number
+
+
+# --------------------------------------------------------------------------- restore objects (pure)
+
+
+def restore_objects(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Volume (fromBackup), PV and PVC that bring one recorded volume back, in that order.
+
+    The Volume keeps the original name: the PV's ``volumeHandle`` is that name, and Longhorn's CSI
+    driver finds the volume by it. The PV's reclaim policy is Retain so that deleting a half-restored
+    claim cannot delete the only fresh copy of the data.
+    """
+    vol = record["volume"]
+    size = str(int(record["sizeBytes"]))
+    access_modes = list(record.get("accessModes") or ["ReadWriteOnce"])
+    volume_spec: dict[str, Any] = {
+        "fromBackup": record["url"],
+        "size": size,
+        "numberOfReplicas": int(record.get("numberOfReplicas") or 3),
+        "frontend": record.get("frontend") or "blockdev",
+        "accessMode": record.get("accessMode") or _ACCESS.get(access_modes[0], "rwo"),
+        "dataEngine": record.get("dataEngine") or "v1",
+    }
+    volume = {
+        "apiVersion": LONGHORN_API,
+        "kind": "Volume",
+        "metadata": {"name": vol, "namespace": LONGHORN_NS},
+        "spec": volume_spec,
+    }
+    csi: dict[str, Any] = {"driver": CSI_DRIVER, "volumeHandle": vol, "fsType": record.get("fsType") or "ext4"}
+    if record.get("volumeAttributes"):
+        csi["volumeAttributes"] = dict(record["volumeAttributes"])
+    pv_name = record.get("pvName") or vol
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": size},
+            "volumeMode": record.get("volumeMode") or "Filesystem",
+            "accessModes": access_modes,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": record.get("storageClass") or "longhorn",
+            "csi": csi,
+            # No uid: the claim does not exist yet; the binder fills it in when it binds.
+            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                         "namespace": record["namespace"], "name": record["pvc"]},
+        },
+    }
+    pvc_meta: dict[str, Any] = {"name": record["pvc"], "namespace": record["namespace"]}
+    if record.get("pvcLabels"):
+        pvc_meta["labels"] = dict(record["pvcLabels"])
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": pvc_meta,
+        "spec": {
+            "accessModes": access_modes,
+            "storageClassName": record.get("storageClass") or "longhorn",
+            "volumeMode": record.get("volumeMode") or "Filesystem",
+            # The original request (e.g. "10Gi"), so the Git server's own manifest later agrees with it.
+            "resources": {"requests": {"storage": record.get("request") or size}},
+            "volumeName": pv_name,
+        },
+    }
+    return [volume, pv, pvc]
+
+
+# --------------------------------------------------------------------------- taking backups
+
+
+def volume_refs(cfg: Config) -> list[tuple[VolumeRef, bool]]:
+    """The claims to back up, each with whether the user named it (True) or it is implied (False)."""
+    refs = [(ref, True) for ref in cfg.backup.volumes]
+    if cfg.backup.include_git_server_volume:
+        git = VolumeRef(namespace=cfg.git_server.namespace, pvc=cfg.git_server.pvc_name)
+        if all((r.namespace, r.pvc) != (git.namespace, git.pvc) for r, _ in refs):
+            refs.append((git, False))
+    return refs
+
+
+async def _poll(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], *, timeout: float,
+                interval: float, what: str, fix: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = await fetch()
+        if obj is not None and done(obj):
+            return obj
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}", fix=fix)
+        await asyncio.sleep(interval)
+
+
+def _backup_name(vol: str, stamp: str) -> str:
+    # Object names are at most 63 here (Longhorn uses them as backup-store names); keep the stamp.
+    return f"seedbed-{stamp}-{vol}"[:63].rstrip("-")
+
+
+async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800, interval: float = 2.0,
+                         now: datetime | None = None,
+                         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Back up each configured claim through Longhorn and return the records for volumes.json."""
+    refs = volume_refs(cfg)
+    if not refs:
+        return []
+    if not cfg.longhorn.backup_target:
+        explicit = [f"{r.namespace}/{r.pvc}" for r, named in refs if named]
+        if explicit:
+            raise ConfigError(
+                f"backup.volumes lists {', '.join(explicit)} but longhorn.backupTarget is not set",
+                fix="set longhorn.backupTarget (s3://bucket@region/path or nfs://host:/path) and re-run bootstrap",
+            )
+        # Only the implied Git server claim: the git bundle still carries the repository, so go on.
+        if log:
+            log("no longhorn.backupTarget: the Git server volume is not backed up (the repository bundle is)")
+        return []
+    target = await kube.get(LONGHORN_API, "BackupTarget", "default", namespace=LONGHORN_NS)
+    if target is not None and (target.get("status") or {}).get("available") is False:
+        msgs = "; ".join(c.get("message", "") for c in (target.get("status") or {}).get("conditions") or []
+                         if c.get("message"))
+        raise ClusterError(f"Longhorn's backup target is not available{': ' + msgs if msgs else ''}",
+                           fix="check longhorn.backupTarget and its credentials Secret in longhorn-system")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    return list(await asyncio.gather(*(
+        _backup_one(kube, ref, stamp=stamp, timeout=timeout, interval=interval) for ref, _ in refs
+    )))
+
+
+async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, interval: float) -> dict[str, Any]:
+    where = f"{ref.namespace}/{ref.pvc}"
+    pvc = await kube.get("v1", "PersistentVolumeClaim", ref.pvc, namespace=ref.namespace)
+    if pvc is None:
+        raise ClusterError(f"backup.volumes: PersistentVolumeClaim {where} does not exist",
+                           fix="fix the namespace/pvc in backup.volumes, or remove the entry")
+    pv_name = (pvc.get("spec") or {}).get("volumeName")
+    if not pv_name:
+        raise ClusterError(f"PersistentVolumeClaim {where} is not bound to a volume yet",
+                           fix="wait until it is Bound (a pod must use a WaitForFirstConsumer claim), then retry")
+    pv = await kube.get("v1", "PersistentVolume", pv_name)
+    csi = ((pv or {}).get("spec") or {}).get("csi") or {}
+    if csi.get("driver") != CSI_DRIVER:
+        raise ClusterError(f"{where} is not a Longhorn volume (its PersistentVolume {pv_name} "
+                           f"uses {csi.get('driver') or 'no CSI driver'})",
+                           fix="only Longhorn volumes can be backed up; remove it from backup.volumes")
+    vol_name = csi["volumeHandle"]
+    volume = await kube.get(LONGHORN_API, "Volume", vol_name, namespace=LONGHORN_NS)
+    if volume is None:
+        raise ClusterError(f"Longhorn volume {vol_name} (of {where}) not found in {LONGHORN_NS}",
+                           fix="check that Longhorn is healthy: kubectl -n longhorn-system get volumes")
+    vspec = volume.get("spec") or {}
+
+    name = _backup_name(vol_name, stamp)
+    await kube.create({
+        "apiVersion": LONGHORN_API, "kind": "Snapshot",
+        "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
+        "spec": {"volume": vol_name, "createSnapshot": True},
+    })
+    fix = "check the volume and backup target in the Longhorn UI; a detached volume cannot be snapshotted"
+    snap = await _poll(lambda: kube.get(LONGHORN_API, "Snapshot", name, namespace=LONGHORN_NS),
+                       lambda o: bool((o.get("status") or {}).get("readyToUse") or (o.get("status") or {}).get("error")),
+                       timeout=timeout, interval=interval, what=f"Longhorn snapshot {name} of {where}", fix=fix)
+    if (snap.get("status") or {}).get("error"):
+        raise ClusterError(f"Longhorn could not snapshot {where}: {snap['status']['error']}", fix=fix)
+    await kube.create({
+        "apiVersion": LONGHORN_API, "kind": "Backup",
+        # Longhorn's backup controller finds the volume through this label, not through the spec.
+        "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": {"backup-volume": vol_name}},
+        "spec": {"snapshotName": name, "labels": {"seedbed.io/pvc": f"{ref.namespace}.{ref.pvc}"}},
+    })
+    backup = await _poll(lambda: kube.get(LONGHORN_API, "Backup", name, namespace=LONGHORN_NS),
+                         lambda o: (o.get("status") or {}).get("state") in ("Completed", "Error"),
+                         timeout=timeout, interval=interval, what=f"Longhorn backup {name} of {where}", fix=fix)
+    status = backup.get("status") or {}
+    if status.get("state") == "Error":
+        detail = status.get("error") or "; ".join((status.get("messages") or {}).values()) or "no message"
+        raise ClusterError(f"Longhorn backup of {where} failed: {detail}", fix=fix)
+    if not status.get("url"):
+        raise ClusterError(f"Longhorn backup {name} of {where} completed without a URL",
+                           fix="check the backup target; kubectl -n longhorn-system get backups " + name)
+    pvc_spec = pvc.get("spec") or {}
+    pv_spec = (pv or {}).get("spec") or {}
+    size = vspec.get("size") or status.get("volumeSize") or (pv_spec.get("capacity") or {}).get("storage")
+    return {
+        "namespace": ref.namespace,
+        "pvc": ref.pvc,
+        "pvName": pv_name,
+        "volume": vol_name,
+        "backup": name,
+        "url": status["url"],
+        "sizeBytes": _quantity_bytes(size),
+        "backupSize": int(status["size"]) if str(status.get("size", "")).isdigit() else None,
+        "request": ((pvc_spec.get("resources") or {}).get("requests") or {}).get("storage"),
+        "storageClass": pvc_spec.get("storageClassName") or pv_spec.get("storageClassName"),
+        "accessModes": pvc_spec.get("accessModes") or pv_spec.get("accessModes") or ["ReadWriteOnce"],
+        "volumeMode": pvc_spec.get("volumeMode") or "Filesystem",
+        "fsType": csi.get("fsType") or "ext4",
+        "volumeAttributes": csi.get("volumeAttributes") or {},
+        "numberOfReplicas": vspec.get("numberOfReplicas"),
+        "accessMode": vspec.get("accessMode"),
+        "frontend": vspec.get("frontend"),
+        "dataEngine": vspec.get("dataEngine"),
+        "pvcLabels": (pvc.get("metadata") or {}).get("labels") or {},
+    }

@@ -1,0 +1,474 @@
+"""The Kubernetes engine: a small, Pythonic face on the API for plain-dict objects.
+
+Requests go through lightkube's kubeconfig handling and the same httpx2 client lightkube
+uses, but seedbed addresses resources through discovery itself: the upstream bundles it applies
+are full of kinds no Python package knows, and every call needs the same retries and the same
+one-line errors. Objects stay plain dicts from end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx2 as httpx
+
+from ..errors import ClusterError, WaitTimeout
+from .connect import Target, http_client, load_single
+
+if TYPE_CHECKING:
+    from ..config import ClusterConfig
+
+FIELD_MANAGER = "seedbed"
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+APPLY_CONCURRENCY = 16
+
+Obj = dict[str, Any]
+
+
+class NotFound(ClusterError):
+    pass
+
+
+class AlreadyExists(ClusterError):
+    pass
+
+
+class Conflict(ClusterError):
+    pass
+
+
+class Forbidden(ClusterError):
+    pass
+
+
+class Invalid(ClusterError):
+    pass
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    writes: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    has_status: bool = False
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        parts = [prefix]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        if sub:
+            parts.append(sub)
+        return "/".join(parts)
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    configured: list[str] = field(default_factory=list)
+    objects: list[Obj] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.configured)
+
+    def summary(self) -> str:
+        total = len(self.created) + len(self.configured)
+        return f"applied {total} objects ({len(self.created)} created)"
+
+
+def ref(obj: Obj) -> str:
+    """``Kind/namespace/name`` or ``Kind/name``: how objects are named in messages."""
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace")
+    return f"{obj.get('kind')}/{ns}/{md.get('name')}" if ns else f"{obj.get('kind')}/{md.get('name')}"
+
+
+class Kube:
+    """An async connection to one cluster. Use ``async with await Kube.connect(...) as kube``."""
+
+    def __init__(self, http: httpx.AsyncClient, target: Target, *, retries: int = 6,
+                 backoff: float = 0.2) -> None:
+        self.http = http
+        self.target = target
+        self.retries = retries
+        self.backoff = backoff
+        self.stats = Stats()
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._group_versions: dict[str, dict[str, Resource] | None] = {}
+        self._discovery_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, cluster: ClusterConfig, *, base_dir: Path | None = None,
+                      kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        single, source = load_single(kubeconfig or cluster.kubeconfig, context or cluster.context,
+                                     base_dir or Path.cwd())
+        return cls(http_client(single), Target(single.cluster.server, single.context_name, source))
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ transport
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      body: Any = None, content_type: str = "application/json",
+                      retry_conflicts: bool = False) -> httpx.Response:
+        """One API call with retries on 429, 5xx, dropped connections (and conflicts if asked).
+
+        Returns the response for 2xx and 404; raises a ClusterError for everything else.
+        """
+        content = None
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        write = method not in ("GET", "HEAD")
+        attempt = 0
+        while True:
+            self.stats.requests += 1
+            try:
+                resp = await self.http.request(method, path, params=params, content=content, headers=headers)
+            except httpx.TransportError as e:
+                if attempt >= self.retries:
+                    raise self._unreachable(e) from None
+                await self._sleep(attempt, None)
+                attempt += 1
+                self.stats.retries += 1
+                continue
+            status = resp.status_code
+            retry = status in RETRY_STATUSES or (retry_conflicts and status == 409
+                                                  and _reason(resp) == "Conflict")
+            if retry and attempt < self.retries:
+                await self._sleep(attempt, resp.headers.get("Retry-After"))
+                attempt += 1
+                self.stats.retries += 1
+                continue
+            if write and status < 300:
+                self.stats.writes += 1
+            if status < 300 or status == 404:
+                return resp
+            raise self._error(resp, method, path)
+
+    async def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
+        if retry_after:
+            with suppress(ValueError):
+                delay = max(delay, min(float(retry_after), 30.0))
+        await asyncio.sleep(min(delay, 10.0))
+
+    def _unreachable(self, e: Exception) -> ClusterError:
+        detail = str(e) or type(e).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
+            return ClusterError(
+                f"TLS verification of {self.target.server} failed: {detail}",
+                fix=f"the CA in {self.target.source} (context {self.target.context!r}) does not match the "
+                    "server; re-export the kubeconfig")
+        return ClusterError(
+            f"cannot reach the Kubernetes API at {self.target.server} (context {self.target.context!r}): {detail}",
+            fix="check that the cluster is running and that the kubeconfig context points at it "
+                f"(kubectl --context {self.target.context} get nodes)")
+
+    def _error(self, resp: httpx.Response, method: str, path: str) -> ClusterError:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        message = body.get("message") or resp.text[:200] or resp.reason_phrase
+        reason = body.get("reason", "")
+        if status == 401:
+            return ClusterError(
+                f"the API server at {self.target.server} rejected the credentials of context "
+                f"{self.target.context!r} (401 Unauthorized): they are expired, revoked or wrong",
+                fix="refresh your kubeconfig (log in again, or re-export it from the cluster)")
+        if status == 403:
+            return Forbidden(f"permission denied: {message}",
+                             fix="use a kubeconfig context with cluster-admin rights for the bootstrap")
+        if status == 409 and reason == "AlreadyExists":
+            return AlreadyExists(message)
+        if status == 409:
+            return Conflict(f"conflict on {method} {path}: {message}",
+                            fix="another client changed the object; re-run seedbed")
+        if status == 422:
+            return Invalid(f"the API server refused an object: {message}",
+                           fix="check the manifest named above")
+        return ClusterError(f"{method} {path} failed with {status} {reason}: {message}",
+                            fix="re-run; if it persists, check the API server's health")
+
+    # ------------------------------------------------------------------ discovery
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        async with self._discovery_lock:
+            if key not in self._resources:
+                await self._discover(api_version)
+        found = self._resources.get(key)
+        if found is None:
+            raise NotFound(
+                f"the cluster does not serve {kind} in {api_version}",
+                fix="install the CRD that defines it first (or check the apiVersion)")
+        return found
+
+    async def _discover(self, api_version: str) -> None:
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        resp = await self.request("GET", path)
+        if resp.status_code == 404:
+            self._group_versions[api_version] = None
+            return
+        subs = set()
+        items = resp.json().get("resources", [])
+        for r in items:
+            if "/" in r["name"]:
+                subs.add(r["name"])
+        for r in items:
+            if "/" in r["name"]:
+                continue
+            res = Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")),
+                           f"{r['name']}/status" in subs)
+            self._resources[(api_version, r["kind"])] = res
+
+    def forget(self, api_version: str) -> None:
+        """Drop cached discovery for a group version (after a CRD for it was created)."""
+        for key in [k for k in self._resources if k[0] == api_version]:
+            del self._resources[key]
+
+    async def serves(self, api_version: str, kind: str) -> bool:
+        try:
+            await self.resource(api_version, kind)
+            return True
+        except NotFound:
+            return False
+
+    # ------------------------------------------------------------------ CRUD
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """The object, or None when it (or its kind) does not exist."""
+        try:
+            res = await self.resource(api_version, kind)
+        except NotFound:
+            return None
+        resp = await self.request("GET", res.path(namespace, name))
+        return None if resp.status_code == 404 else resp.json()
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+                   label_selector: str | None = None, field_selector: str | None = None) -> list[Obj]:
+        """Every matching object (empty when the kind is not served), following pagination."""
+        items, _ = await self.list_with_version(api_version, kind, namespace, label_selector=label_selector,
+                                                field_selector=field_selector)
+        return items
+
+    async def list_with_version(self, api_version: str, kind: str, namespace: str | None = None, *,
+                                label_selector: str | None = None,
+                                field_selector: str | None = None) -> tuple[list[Obj], str]:
+        try:
+            res = await self.resource(api_version, kind)
+        except NotFound:
+            return [], "0"
+        params: dict[str, Any] = {"limit": 500}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        items: list[Obj] = []
+        while True:
+            resp = await self.request("GET", res.path(namespace), params=params)
+            if resp.status_code == 404:
+                return [], "0"
+            data = resp.json()
+            for item in data.get("items", []):
+                # List items carry no apiVersion/kind; restore them so objects are self-describing.
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            cont = (data.get("metadata") or {}).get("continue")
+            if not cont:
+                return items, (data.get("metadata") or {}).get("resourceVersion", "0")
+            params["continue"] = cont
+
+    async def create(self, obj: Obj) -> Obj:
+        res = await self.resource(obj["apiVersion"], obj["kind"])
+        ns = (obj.get("metadata") or {}).get("namespace")
+        resp = await self.request("POST", res.path(ns), body=obj)
+        if resp.status_code == 404:
+            raise NotFound(f"cannot create {ref(obj)}: namespace {ns!r} does not exist",
+                           fix="create the namespace first")
+        return resp.json()
+
+    async def replace(self, obj: Obj) -> Obj:
+        res = await self.resource(obj["apiVersion"], obj["kind"])
+        md = obj["metadata"]
+        resp = await self.request("PUT", res.path(md.get("namespace"), md["name"]), body=obj)
+        return resp.json()
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            res = await self.resource(api_version, kind)
+        except NotFound:
+            return False
+        resp = await self.request("DELETE", res.path(namespace, name))
+        return resp.status_code != 404
+
+    async def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None,
+                    *, patch_type: str = "merge", subresource: str | None = None) -> Obj:
+        res = await self.resource(api_version, kind)
+        ctype = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
+                 "strategic": "application/strategic-merge-patch+json"}[patch_type]
+        resp = await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
+                                  content_type=ctype, retry_conflicts=True)
+        if resp.status_code == 404:
+            raise NotFound(f"{kind}/{name} not found")
+        return resp.json()
+
+    async def apply_one(self, obj: Obj, *, force: bool = True, subresource: str | None = None) -> tuple[Obj, bool]:
+        """Server-side apply one object; returns (object, created)."""
+        res = await self.resource(obj["apiVersion"], obj["kind"])
+        md = obj.get("metadata") or {}
+        ns = md.get("namespace") if res.namespaced else None
+        if res.namespaced and not ns:
+            raise Invalid(f"{ref(obj)} is namespaced but has no metadata.namespace",
+                          fix="set metadata.namespace in the manifest")
+        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        resp = await self.request("PATCH", res.path(ns, md["name"], subresource), params=params, body=obj,
+                                  content_type="application/apply-patch+yaml", retry_conflicts=True)
+        if resp.status_code == 404:
+            raise NotFound(f"cannot apply {ref(obj)}: namespace {ns!r} does not exist",
+                           fix="create the namespace first (seedbed applies Namespaces first in a bundle)")
+        return resp.json(), resp.status_code == 201
+
+    async def apply(self, objs: Iterable[Obj], *, force: bool = True, on_progress: Callable[[int, int], None] | None = None,
+                    concurrency: int = APPLY_CONCURRENCY, crd_timeout: float = 120.0) -> ApplyResult:
+        """Apply a bundle: Namespaces and CRDs first, wait for the CRDs, then the rest concurrently.
+
+        Webhook configurations go last: applied earlier, they would route the rest of the bundle's
+        objects through a webhook whose Pods are not running yet.
+        """
+        from .apply import apply_bundle
+
+        return await apply_bundle(self, list(objs), force=force, on_progress=on_progress,
+                                  concurrency=concurrency, crd_timeout=crd_timeout)
+
+    # ------------------------------------------------------------------ watch & wait
+
+    async def watch(self, api_version: str, kind: str, namespace: str | None = None, *,
+                    name: str | None = None, label_selector: str | None = None,
+                    resource_version: str | None = None, timeout: float = 60) -> AsyncIterator[tuple[str, Obj]]:
+        """Events ``(type, object)`` from ``resource_version`` on, for at most ``timeout`` seconds."""
+        res = await self.resource(api_version, kind)
+        params: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, int(timeout)),
+                                  "allowWatchBookmarks": "false"}
+        if name:
+            params["fieldSelector"] = f"metadata.name={name}"
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        self.stats.requests += 1
+        async with self.http.stream("GET", res.path(namespace), params=params,
+                                    timeout=httpx.Timeout(10.0, read=timeout + 10)) as resp:
+            if resp.status_code >= 300:
+                await resp.aread()
+                if resp.status_code == 410:
+                    raise _Expired()
+                raise self._error(resp, "GET", res.path(namespace))
+            async for line in resp.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    if (event.get("object") or {}).get("code") == 410:
+                        raise _Expired()
+                    continue
+                yield event["type"], event["object"]
+
+    async def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
+                       check: Callable[[Obj | None], bool], *, timeout: float, what: str,
+                       describe: Callable[[Obj | None], str] | None = None) -> Obj | None:
+        """Wait until ``check(obj)`` holds, using a watch; survives dropped watches by re-listing."""
+        from .wait import wait_for
+
+        return await wait_for(self, api_version, kind, name, namespace, check, timeout=timeout, what=what,
+                              describe=describe)
+
+    async def wait_rollout(self, kind: str, name: str, namespace: str, *, timeout: float = 300) -> Obj:
+        from .wait import describe_workload, rollout_complete
+
+        obj = await self.wait_for("apps/v1", kind, name, namespace, rollout_complete, timeout=timeout,
+                                  what=f"the rollout of {kind} {namespace}/{name}", describe=describe_workload)
+        assert obj is not None
+        return obj
+
+    async def wait_condition(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+                             condition: str = "Ready", status: str = "True", timeout: float = 300,
+                             check: Callable[[Obj], bool] | None = None) -> Obj:
+        from .wait import condition_is, describe_conditions
+
+        def ok(obj: Obj | None) -> bool:
+            return obj is not None and condition_is(obj, condition, status) and (check is None or check(obj))
+
+        where = f"{namespace}/{name}" if namespace else name
+        obj = await self.wait_for(api_version, kind, name, namespace, ok, timeout=timeout,
+                                  what=f"{kind} {where} to be {condition}", describe=describe_conditions)
+        assert obj is not None
+        return obj
+
+    async def wait_exists(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+                          timeout: float = 300) -> Obj:
+        where = f"{namespace}/{name}" if namespace else name
+        obj = await self.wait_for(api_version, kind, name, namespace, lambda o: o is not None, timeout=timeout,
+                                  what=f"{kind} {where} to exist", describe=lambda o: "it does not exist yet")
+        assert obj is not None
+        return obj
+
+    # ------------------------------------------------------------------ port-forward
+
+    def port_forward(self, namespace: str, *, port: int, service: str | None = None,
+                     pod: str | None = None) -> AbstractAsyncContextManager[int]:
+        """A loopback port that reaches ``port`` of a Service (or Pod), like `kubectl port-forward`."""
+        from .portforward import port_forward
+
+        return port_forward(self, namespace, port=port, service=service, pod=pod)
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): re-list and start again."""
+
+
+def _reason(resp: httpx.Response) -> str:
+    try:
+        return resp.json().get("reason", "")
+    except ValueError:
+        return ""
+
+
+__all__ = ["AlreadyExists", "ApplyResult", "Conflict", "Forbidden", "Invalid", "Kube", "NotFound", "Resource",
+           "WaitTimeout", "ref"]

@@ -1,0 +1,108 @@
+"""The one progress display, in the style of `flux bootstrap`: ► doing, ✔ done, ✗ failed.
+
+Progress goes to stderr so that stdout stays clean for `--output json`. Every line passes
+through :meth:`Output.scrub`, which removes any value registered with :meth:`Output.secret`:
+a second line of defence behind "never format a secret into a message".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+
+class Output:
+    def __init__(self, *, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False,
+                 verbose: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.verbose = verbose
+        self._secrets: set[str] = set()
+        self._status: Any = None
+        self._console: Any = None
+        self._color = color
+
+    # ----------------------------------------------------------------- secrets
+    def secret(self, value: str | bytes | None) -> None:
+        """Never show this value, whatever line it ends up in."""
+        if not value:
+            return
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        for part in text.splitlines() or [text]:
+            if len(part.strip()) >= 8:  # short fragments would blank out ordinary words
+                self._secrets.add(part.strip())
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, "<redacted>")
+        return text
+
+    # ----------------------------------------------------------------- lines
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console  # imported lazily: `seedbed --help` must start fast
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True,
+                                    force_terminal=self._color, no_color=self._color is False)
+        return self._console
+
+    def _print(self, symbol: str, style: str, message: str) -> None:
+        if self.quiet and symbol not in ("✗", "!"):
+            return
+        from rich.markup import escape
+
+        self.console.print(f"[{style}]{symbol}[/] {escape(self.scrub(message))}")
+
+    def begin(self, message: str) -> None:
+        self._print("►", "bold blue", message)
+
+    def done(self, message: str) -> None:
+        self.activity(None)
+        self._print("✔", "bold green", message)
+
+    def skip(self, message: str) -> None:
+        self.activity(None)
+        self._print("◎", "dim", message)
+
+    def fail(self, message: str) -> None:
+        self.activity(None)
+        self._print("✗", "bold red", message)
+
+    def warn(self, message: str) -> None:
+        self._print("!", "bold yellow", message)
+
+    def log(self, message: str) -> None:
+        self._print(" ", "", message)
+
+    def debug(self, message: str) -> None:
+        if self.verbose:
+            self._print("·", "dim", message)
+
+    def activity(self, message: str | None) -> None:
+        """What the current step is doing right now, shown as a spinner on a terminal."""
+        if message is None:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return
+        if self.quiet or not self.console.is_terminal:
+            self.debug(message)
+            return
+        text = self.scrub(message)
+        if self._status is None:
+            self._status = self.console.status(text, spinner="dots")
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def close(self) -> None:
+        self.activity(None)
+
+
+def print_json(data: Any, stream: TextIO | None = None) -> None:
+    """Machine-readable output on stdout."""
+    json.dump(data, stream or sys.stdout, indent=2, sort_keys=False, default=str)
+    (stream or sys.stdout).write("\n")

@@ -1,0 +1,1 @@
+"""The bootstrap steps, in order. See base.py for what a step is."""
