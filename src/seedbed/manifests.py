@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 Component = Literal["longhorn", "flux"]
 Origin = Literal["pin", "lock", "new"]
-ProgressCallback = Callable[[int, "int | None"], None]
+ProgressCallback = Callable[[int, int | None], None]
 
 COMPONENTS: tuple[str, ...] = ("longhorn", "flux")
 DISPLAY = {"longhorn": "Longhorn", "flux": "Flux"}
@@ -233,6 +233,10 @@ def _looks_like_manifest(data: bytes) -> bool:
     return any(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in docs)
 
 
+def _local_names(component: str, version: str) -> list[str]:
+    return [t.replace("{version}", version) for t in LOCAL_NAMES[component]]
+
+
 def _name_pattern(template: str) -> re.Pattern[str]:
     # A version always starts with "v<digit>", so "flux-{version}" cannot swallow "flux-gotk-components-v…".
     return re.compile("^" + re.escape(template).replace(r"\{version\}", r"(v\d[^/]*)") + "$")
@@ -329,15 +333,21 @@ class ManifestStore:
     def url(self, component: Component, version: str) -> str:
         """The address this store downloads the manifest from."""
         self._check(component, version)
-        return self._urls[component].replace("{version}", version)
+        return self._url(component, version)
 
     def expected_filenames(self, component: Component, version: str) -> list[str]:
         """The names a --manifests folder may hold the manifest under, preferred first."""
         self._check(component, version)
-        return [t.replace("{version}", version) for t in LOCAL_NAMES[component]]
+        return _local_names(component, version)
 
     def cache_path(self, component: Component, version: str) -> Path:
         self._check(component, version)
+        return self._cache_path(component, version)
+
+    def _url(self, component: str, version: str) -> str:
+        return self._urls[component].replace("{version}", version)
+
+    def _cache_path(self, component: str, version: str) -> Path:
         return self.cache_dir / f"{component}-{version}.yaml"
 
     # -- the one path every call goes through
@@ -345,7 +355,7 @@ class ManifestStore:
     def _check(self, component: str, version: str) -> None:
         _check_component(component)
         # The version becomes part of a URL and a file name: only release tags get that far.
-        if not isinstance(version, str) or not VERSION.match(version):
+        if not isinstance(version, str) or not VERSION.fullmatch(version):
             raise ManifestError(
                 f"{version!r} is not a {DISPLAY[component]} release tag like v1.2.3",
                 fix=f"set {component}.version in seedbed.yaml to a release tag (with the leading 'v')",
@@ -357,7 +367,7 @@ class ManifestStore:
         if key in self._memo:
             return self._memo[key]
         name = f"{DISPLAY[component]} {version}"
-        url = self.url(component, version)  # type: ignore[arg-type]
+        url = self._url(component, version)
 
         pin = self._pins.get(component, {}).get(version)
         entry = read_lock(self.lock_file).get(key)
@@ -389,7 +399,7 @@ class ManifestStore:
                 self._check_manifest(component, version, data, where=str(local))
             path = local
         else:
-            path = self.cache_path(component, version)  # type: ignore[arg-type]
+            path = self._cache_path(component, version)
             cached = self._read_cache(path, expected)
             if cached is not None:
                 data = cached
@@ -422,7 +432,7 @@ class ManifestStore:
         """The --manifests file for this manifest, None to use the cache or the network."""
         if self.manifests is None:
             return None
-        names = self.expected_filenames(component, version)  # type: ignore[arg-type]
+        names = _local_names(component, version)
         name = f"{DISPLAY[component]} {version}"
         if self.manifests.is_dir():
             for candidate in names:
@@ -431,7 +441,7 @@ class ManifestStore:
                     return path
             raise ManifestError(
                 f"--manifests {self.manifests}: no {name} manifest there (looked for {', '.join(names)})",
-                fix=f"save {self.url(component, version)} there as {names[0]}",  # type: ignore[arg-type]
+                fix=f"save {self._url(component, version)} there as {names[0]}",
             )
         if self.manifests.name in names:
             return self.manifests
@@ -592,12 +602,12 @@ class ManifestStore:
         return ManifestError(f"cannot download {name} from {url}: HTTP {status}", fix=fix)
 
     def _network_fix(self, component: str, version: str) -> str:
-        first = LOCAL_NAMES[component][0].replace("{version}", version)
+        first = _local_names(component, version)[0]
         return f"check the network and try again, or pass --manifests DIR with {first} for an offline install"
 
     def _offline_error(self, component: str, version: str, path: Path) -> ManifestError:
         name = f"{DISPLAY[component]} {version}"
-        first = LOCAL_NAMES[component][0].replace("{version}", version)
+        first = _local_names(component, version)[0]
         state = "the cached copy does not match its hash" if path.exists() else "no cached copy"
         return ManifestError(
             f"{state} of {name} ({path}) and --offline given",

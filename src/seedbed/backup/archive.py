@@ -289,6 +289,16 @@ def open_bytes(data: bytes, identities: list[Any], *, name: str = "archive", ide
     return archive
 
 
+def read_index(plain: bytes) -> dict[str, Any]:
+    """Only index.json of a plaintext tar (it is the first member), without copying the rest."""
+    with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
+        first = tar.next()
+        f = tar.extractfile(first) if first is not None and first.name == INDEX else None
+        if f is None:
+            raise ArchiveError("the archive has no index.json first", fix="this is not a seedbed backup")
+        return json.loads(f.read())
+
+
 def untar(plain: bytes, *, name: str = "archive") -> Archive:
     damaged = ArchiveError(f"{name} is truncated or damaged: the tar inside cannot be read",
                            fix="copy the archive again from where it is stored")

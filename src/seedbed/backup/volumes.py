@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from seedbed.config import Config, VolumeRef
-from seedbed.errors import ClusterError, ConfigError, WaitTimeout
+from seedbed.errors import ClusterError, ConfigError
 
 LONGHORN_NS = "longhorn-system"
 LONGHORN_API = "longhorn.io/v1beta2"
@@ -126,16 +125,13 @@ def volume_refs(cfg: Config) -> list[tuple[VolumeRef, bool]]:
     return refs
 
 
-async def _poll(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], *, timeout: float,
-                interval: float, what: str, fix: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = await fetch()
-        if obj is not None and done(obj):
-            return obj
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}", fix=fix)
-        await asyncio.sleep(interval)
+def _state(obj: dict[str, Any] | None) -> str:
+    """What a waited-for Longhorn object last said, for the timeout message."""
+    if obj is None:
+        return "it does not exist yet"
+    status = obj.get("status") or {}
+    parts = [f"{k}={status[k]}" for k in ("state", "readyToUse", "progress", "error") if k in status]
+    return ", ".join(parts) or "Longhorn has not reported a status yet"
 
 
 def _backup_name(vol: str, stamp: str) -> str:
@@ -143,7 +139,7 @@ def _backup_name(vol: str, stamp: str) -> str:
     return f"seedbed-{stamp}-{vol}"[:63].rstrip("-")
 
 
-async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800, interval: float = 2.0,
+async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800,
                          now: datetime | None = None,
                          log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Back up each configured claim through Longhorn and return the records for volumes.json."""
@@ -169,11 +165,11 @@ async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800, inter
                            fix="check longhorn.backupTarget and its credentials Secret in longhorn-system")
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     return list(await asyncio.gather(*(
-        _backup_one(kube, ref, stamp=stamp, timeout=timeout, interval=interval) for ref, _ in refs
+        _backup_one(kube, ref, stamp=stamp, timeout=timeout) for ref, _ in refs
     )))
 
 
-async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, interval: float) -> dict[str, Any]:
+async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) -> dict[str, Any]:
     where = f"{ref.namespace}/{ref.pvc}"
     pvc = await kube.get("v1", "PersistentVolumeClaim", ref.pvc, namespace=ref.namespace)
     if pvc is None:
@@ -203,9 +199,10 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, 
         "spec": {"volume": vol_name, "createSnapshot": True},
     })
     fix = "check the volume and backup target in the Longhorn UI; a detached volume cannot be snapshotted"
-    snap = await _poll(lambda: kube.get(LONGHORN_API, "Snapshot", name, namespace=LONGHORN_NS),
-                       lambda o: bool((o.get("status") or {}).get("readyToUse") or (o.get("status") or {}).get("error")),
-                       timeout=timeout, interval=interval, what=f"Longhorn snapshot {name} of {where}", fix=fix)
+    snap = await kube.wait_for(
+        LONGHORN_API, "Snapshot", name, LONGHORN_NS,
+        lambda o: o is not None and bool((o.get("status") or {}).get("readyToUse") or (o.get("status") or {}).get("error")),
+        timeout=timeout, what=f"Longhorn snapshot {name} of {where}", describe=_state)
     if (snap.get("status") or {}).get("error"):
         raise ClusterError(f"Longhorn could not snapshot {where}: {snap['status']['error']}", fix=fix)
     await kube.create({
@@ -214,9 +211,10 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, 
         "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": {"backup-volume": vol_name}},
         "spec": {"snapshotName": name, "labels": {"seedbed.io/pvc": f"{ref.namespace}.{ref.pvc}"}},
     })
-    backup = await _poll(lambda: kube.get(LONGHORN_API, "Backup", name, namespace=LONGHORN_NS),
-                         lambda o: (o.get("status") or {}).get("state") in ("Completed", "Error"),
-                         timeout=timeout, interval=interval, what=f"Longhorn backup {name} of {where}", fix=fix)
+    backup = await kube.wait_for(
+        LONGHORN_API, "Backup", name, LONGHORN_NS,
+        lambda o: o is not None and (o.get("status") or {}).get("state") in ("Completed", "Error"),
+        timeout=timeout, what=f"Longhorn backup {name} of {where}", describe=_state)
     status = backup.get("status") or {}
     if status.get("state") == "Error":
         detail = status.get("error") or "; ".join((status.get("messages") or {}).values()) or "no message"
@@ -227,6 +225,11 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, 
     pvc_spec = pvc.get("spec") or {}
     pv_spec = (pv or {}).get("spec") or {}
     size = vspec.get("size") or status.get("volumeSize") or (pv_spec.get("capacity") or {}).get("storage")
+    try:
+        size_bytes = _quantity_bytes(size)
+    except ValueError:
+        raise ClusterError(f"cannot tell the size in bytes of Longhorn volume {vol_name} ({size!r})",
+                           fix="check the volume in the Longhorn UI: kubectl -n longhorn-system get volume " + vol_name) from None
     return {
         "namespace": ref.namespace,
         "pvc": ref.pvc,
@@ -234,7 +237,7 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float, 
         "volume": vol_name,
         "backup": name,
         "url": status["url"],
-        "sizeBytes": _quantity_bytes(size),
+        "sizeBytes": size_bytes,
         "backupSize": int(status["size"]) if str(status.get("size", "")).isdigit() else None,
         "request": ((pvc_spec.get("resources") or {}).get("requests") or {}).get("storage"),
         "storageClass": pvc_spec.get("storageClassName") or pv_spec.get("storageClassName"),

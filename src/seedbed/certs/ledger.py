@@ -208,13 +208,16 @@ class Ledger:
                            "issuances": [i.to_dict() for i in items]}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Ledger:
-        """A ledger from a backup; every entry is re-labelled source "backup"."""
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> Ledger:
+        """A ledger from a backup (its text, or the already-parsed JSON); entries become source "backup"."""
         fix = "the archive's certificate ledger is damaged; restore without it or take a new backup"
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ArchiveError(f"certificate ledger: not valid JSON ({e})", fix=fix) from None
+        if isinstance(text, dict):
+            data: Any = text
+        else:
+            try:
+                data = json.loads(text)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ArchiveError(f"certificate ledger: not valid JSON ({e})", fix=fix) from None
         if not isinstance(data, dict) or not isinstance(data.get("issuances"), list):
             raise ArchiveError("certificate ledger: expected an object with an 'issuances' list", fix=fix)
         version = data.get("version")

@@ -1,1 +1,32 @@
-"""The bootstrap steps, in order. See base.py for what a step is."""
+"""The bootstrap steps, in order. See base.py for what a step is and how the runner skips work."""
+
+from __future__ import annotations
+
+from .base import Options, Step
+
+
+def bootstrap_steps(options: Options) -> list[Step]:
+    """Preflight, Longhorn, (restore volumes,) Git server, repository, push, (restore Secrets,)
+    certificate guard, Flux, (restore certificates,) hand-over check."""
+    from .checks import CertGuardStep, HandoffStep
+    from .flux import FluxStep
+    from .gitserver import GitServerStep, PushStep, RepositoryStep
+    from .longhorn import LonghornStep
+    from .preflight import PreflightStep
+    from .restore import RestoreCertificatesStep, RestoreSecretsStep, RestoreVolumesStep
+
+    restoring = options.restore is not None
+    steps: list[Step | None] = [
+        PreflightStep(),
+        LonghornStep(),
+        RestoreVolumesStep() if restoring else None,
+        GitServerStep(),
+        RepositoryStep(),
+        PushStep(),
+        RestoreSecretsStep() if restoring else None,
+        CertGuardStep(),
+        FluxStep(),
+        RestoreCertificatesStep() if restoring else None,
+        HandoffStep(),
+    ]
+    return [s for s in steps if s is not None]

@@ -83,6 +83,7 @@ class Step:
 
     name: ClassVar[str]
     title: ClassVar[str]
+    record: ClassVar[bool] = True  # False: run every time, never recorded (preflight, checks)
 
     def plan(self, cfg: Config, manifests: ManifestStore, options: Options) -> Planned:
         return Planned()
@@ -165,7 +166,7 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
         started = time.monotonic()
         planned = step.plan(ctx.cfg, ctx.manifests, ctx.options)
         digest = planned.digest()
-        if state.digest(step.name) == digest and await step.verify(ctx):
+        if step.record and state.digest(step.name) == digest and await step.verify(ctx):
             ctx.out.skip(f"{step.title}: unchanged")
             reports.append(StepReport(step.name, step.title, "unchanged", "already done",
                                       time.monotonic() - started))
@@ -178,7 +179,7 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
             ctx.out.fail(f"{step.title}: {e.message}")
             reports.append(StepReport(step.name, step.title, "failed", e.message, time.monotonic() - started))
             raise StepFailed(step, e, done) from None
-        if not ctx.options.dry_run:
+        if step.record and not ctx.options.dry_run and state.digest(step.name) != digest:
             await state.record(step.name, digest)
         ctx.out.done(f"{step.title}: {outcome.summary}")
         reports.append(StepReport(step.name, step.title, "changed" if outcome.changed else "unchanged",

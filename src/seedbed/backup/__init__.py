@@ -1,0 +1,78 @@
+"""Encrypted backups: collect, archive (age + tar + index.json), verify, restore.
+
+The one rule of this package: the archive's plaintext exists only in memory. See
+docs/backup.md for the format and the restore order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from seedbed import __version__
+from seedbed.config import Config
+
+from .archive import (
+    FORMAT_VERSION,
+    Archive,
+    build,
+    encrypt,
+    keygen,
+    open_archive,
+    open_bytes,
+    read_index,
+    write,
+)
+from .collect import collect, extra_entries
+from .restore import (
+    RestorePlan,
+    Summary,
+    git_bundle,
+    git_bundle_name,
+    ledger,
+    plan_restore,
+    restore_all,
+    restore_cert_manager,
+    restore_secrets,
+    restore_volumes,
+)
+from .volumes import backup_volumes, restore_objects
+
+
+@dataclass
+class BackupResult:
+    """The ciphertext and its index (names, sizes, hashes: nothing secret) for the summary output."""
+
+    ciphertext: bytes
+    index: dict[str, Any]
+
+
+async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None, ledger: Any = None,
+                      volume_timeout: float = 1800, now: datetime | None = None) -> BackupResult:
+    """Collect, take the Longhorn backups, build and encrypt; the caller writes ``ciphertext``.
+
+    ``git_bundle`` is the repository bundle (seedbed.git, through the port-forward) and ``ledger``
+    the issuance ledger; both are passed in so this package stays free of Git and HTTP.
+    """
+    # Fail on the keys before anything slow (or a Longhorn backup) happens.
+    encrypt(b"", cfg.backup.recipients)
+    now = now or datetime.now(UTC)
+    entries = await collect(kube, cfg)
+    volumes = await backup_volumes(kube, cfg, timeout=volume_timeout, now=now)
+    entries.update(extra_entries(git_bundle=git_bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
+                                 ledger=ledger, volumes=volumes))
+    tar = build(entries, cluster=cfg.cluster.name, created=now, seedbed_version=__version__)
+    del entries  # let the plaintext go as soon as it is encrypted
+    ciphertext = encrypt(tar, cfg.backup.recipients)
+    index = read_index(tar)
+    del tar
+    return BackupResult(ciphertext=ciphertext, index=index)
+
+
+__all__ = [
+    "FORMAT_VERSION", "Archive", "BackupResult", "RestorePlan", "Summary", "backup_volumes", "build", "collect",
+    "encrypt", "extra_entries", "git_bundle", "git_bundle_name", "keygen", "ledger", "make_backup", "open_archive",
+    "open_bytes", "plan_restore", "restore_all", "restore_cert_manager", "restore_objects", "restore_secrets",
+    "restore_volumes", "write",
+]

@@ -1,0 +1,355 @@
+"""Restoring an opened (already verified) archive, phase by phase.
+
+The phases are separate functions because bootstrap interleaves them with its own steps:
+volumes before the Git server (so Gitea finds its data), Secrets before Flux starts
+cert-manager (so cert-manager finds its keys and does not re-issue), cert-manager objects once
+their CRDs are Established, and the repository last. ``seedbed restore`` on a running cluster
+runs them in the same order (:func:`restore_all`).
+
+Nothing here overwrites an existing object unless ``force``; ``dry_run`` only reads. Output is
+names and reasons, never a Secret value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from seedbed.errors import ArchiveError, ClusterError
+
+from .archive import Archive
+from .collect import CM_API, CM_KINDS
+from .volumes import LONGHORN_API, LONGHORN_NS, restore_objects
+
+_CONCURRENCY = 16
+_EXISTS = "exists (use --force to overwrite)"
+Key = tuple[str, str, str]  # (kind, namespace or "", name)
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    phase: str  # volumes | secrets | cert-manager | git | ledger
+    kind: str
+    namespace: str
+    name: str
+    action: str  # restore | overwrite | skip
+    reason: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    def line(self) -> str:
+        return f"{self.action:9} {self.ref}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass
+class RestorePlan:
+    items: list[PlanItem] = field(default_factory=list)
+
+    def phase(self, name: str) -> list[PlanItem]:
+        return [i for i in self.items if i.phase == name]
+
+    def lines(self) -> list[str]:
+        return [f"[{i.phase}] {i.line()}" for i in self.items]
+
+
+@dataclass
+class Summary:
+    """What one phase did (or, in a dry run, would do)."""
+
+    phase: str
+    items: list[PlanItem] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def restored(self) -> list[str]:
+        return [i.ref for i in self.items if i.action in ("restore", "overwrite")]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(i.ref, i.reason) for i in self.items if i.action == "skip"]
+
+    def lines(self) -> list[str]:
+        return [i.line() for i in self.items]
+
+    def __str__(self) -> str:
+        verb = "would restore" if self.dry_run else "restored"
+        return f"{self.phase}: {verb} {len(self.restored)}, skipped {len(self.skipped)}"
+
+
+# --------------------------------------------------------------------------- reading the archive
+
+
+def _meta(obj: dict[str, Any]) -> tuple[str, str]:
+    md = obj.get("metadata") or {}
+    return md.get("namespace", ""), md["name"]
+
+
+def secrets(archive: Archive) -> list[dict[str, Any]]:
+    return [archive.json(n) for n in archive.names("secrets/")]
+
+
+def cert_manager_objects(archive: Archive) -> list[dict[str, Any]]:
+    """Issuers and ClusterIssuers before Certificates, so a Certificate never waits on a missing issuer."""
+    order = ["ClusterIssuer", "Issuer", "Certificate"]
+    return [archive.json(n) for kind in order for n in archive.names(CM_KINDS[kind][1] + "/")]
+
+
+def volume_records(archive: Archive) -> list[dict[str, Any]]:
+    data = archive.json("volumes.json") or {}
+    records = data.get("volumes", [])
+    if not isinstance(records, list):
+        raise ArchiveError("volumes.json has no list of volumes", fix="the archive is damaged; use another backup")
+    return records
+
+
+def git_bundle(archive: Archive) -> bytes | None:
+    """The repository bundle, for the caller to push back if the server's copy is missing or behind."""
+    names = archive.names("git/")
+    return archive.entries[names[0]] if names else None
+
+
+def git_bundle_name(archive: Archive) -> str | None:
+    names = archive.names("git/")
+    return names[0].removeprefix("git/").removesuffix(".bundle") if names else None
+
+
+def ledger(archive: Archive) -> Any:
+    """The issuance ledger as JSON data (give it to ``Ledger.from_json``), or None."""
+    return archive.json("ledger.json")
+
+
+def ledger_text(archive: Archive) -> str | None:
+    raw = archive.entries.get("ledger.json")
+    return raw.decode() if raw is not None else None
+
+
+# --------------------------------------------------------------------------- planning (pure)
+
+
+def _decide(phase: str, kind: str, ns: str, name: str, existing: set[Key], force: bool) -> PlanItem:
+    if (kind, ns, name) in existing:
+        if force:
+            return PlanItem(phase, kind, ns, name, "overwrite", "exists; --force")
+        return PlanItem(phase, kind, ns, name, "skip", _EXISTS)
+    return PlanItem(phase, kind, ns, name, "restore")
+
+
+def plan_volumes(records: list[dict[str, Any]], existing: set[Key]) -> list[PlanItem]:
+    items = []
+    for r in records:
+        ns, pvc, vol = r["namespace"], r["pvc"], r["volume"]
+        # Never replaced, even with --force: replacing a claim would throw away whatever data it now holds.
+        if ("PersistentVolumeClaim", ns, pvc) in existing:
+            why = "the claim exists; delete it first to restore its data (--force does not replace volumes)"
+        elif ("Volume", LONGHORN_NS, vol) in existing:
+            why = f"Longhorn volume {vol} exists; delete it first to restore from the backup"
+        elif ("PersistentVolume", "", r.get("pvName") or vol) in existing:
+            why = f"PersistentVolume {r.get('pvName') or vol} exists; delete it first"
+        else:
+            items.append(PlanItem("volumes", "PersistentVolumeClaim", ns, pvc, "restore",
+                                  f"from Longhorn backup {r.get('backup')}"))
+            continue
+        items.append(PlanItem("volumes", "PersistentVolumeClaim", ns, pvc, "skip", why))
+    return items
+
+
+def plan_restore(archive: Archive, existing: Iterable[Key], *, force: bool = False) -> RestorePlan:
+    """Every item of every phase, marked restore, overwrite (with force) or skip with the reason."""
+    have = set(existing)
+    plan = RestorePlan()
+    plan.items += plan_volumes(volume_records(archive), have)
+    for obj in secrets(archive):
+        ns, name = _meta(obj)
+        plan.items.append(_decide("secrets", "Secret", ns, name, have, force))
+    for obj in cert_manager_objects(archive):
+        ns, name = _meta(obj)
+        plan.items.append(_decide("cert-manager", obj["kind"], ns, name, have, force))
+    repo = git_bundle_name(archive)
+    if repo:
+        plan.items.append(PlanItem("git", "Repository", "", repo, "restore",
+                                   "pushed back only if the server's copy is missing or behind"))
+    if "ledger.json" in archive.entries:
+        plan.items.append(PlanItem("ledger", "IssuanceLedger", "", "ledger.json", "restore"))
+    return plan
+
+
+# --------------------------------------------------------------------------- cluster helpers
+
+
+def _is_exists(e: Exception) -> bool:
+    # seedbed.kube raises AlreadyExists (a ClusterError) on 409; matched by name to avoid importing the engine.
+    return type(e).__name__ == "AlreadyExists"
+
+
+async def _existing(kube: Any, api_version: str, kind: str, namespaces: Iterable[str] | None) -> set[Key]:
+    """Keys of existing objects: one LIST per namespace (or one cluster-wide LIST when None)."""
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(ns: str | None) -> list[dict[str, Any]]:
+        async with sem:
+            return await kube.list(api_version, kind, namespace=ns)
+
+    groups = await asyncio.gather(*(one(ns) for ns in (sorted(set(namespaces)) if namespaces is not None else [None])))
+    return {(kind, *_meta(o)) for items in groups for o in items}
+
+
+async def _ensure_namespaces(kube: Any, namespaces: Iterable[str]) -> list[str]:
+    wanted = sorted({ns for ns in namespaces if ns})
+    if not wanted:
+        return []
+    have = {o["metadata"]["name"] for o in await kube.list("v1", "Namespace")}
+    made = []
+    for ns in wanted:
+        if ns in have:
+            continue
+        try:
+            await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            made.append(ns)
+        except ClusterError as e:
+            if not _is_exists(e):
+                raise
+    return made
+
+
+async def _write(kube: Any, objs: dict[Key, dict[str, Any]], items: list[PlanItem]) -> list[PlanItem]:
+    """Create (or, for overwrite, server-side apply) each planned object; a create race becomes a skip."""
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(item: PlanItem) -> PlanItem:
+        if item.action == "skip":
+            return item
+        obj = objs[(item.kind, item.namespace, item.name)]
+        async with sem:
+            try:
+                if item.action == "overwrite":
+                    await kube.apply_one(obj, force=True)
+                else:
+                    await kube.create(obj)
+            except ClusterError as e:
+                if _is_exists(e):
+                    return PlanItem(item.phase, item.kind, item.namespace, item.name, "skip", _EXISTS)
+                # Only the reference, never the object: the message must not carry Secret data.
+                raise ClusterError(f"cannot restore {item.ref}: {e.message}", fix=e.fix) from None
+        return item
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+# --------------------------------------------------------------------------- phases
+
+
+async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
+                          wait: bool = True, timeout: float = 1800) -> Summary:
+    """Longhorn Volume (fromBackup) -> PV -> PVC per recorded claim, then wait for the data."""
+    del force  # volumes are never replaced (see plan_volumes); the flag is accepted for a uniform call
+    records = volume_records(archive)
+    existing: set[Key] = set()
+    for r in records:
+        checks = [("v1", "PersistentVolumeClaim", r["pvc"], r["namespace"]),
+                  (LONGHORN_API, "Volume", r["volume"], LONGHORN_NS),
+                  ("v1", "PersistentVolume", r.get("pvName") or r["volume"], None)]
+        for api, kind, name, ns in checks:
+            if await kube.get(api, kind, name, namespace=ns) is not None:
+                existing.add((kind, ns or "", name))
+    items = plan_volumes(records, existing)
+    if dry_run:
+        return Summary("volumes", items, dry_run=True)
+    todo = [r for r, i in zip(records, items, strict=True) if i.action == "restore"]
+    await _ensure_namespaces(kube, (r["namespace"] for r in todo))
+    for r in todo:
+        for obj in restore_objects(r):
+            await kube.create(obj)
+    if wait:
+        await asyncio.gather(*(_wait_restored(kube, r, timeout) for r in todo))
+    return Summary("volumes", items)
+
+
+def _restore_done(obj: dict[str, Any] | None) -> bool:
+    status = (obj or {}).get("status") or {}
+    failed = any(c.get("type") == "Restore" and c.get("reason") == "RestoreFailure"
+                 for c in status.get("conditions") or [])
+    # restoreRequired is absent until Longhorn starts, so "done" needs restoreInitiated as well.
+    return failed or (status.get("restoreInitiated") is True and status.get("restoreRequired") is False)
+
+
+async def _wait_restored(kube: Any, record: dict[str, Any], timeout: float) -> None:
+    vol = record["volume"]
+
+    def describe(obj: dict[str, Any] | None) -> str:
+        status = (obj or {}).get("status") or {}
+        return f"state={status.get('state', '?')}, restoreRequired={status.get('restoreRequired', '?')}"
+
+    obj = await kube.wait_for(LONGHORN_API, "Volume", vol, LONGHORN_NS, _restore_done, timeout=timeout,
+                              what=f"Longhorn to restore volume {vol} from its backup", describe=describe)
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Restore" and c.get("reason") == "RestoreFailure":
+            raise ClusterError(f"Longhorn could not restore {record['namespace']}/{record['pvc']}: "
+                               f"{c.get('message') or 'no message'}",
+                               fix="check the backup target and the backup in the Longhorn UI")
+
+
+async def restore_secrets(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False) -> Summary:
+    """Secrets into their namespaces (created as needed); existing ones kept unless force."""
+    objs = {("Secret", *_meta(o)): o for o in secrets(archive)}
+    namespaces = {k[1] for k in objs}
+    existing = await _existing(kube, "v1", "Secret", namespaces) if objs else set()
+    items = [_decide("secrets", "Secret", ns, name, existing, force) for (_, ns, name) in sorted(objs)]
+    if dry_run:
+        return Summary("secrets", items, dry_run=True)
+    await _ensure_namespaces(kube, namespaces)
+    return Summary("secrets", await _write(kube, objs, items))
+
+
+async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
+                               timeout: float = 300) -> Summary:
+    """Issuers, ClusterIssuers and Certificates, once their CRDs are Established."""
+    ordered = cert_manager_objects(archive)
+    objs = {(o["kind"], *_meta(o)): o for o in ordered}
+    kinds = sorted({k[0] for k in objs})
+    if not dry_run:
+        # Waiting here rather than failing: bootstrap reaches this phase while Flux is installing cert-manager.
+        await asyncio.gather(*(kube.wait_condition("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                                   CM_KINDS[k][0], condition="Established", timeout=timeout)
+                               for k in kinds))
+    existing: set[Key] = set()
+    for kind in kinds:
+        existing |= await _existing(kube, CM_API, kind, None)
+    items = [_decide("cert-manager", k, ns, name, existing, force) for (k, ns, name) in objs]
+    if dry_run:
+        served = {k: await kube.serves(CM_API, k) for k in kinds}
+        items = [i if served[i.kind] or i.action != "restore"
+                 else PlanItem(i.phase, i.kind, i.namespace, i.name, i.action, "once cert-manager's CRDs are installed")
+                 for i in items]
+        return Summary("cert-manager", items, dry_run=True)
+    await _ensure_namespaces(kube, (ns for (_, ns, _) in objs))
+    done: list[PlanItem] = []
+    # Issuers first, then Certificates: cert-manager would otherwise log a missing issuer for each.
+    for group in (["ClusterIssuer", "Issuer"], ["Certificate"]):
+        done += await _write(kube, objs, [i for i in items if i.kind in group])
+    return Summary("cert-manager", done)
+
+
+async def restore_all(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
+                      timeout: float = 1800) -> list[Summary]:
+    """`seedbed restore` on a running cluster: volumes, Secrets, cert-manager objects, in that order.
+
+    The repository (``git_bundle``) and the ledger (``ledger``) are the caller's to put back.
+    """
+    return [
+        await restore_volumes(kube, archive, force=force, dry_run=dry_run, timeout=timeout),
+        await restore_secrets(kube, archive, force=force, dry_run=dry_run),
+        await restore_cert_manager(kube, archive, force=force, dry_run=dry_run, timeout=min(timeout, 600)),
+    ]
+
+
+def dumps_summary(summaries: list[Summary]) -> str:
+    """--output json: names, actions and reasons only."""
+    return json.dumps([{"phase": s.phase, "dryRun": s.dry_run,
+                        "items": [{"kind": i.kind, "namespace": i.namespace, "name": i.name,
+                                   "action": i.action, "reason": i.reason} for i in s.items]}
+                       for s in summaries], indent=2)

@@ -1,0 +1,154 @@
+"""`seedbed backup` and `seedbed restore`: the cluster-facing sequence around the archive format."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..output import Output
+    from .archive import Archive
+
+LEDGER_CONFIGMAP = "seedbed-ledger"
+LEDGER_NAMESPACE = "kube-system"
+
+
+def default_identity_path() -> Path:
+    return Path(platformdirs.user_config_dir("seedbed")) / "age.key"
+
+
+def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
+    if extra:
+        return list(extra)
+    return [cfg.resolve(cfg.backup.identity_file) if cfg.backup.identity_file else default_identity_path()]
+
+
+def open_for_restore(cfg: Config, path: Path, *, from_other_cluster: bool = False,
+                     identities: list[Path] | None = None) -> Archive:
+    """Decrypt and verify every entry; an ArchiveError here means nothing was written."""
+    from .archive import open_archive
+
+    return open_archive(path, identity_paths(cfg, identities), expect_cluster=cfg.cluster.name,
+                        from_other_cluster=from_other_cluster)
+
+
+async def stored_ledger(kube: Any) -> list[Any]:
+    """The ledger a previous restore put in the cluster, so that history survives many rebuilds."""
+    from ..certs.ledger import Ledger
+
+    cm = await kube.get("v1", "ConfigMap", LEDGER_CONFIGMAP, namespace=LEDGER_NAMESPACE)
+    text = ((cm or {}).get("data") or {}).get("ledger.json")
+    return list(Ledger.from_json(text)) if text else []
+
+
+async def store_ledger(kube: Any, text: str) -> None:
+    await kube.apply([{"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": LEDGER_CONFIGMAP, "namespace": LEDGER_NAMESPACE,
+                                    "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
+                       "data": {"ledger.json": text}}])
+
+
+async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volumes: bool = False,
+                     kube: Any = None) -> str:
+    from .. import __version__
+    from ..certs.ledger import Ledger
+    from ..certs.report import cluster_issuances
+    from ..errors import ConfigError
+    from ..kube import Kube
+    from . import archive as fmt
+    from .collect import collect, extra_entries
+
+    if not cfg.backup.recipients:
+        raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
+                          fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
+    for r in cfg.backup.recipients:
+        fmt.parse_recipient(r)  # a bad recipient fails before any cluster work
+    own = kube is None
+    if own:
+        kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
+    try:
+        out.begin("Backup")
+        out.activity("reading certificates and Secrets")
+        entries = await collect(kube, cfg)
+        out.activity("bundling the in-cluster repository")
+        bundle = await _git_bundle(cfg, kube, out)
+        issuances, _ = await cluster_issuances(kube)
+        ledger = Ledger.merge(issuances, await stored_ledger(kube))
+        volumes: list[dict[str, Any]] = []
+        if not skip_volumes and cfg.backup.volumes:
+            from .volumes import backup_volumes
+
+            out.activity("backing up Longhorn volumes")
+            volumes = await backup_volumes(kube, cfg)
+        entries.update(extra_entries(git_bundle=bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
+                                     ledger=ledger, volumes=volumes))
+        plain = fmt.build(entries, cluster=cfg.cluster.name, created=datetime.now(UTC), seedbed_version=__version__)
+        fmt.write(output_file, fmt.encrypt(plain, list(cfg.backup.recipients)))
+        del plain
+    finally:
+        out.close()
+        if own:
+            await kube.close()
+    counts: dict[str, int] = {}
+    for name in entries:
+        kind = fmt.entry_kind(name)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"wrote {output_file} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
+
+
+async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
+    """The repository as a git bundle, through a port-forward; None when there is no Git server."""
+    from .. import git
+    from ..errors import SeedbedError
+    from ..steps.base import Context, Options
+    from ..steps.gitserver import gitea_session, repo_http_url, session_token
+
+    ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=None, out=out)  # type: ignore[arg-type]
+    try:
+        async with gitea_session(ctx) as (client, port):
+            token = await session_token(ctx, client)
+            with tempfile.TemporaryDirectory(prefix="seedbed-bundle-") as tmp:
+                # The bundle holds the GitOps tree, which is in Git anyway (and holds no Secrets);
+                # it is read back into memory and the temporary copy removed at once.
+                dest = Path(tmp) / "repo.bundle"
+                if not await git.bundle_create(repo_http_url(ctx, port), dest,
+                                               username=cfg.git_server.admin_user, token=token):
+                    return None
+                return dest.read_bytes()
+    except SeedbedError as e:
+        out.warn(f"repository not backed up: {e.message}")
+        return None
+
+
+async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: bool, force: bool,
+                      from_other_cluster: bool, identities: list[Path], kube: Any = None) -> str:
+    from ..kube import Kube
+    from .restore import ledger_text, restore_all
+
+    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities)
+    out.done(f"{archive_path}: decrypted and verified ({len(archive.entries)} entries)")
+    own = kube is None
+    if own:
+        kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
+    try:
+        summaries = await restore_all(kube, archive, force=force, dry_run=dry_run)
+        if not dry_run:
+            text = ledger_text(archive)
+            if text:
+                await store_ledger(kube, text)
+    finally:
+        out.close()
+        if own:
+            await kube.close()
+    lines = []
+    for s in summaries:
+        lines.append(str(s))
+        if dry_run:
+            lines += [f"  {line}" for line in s.lines()]
+    return "\n".join(lines)

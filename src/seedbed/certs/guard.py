@@ -1,0 +1,290 @@
+"""The pre-Flux guard: stop a bootstrap that would burn through Let's Encrypt's limits.
+
+Once Flux applies the repository, cert-manager requests a certificate for every Certificate (and
+every annotated Ingress) whose Secret does not exist yet. The guard estimates exactly that set
+before Flux starts: Certificates found in the GitOps tree, minus those whose Secret a restore
+brought back. If that set would exceed a budget, the bootstrap stops with the remedies.
+
+:func:`assess` and :func:`parse_manifests` are pure; :func:`certificates_in_repo` reads the tree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Refused
+from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
+from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
+from .ledger import _iso
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
+_DOC_SPLIT = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
+_SKIP_DIRS = {".git", "node_modules", ".venv"}
+
+
+@dataclass(frozen=True)
+class CertificateDoc:
+    """A certificate the repository asks for: a Certificate, or an Ingress cert-manager will serve."""
+
+    names: frozenset[str]
+    secret_name: str
+    namespace: str | None  # None when the manifest leaves it to a Kustomization
+    issuer_kind: str
+    issuer_name: str
+    file: str
+    line: int
+    kind: str = "Certificate"
+    unresolved: tuple[str, ...] = ()  # ${VARS} left unsubstituted
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class RepoScan:
+    certificates: list[CertificateDoc]
+    production_issuers: frozenset[str]  # "ClusterIssuer/name" (or "Issuer/name") using LE production
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    ok: bool
+    reasons: list[str]  # why it is refused (or would be, when ignored)
+    would_issue: list[frozenset[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def raise_if_refused(self) -> None:
+        if not self.ok:
+            raise refusal(self)
+
+
+REMEDIES = (
+    "restore the certificates from a backup first: `seedbed bootstrap --restore ARCHIVE`",
+    "use Let's Encrypt staging for a throwaway cluster: `--acme staging`",
+    "use a separate domain for development: `--domain dev.example.net`",
+    "or, knowing the risk of a week-long block, `--ignore-budget`",
+)
+
+
+def refusal(result: GuardResult) -> Refused:
+    message = "Let's Encrypt budget exceeded; stopping before Flux starts:\n" + "\n".join(
+        f"  - {r}" for r in result.reasons)
+    return Refused(message, fix="; ".join(REMEDIES))
+
+
+def substitute(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Flux-style ``${VAR}``, ``${VAR:=default}``, ``${VAR:-default}``; returns the unresolved names."""
+    missing: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        name, op, default = m.group(1), m.group(2), m.group(3)
+        if name in variables:
+            return str(variables[name])
+        if op:
+            return default or ""
+        missing.append(name)
+        return m.group(0)
+
+    return _VAR.sub(repl, text), missing
+
+
+def _documents(text: str) -> list[tuple[int, str]]:
+    """(1-based first line, text) of each YAML document, so findings can name a line."""
+    out: list[tuple[int, str]] = []
+    start, line = 0, 1
+    for m in _DOC_SPLIT.finditer(text):
+        out.append((line, text[start:m.start()]))
+        line = text.count("\n", 0, m.end()) + 2
+        start = m.end() + 1
+    out.append((line, text[start:]))
+    return out
+
+
+def _first_content_line(doc: str, base: int) -> int:
+    for offset, raw in enumerate(doc.splitlines()):
+        s = raw.strip()
+        if s and not s.startswith("#"):
+            return base + offset
+    return base
+
+
+def _issuer_key(kind: str, name: str) -> str:
+    return f"{kind}/{name}"
+
+
+def _from_object(obj: dict[str, Any], file: str, line: int, unresolved: tuple[str, ...]) -> list[CertificateDoc]:
+    kind = obj.get("kind")
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    api = str(obj.get("apiVersion", ""))
+    if kind == "Certificate" and api.startswith("cert-manager.io/"):
+        spec = obj.get("spec") or {}
+        names = list(spec.get("dnsNames") or [])
+        if spec.get("commonName"):
+            names.append(spec["commonName"])
+        ref = spec.get("issuerRef") or {}
+        if not names or not spec.get("secretName"):
+            return []
+        return [CertificateDoc(frozenset(n.lower() for n in names), str(spec["secretName"]), ns,
+                               str(ref.get("kind") or "Issuer"), str(ref.get("name") or ""), file, line,
+                               "Certificate", unresolved)]
+    if kind == "Ingress":
+        ann = meta.get("annotations") or {}
+        if "cert-manager.io/cluster-issuer" in ann:
+            ikind, iname = "ClusterIssuer", str(ann["cert-manager.io/cluster-issuer"])
+        elif "cert-manager.io/issuer" in ann:
+            ikind, iname = "Issuer", str(ann["cert-manager.io/issuer"])
+        else:
+            return []
+        out = []
+        # cert-manager's ingress-shim makes one Certificate per tls entry, named after its Secret.
+        for tls in (obj.get("spec") or {}).get("tls") or []:
+            hosts = [h.lower() for h in tls.get("hosts") or []]
+            if hosts and tls.get("secretName"):
+                out.append(CertificateDoc(frozenset(hosts), str(tls["secretName"]), ns, ikind, iname,
+                                          file, line, "Ingress", unresolved))
+        return out
+    return []
+
+
+def _production_issuer(obj: dict[str, Any]) -> str | None:
+    if obj.get("kind") not in ("ClusterIssuer", "Issuer"):
+        return None
+    acme = (obj.get("spec") or {}).get("acme") or {}
+    server = str(acme.get("server", "")) if isinstance(acme, dict) else ""
+    if server.rstrip("/") == PRODUCTION_SERVER or "acme-v02.api.letsencrypt.org" in server:
+        return _issuer_key(str(obj["kind"]), str((obj.get("metadata") or {}).get("name", "")))
+    return None
+
+
+def parse_manifests(text: str, file: str, variables: Mapping[str, str] | None = None) -> RepoScan:
+    """Certificates and production issuers in one YAML file's text (pure)."""
+    text, missing = substitute(text, variables or {})
+    certs: list[CertificateDoc] = []
+    prod: set[str] = set()
+    warnings: list[str] = []
+    for base, doc in _documents(text):
+        if "kind:" not in doc:
+            continue
+        line = _first_content_line(doc, base)
+        try:
+            obj = yaml.load(doc, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            warnings.append(f"{file}:{line}: not valid YAML; skipped")
+            continue
+        if not isinstance(obj, dict):
+            continue
+        unresolved = tuple(sorted({n for n in missing if f"${{{n}" in doc}))
+        certs += _from_object(obj, file, line, unresolved)
+        if (key := _production_issuer(obj)) is not None:
+            prod.add(key)
+    return RepoScan(certs, frozenset(prod), warnings)
+
+
+def scan_repo(tree: Path, variables: Mapping[str, str] | None = None) -> RepoScan:
+    """Every Certificate, annotated Ingress and production issuer in a GitOps tree's YAML files."""
+    certs: list[CertificateDoc] = []
+    prod: set[str] = set()
+    warnings: list[str] = []
+    for path in sorted(p for p in tree.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
+        if _SKIP_DIRS & set(path.relative_to(tree).parts):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            warnings.append(f"{path}: cannot read ({e}); skipped")
+            continue
+        scan = parse_manifests(text, str(path.relative_to(tree)), variables)
+        certs += scan.certificates
+        prod |= scan.production_issuers
+        warnings += scan.warnings
+    return RepoScan(certs, frozenset(prod), warnings)
+
+
+def certificates_in_repo(tree: Path, variables: Mapping[str, str] | None = None) -> list[CertificateDoc]:
+    return scan_repo(tree, variables).certificates
+
+
+def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[tuple[str, str] | str], *,
+                production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
+                ) -> list[CertificateDoc]:
+    """The Certificates cert-manager will request from LE production: Secret not restored.
+
+    ``restored_secrets`` are (namespace, name) pairs or "namespace/name" strings. A Certificate
+    whose namespace a Kustomization sets (none in the manifest) matches a restored Secret by name.
+    """
+    restored: set[tuple[str, str]] = set()
+    for s in restored_secrets:
+        ns, _, name = s.partition("/") if isinstance(s, str) else (s[0], "/", s[1])
+        restored.add((ns, name))
+    restored_names = {name for _, name in restored}
+    prod = set(production_issuers)
+    out: list[CertificateDoc] = []
+    seen: set[tuple[str | None, str]] = set()
+    for c in certs:
+        if _issuer_key(c.issuer_kind, c.issuer_name) not in prod:
+            continue
+        if (c.namespace, c.secret_name) in restored or (c.namespace is None and c.secret_name in restored_names):
+            continue
+        key = (c.namespace, c.secret_name)
+        if key in seen:  # the same Secret in two overlays is one certificate
+            continue
+        seen.add(key)
+        out.append(c)
+    return out
+
+
+def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignore_budget: bool = False
+           ) -> GuardResult:
+    """Would issuing ``planned`` (one name set per certificate) exceed a budget at ``budget.now``?"""
+    sets = [frozenset(n.lower() for n in names) for names in planned]
+    sets = [s for s in sets if s]
+    if acme != "production":
+        return GuardResult(True, [], sets, [f"--acme {acme}: Let's Encrypt staging has far higher limits; "
+                                            "the production budget is not checked"])
+    reasons: list[str] = []
+    notes: list[str] = []
+    per_domain: dict[str, list[frozenset[str]]] = {}
+    per_set: dict[frozenset[str], int] = {}
+    for s in sets:
+        for d in sorted({registered_domain(n) or n for n in s}):
+            per_domain.setdefault(d, []).append(s)
+        per_set[s] = per_set.get(s, 0) + 1
+    for d, items in sorted(per_domain.items()):
+        b = budget.domain(d)
+        if b.used + len(items) > REGISTERED_DOMAIN_LIMIT:
+            when = f"; room again from {_iso(b.available_at or b.refills_at)}" if b.refills_at else ""
+            listed = "; ".join(", ".join(sorted(s)) for s in items[:5]) + (" ..." if len(items) > 5 else "")
+            reasons.append(f"{d}: {b.used} issued in the last 168 h + {len(items)} new ({listed}) would exceed "
+                           f"{REGISTERED_DOMAIN_LIMIT} certificates per registered domain per 7 days{when}")
+    for s, count in sorted(per_set.items(), key=lambda kv: sorted(kv[0])):
+        e = budget.exact_set(s)
+        names = ", ".join(sorted(s))
+        if e.used + count > EXACT_SET_LIMIT:
+            when = f"; room again from {_iso(e.available_at or e.refills_at)}" if e.refills_at else ""
+            reasons.append(f"{names}: {e.used} issued in the last 168 h + {count} new would exceed "
+                           f"{EXACT_SET_LIMIT} certificates for the same set of names per 7 days "
+                           f"(no override exists){when}")
+        elif e.used + count == EXACT_SET_LIMIT:
+            notes.append(f"{names}: this uses the last of {EXACT_SET_LIMIT} certificates for this set of names; "
+                         "the next rebuild without a restore will be refused")
+    notes += budget.notes
+    if reasons and ignore_budget:
+        return GuardResult(True, reasons, sets, [*notes, "--ignore-budget: going ahead anyway"])
+    return GuardResult(not reasons, reasons, sets, notes)
+
+
+def check(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignore_budget: bool = False
+          ) -> GuardResult:
+    """:func:`assess`, raising :class:`Refused` (with the remedies as ``fix``) when it says no."""
+    result = assess(planned, budget, acme=acme, ignore_budget=ignore_budget)
+    result.raise_if_refused()
+    return result

@@ -1,0 +1,1114 @@
+"""``seedbed check-handoff``: will Flux's re-deploy of the Git server keep the repository and Flux's access?
+
+After the bootstrap, Flux owns the cluster and re-deploys Gitea (or Forgejo) from the repository,
+usually with the upstream Helm chart through a HelmRelease. That re-deploy must keep the contract
+the bootstrap set up, or the repository (and Flux's own source) is lost:
+
+- the same data claim (``git_server.pvc_name``), mounted whole at ``/data``, not re-created by Helm;
+- the rootless image of the same flavour (the root image lays ``/data`` out differently);
+- the same SQLite database the bootstrap wrote (users, the repository record, Flux's deploy key);
+- the SSH host key mounted from the same Secret (Flux's ``known_hosts`` pins it);
+- the SSH Service under the same name on port 22, reachable through a cluster IP (the
+  GitRepository URL is ``ssh://git@<ssh_service>.<namespace>.svc.cluster.local/...``).
+
+The lint is pure: it reads the YAML files under a folder and never talks to a cluster. Every
+finding names a file and line (the offending key, or the object when a key is missing) and a fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import posixpath
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+
+from .config import Config
+
+Severity = Literal["error", "warning"]
+
+# The bootstrap Deployment's side of the contract (render/gitserver.py renders the same).
+DATA_PATH = "/data"
+SSH_PORT = 22
+HTTP_PORT = 3000
+SSH_LISTEN_PORT = 2222  # the rootless image's built-in SSH server
+HOST_KEY_MOUNT = "/etc/gitea/ssh-host-key"  # where the recommended values mount the host key Secret
+HOST_KEY_FILE = "ssh_host_ed25519_key"  # the key of the host key Secret that holds the private key
+BOOTSTRAP_DB_TYPE = "sqlite3"
+
+CHARTS = ("gitea", "forgejo")
+
+# The upstream charts' defaults for the values the lint reads (gitea-charts/gitea, forgejo-helm).
+# A HelmRelease that does not set a value gets these, so they are checked like explicit values.
+_CHART_DEFAULTS: dict[str, dict[tuple[str, ...], Any]] = {
+    "gitea": {
+        ("image", "rootless"): True,
+        ("persistence", "enabled"): True,
+        ("persistence", "create"): True,
+        ("persistence", "mount"): True,
+        ("persistence", "claimName"): "gitea-shared-storage",
+        ("service", "ssh", "port"): 22,
+        ("service", "ssh", "clusterIP"): "None",
+        ("service", "http", "port"): 3000,
+        ("service", "http", "clusterIP"): "None",
+        ("postgresql-ha", "enabled"): True,
+        ("postgresql", "enabled"): False,
+    },
+    "forgejo": {
+        ("image", "rootless"): True,
+        ("persistence", "enabled"): True,
+        ("persistence", "create"): True,
+        ("persistence", "mount"): True,
+        ("persistence", "claimName"): "gitea-shared-storage",
+        ("service", "ssh", "port"): 22,
+        ("service", "ssh", "clusterIP"): None,
+        ("service", "http", "port"): 3000,
+        ("service", "http", "clusterIP"): None,
+    },
+}
+
+_DB_SUBCHARTS = ("postgresql-ha", "postgresql", "mariadb", "mysql")
+_HOST_KEYS_ENV = "GITEA__SERVER__SSH_SERVER_HOST_KEYS"
+_KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str  # relative to the checked folder, with '/' separators
+    line: int  # 1-based; 0 when the finding is about the repository as a whole
+    severity: Severity
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message}"
+
+
+@dataclass
+class HandoffReport:
+    findings: list[Finding] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would lose the repository or Flux's access (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def format(self) -> str:
+        """The report as the CLI prints it: what was recognised, then each finding with its fix."""
+        lines = [f"found: {item}" for item in self.found]
+        for f in self.findings:
+            lines.append(str(f))
+            if f.fix:
+                lines.append(f"  fix: {f.fix}")
+        if self.ok:
+            lines.append("hand-over OK" + (f" ({len(self.warnings)} warning(s))" if self.warnings else ""))
+        else:
+            lines.append(f"hand-over would break: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- recommended values
+
+
+def _fullname_for(cfg: Config) -> str | None:
+    """The chart ``fullname`` that yields both configured Service names, if one does."""
+    gs = cfg.git_server
+    if gs.ssh_service.endswith("-ssh") and gs.http_service.endswith("-http"):
+        prefix = gs.ssh_service.removesuffix("-ssh")
+        if prefix and prefix == gs.http_service.removesuffix("-http"):
+            return prefix
+    return None
+
+
+def recommended_values(cfg: Config) -> str:
+    """HelmRelease ``spec.values`` for the upstream chart that keep the bootstrap's contract."""
+    gs = cfg.git_server
+    fullname = _fullname_for(cfg)
+    if fullname:
+        name_line = f"fullnameOverride: {fullname}  # Services {gs.ssh_service} and {gs.http_service}"
+    else:
+        name_line = (f"# The chart names its Services <fullname>-ssh and <fullname>-http; rename\n"
+                     f"# gitServer.sshService ({gs.ssh_service}) and httpService ({gs.http_service}) to match.")
+    return f"""\
+{name_line}
+image:
+  rootless: true  # same /data layout and built-in SSH server as the bootstrap
+persistence:
+  enabled: true
+  create: false  # seedbed created the claim; Helm must not create or own it
+  mount: true
+  claimName: {gs.pvc_name}
+service:
+  ssh:
+    port: {SSH_PORT}
+    clusterIP: ""  # a cluster IP maps port {SSH_PORT} to {SSH_LISTEN_PORT}; a headless Service would not
+  http:
+    port: {HTTP_PORT}
+postgresql-ha:
+  enabled: false  # the bootstrap's SQLite database on the claim holds the users and deploy keys
+postgresql:
+  enabled: false
+extraVolumes:
+  - name: ssh-host-key
+    secret:
+      secretName: {gs.host_key_secret}  # the host key Flux's known_hosts pins
+      defaultMode: 0440
+extraContainerVolumeMounts:
+  - name: ssh-host-key
+    mountPath: {HOST_KEY_MOUNT}
+    readOnly: true
+gitea:
+  config:
+    database:
+      DB_TYPE: {BOOTSTRAP_DB_TYPE}
+    server:
+      START_SSH_SERVER: true
+      SSH_PORT: {SSH_PORT}
+      SSH_LISTEN_PORT: {SSH_LISTEN_PORT}
+      SSH_SERVER_HOST_KEYS: {HOST_KEY_MOUNT}/{HOST_KEY_FILE}
+"""
+
+
+RECOMMENDED_VALUES = recommended_values(Config())
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+
+@dataclass
+class Val:
+    """A YAML value that remembers where it was written (the key's line for mapping entries)."""
+
+    value: Any  # dict[str, Val] | list[Val] | scalar
+    file: str
+    line: int
+
+    def get(self, *path: str) -> Val | None:
+        node: Val | None = self
+        for part in path:
+            if node is None or not isinstance(node.value, dict):
+                return None
+            node = node.value.get(part)
+        return node
+
+    def plain(self) -> Any:
+        if isinstance(self.value, dict):
+            return {k: v.plain() for k, v in self.value.items()}
+        if isinstance(self.value, list):
+            return [v.plain() for v in self.value]
+        return self.value
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _to_val(node: yaml.Node, file: str, line_of: Callable[[yaml.Mark], int]) -> Val:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Val] = {}
+        for key_node, value_node in node.value:
+            child = _to_val(value_node, file, line_of)
+            key = _constructor.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key == "<<" and isinstance(child.value, dict):  # YAML merge key: earlier keys win
+                for k, v in child.value.items():
+                    out.setdefault(k, v)
+                continue
+            child.line = line_of(key_node.start_mark)
+            out[str(key)] = child
+        return Val(out, file, line_of(node.start_mark))
+    if isinstance(node, yaml.SequenceNode):
+        return Val([_to_val(item, file, line_of) for item in node.value], file, line_of(node.start_mark))
+    return Val(_constructor.construct_object(node, deep=True), file, line_of(node.start_mark))
+
+
+def _parse_docs(text: str, file: str, line_of: Callable[[yaml.Mark], int] | None = None) -> list[Val]:
+    line_of = line_of or (lambda mark: mark.line + 1)
+    return [_to_val(node, file, line_of) for node in yaml.compose_all(text, Loader=yaml.SafeLoader)
+            if node is not None]
+
+
+def _merge(base: Val | None, over: Val) -> Val:
+    """Helm's coalescing: mappings merge key by key, anything else replaces."""
+    if base is None or not isinstance(base.value, dict) or not isinstance(over.value, dict):
+        return over
+    merged = dict(base.value)
+    for key, value in over.value.items():
+        merged[key] = _merge(merged.get(key), value)
+    return Val(merged, over.file, over.line)
+
+
+def _set_path(root: Val, path: list[str], value: Val) -> Val:
+    """``root`` with ``value`` at a dotted ``targetPath`` (creating mappings on the way)."""
+    if not path:
+        return value
+    current = root.value if isinstance(root.value, dict) else {}
+    child = current.get(path[0]) or Val({}, value.file, value.line)
+    return Val({**current, path[0]: _set_path(child, path[1:], value)}, root.file, root.line)
+
+
+def _scalar(v: Val | None) -> Any:
+    return None if v is None else v.plain()
+
+
+def _bool(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "on", "1"}
+    return bool(value)
+
+
+def _items(v: Val | None) -> list[Val]:
+    return [item for item in v.value if isinstance(item.value, dict)] if v and isinstance(v.value, list) else []
+
+
+# --------------------------------------------------------------------------- the repository
+
+
+@dataclass
+class _Doc:
+    val: Val
+    file: str
+
+    @property
+    def kind(self) -> str:
+        return str(_scalar(self.val.get("kind")) or "")
+
+    @property
+    def api(self) -> str:
+        return str(_scalar(self.val.get("apiVersion")) or "")
+
+    @property
+    def name(self) -> str:
+        return str(_scalar(self.val.get("metadata", "name")) or "")
+
+    @property
+    def namespace(self) -> str | None:
+        ns = _scalar(self.val.get("metadata", "namespace"))
+        return str(ns) if ns else None
+
+    @property
+    def line(self) -> int:
+        """Where a missing key is reported: the object's ``kind:`` line."""
+        kind = self.val.get("kind")
+        return kind.line if kind else self.val.line
+
+
+@dataclass
+class _Source:
+    """A values source a HelmRelease's ``valuesFrom`` can name: ConfigMap/Secret data."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    where: str  # for the report: the file it was found in
+    data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]]  # key -> (key val, text, line map, file)
+    encrypted: bool = False
+
+
+class _Repo:
+    def __init__(self, tree: Path, report: HandoffReport) -> None:
+        self.tree = tree
+        self.report = report
+        self.docs: list[_Doc] = []
+        self.sources: list[_Source] = []
+        self.dir_namespace: dict[str, str] = {}
+        for path in sorted(self._yaml_files()):
+            self._load(path)
+
+    def _yaml_files(self) -> Iterator[Path]:
+        for path in self.tree.rglob("*"):
+            rel = path.relative_to(self.tree)
+            if ".git" in rel.parts or not path.is_file():
+                continue
+            if path.suffix in {".yaml", ".yml"} or path.name == "Kustomization":
+                yield path
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.tree).as_posix()
+
+    def _load(self, path: Path) -> None:
+        rel = self.rel(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        try:
+            vals = _parse_docs(text, rel)
+        except yaml.YAMLError as e:
+            # Only worth a word when the file might describe the Git server: vendored charts'
+            # templates are not YAML either, and are none of this lint's business.
+            if re.search(r"gitea|forgejo", text, re.IGNORECASE):
+                mark = getattr(e, "problem_mark", None)
+                self.report.findings.append(Finding(
+                    rel, mark.line + 1 if mark else 1, "warning",
+                    "not valid YAML, so not checked (Flux cannot apply it either)", "fix the YAML syntax"))
+            return
+        for val in vals:
+            if not isinstance(val.value, dict):
+                continue
+            doc = _Doc(val, rel)
+            if path.name in _KUSTOMIZATION_FILES and doc.kind in {"", "Kustomization"} and (
+                    not doc.api or doc.api.startswith("kustomize.config.k8s.io")):
+                self._kustomization(path, doc)
+                continue
+            self.docs.append(doc)
+            if doc.kind in {"ConfigMap", "Secret"} and doc.api == "v1":
+                self._data_source(doc)
+
+    def _data_source(self, doc: _Doc) -> None:
+        data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]] = {}
+        encrypted = doc.val.get("sops") is not None
+        for section in ("data", "binaryData", "stringData"):
+            block = doc.val.get(section)
+            if not block or not isinstance(block.value, dict):
+                continue
+            for key, v in block.value.items():
+                text = v.value
+                if not isinstance(text, str):
+                    continue
+                if section != "stringData" and doc.kind == "Secret" or section == "binaryData":
+                    try:
+                        text = base64.b64decode(text, validate=True).decode()
+                    except (binascii.Error, UnicodeDecodeError, ValueError):
+                        encrypted = True
+                        continue
+                    line_of = _fixed_line(v.line)
+                else:
+                    line_of = _block_lines(doc.file, v)
+                data[key] = (v, text, line_of, doc.file)
+        if "ENC[" in repr(doc.val.plain().get("data", "")) + repr(doc.val.plain().get("stringData", "")):
+            encrypted = True
+        self.sources.append(_Source(doc.kind, doc.name, doc.namespace, doc.file, data, encrypted))
+
+    def _kustomization(self, path: Path, doc: _Doc) -> None:
+        folder = path.parent
+        ns = _scalar(doc.val.get("namespace"))
+        if ns:
+            self.dir_namespace[self.rel(folder) if folder != self.tree else "."] = str(ns)
+        for section, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
+            for gen in _items(doc.val.get(section)):
+                name = _scalar(gen.get("name"))
+                if not name:
+                    continue
+                data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]] = {}
+                encrypted = False
+                for entry in _items_any(gen.get("files")):
+                    spec = str(entry.value)
+                    key, _, file = spec.partition("=") if "=" in spec else (PurePosixPath(spec).name, "", spec)
+                    target = (folder / file).resolve()
+                    try:
+                        text = target.read_text(encoding="utf-8")
+                        rel = self.rel(target)
+                    except (OSError, ValueError, UnicodeDecodeError):
+                        continue
+                    if "sops:" in text and "ENC[" in text:
+                        encrypted = True
+                        continue
+                    data[key] = (None, text, lambda mark: mark.line + 1, rel)
+                self.sources.append(_Source(kind, str(name), _scalar(gen.get("namespace")) or (str(ns) if ns else None),
+                                            doc.file, data, encrypted))
+
+    def namespace_of(self, doc: _Doc) -> str | None:
+        """The object's namespace, or the one its folder's kustomization.yaml sets."""
+        folder = posixpath.dirname(doc.file) or "."
+        return self.dir_namespace.get(folder) or doc.namespace
+
+    def source(self, kind: str, name: str, namespace: str | None) -> _Source | None:
+        for s in self.sources:
+            if s.kind == kind and s.name == name and (s.namespace is None or namespace is None
+                                                      or s.namespace == namespace):
+                return s
+        return None
+
+
+def _items_any(v: Val | None) -> list[Val]:
+    return list(v.value) if v and isinstance(v.value, list) else []
+
+
+def _fixed_line(line: int) -> Callable[[yaml.Mark], int]:
+    return lambda mark: line
+
+
+def _block_lines(file: str, v: Val) -> Callable[[yaml.Mark], int]:
+    """Map lines of YAML embedded in a ``|`` block scalar to lines of the outer file.
+
+    A literal block keeps its lines one for one, starting on the line after the key; any other
+    style (quoted, folded) does not, so everything inside it is reported at the key.
+    """
+    # Val.line is the key's line; a literal block's text starts on the next line. The scalar style
+    # is not kept on Val, so this is decided by the caller's text: see _values_text.
+    return lambda mark: v.line + 1 + mark.line
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+class _Checker:
+    def __init__(self, repo: _Repo, cfg: Config) -> None:
+        self.repo = repo
+        self.cfg = cfg
+        self.gs = cfg.git_server
+        self.report = repo.report
+
+    def add(self, file: str, line: int, severity: Severity, message: str, fix: str) -> None:
+        self.report.findings.append(Finding(file, line, severity, message, fix))
+
+    # ---------------------------------------------------------------- HelmRelease
+
+    def helm_chart(self, doc: _Doc) -> str | None:
+        """'gitea' or 'forgejo' when ``doc`` is a HelmRelease of one of the upstream charts."""
+        if doc.kind != "HelmRelease" or not doc.api.startswith("helm.toolkit.fluxcd.io/"):
+            return None
+        chart = _scalar(doc.val.get("spec", "chart", "spec", "chart"))
+        if isinstance(chart, str):
+            base = chart.rstrip("/").rsplit("/", 1)[-1]
+            return base if base in CHARTS else None
+        ref = doc.val.get("spec", "chartRef")
+        if ref is not None:
+            ref_name = _scalar(ref.get("name"))
+            ref_kind = _scalar(ref.get("kind"))
+            for other in self.repo.docs:
+                if other.kind == ref_kind and other.name == ref_name:
+                    url = _scalar(other.val.get("spec", "url")) or _scalar(other.val.get("spec", "chart"))
+                    base = str(url or "").rstrip("/").rsplit("/", 1)[-1]
+                    if base in CHARTS:
+                        return base
+            # The chart's source is not in the repository: go by the release's own name.
+            name = str(ref_name or doc.name)
+            for chart_name in CHARTS:
+                if chart_name in name or chart_name in doc.name:
+                    return chart_name
+        return None
+
+    def values_of(self, doc: _Doc) -> tuple[Val, list[str]]:
+        """The merged values (valuesFrom in order, then spec.values) and the sources not read."""
+        namespace = self.repo.namespace_of(doc)
+        merged = Val({}, doc.file, doc.line)
+        unread: list[str] = []
+        for ref in _items(doc.val.get("spec", "valuesFrom")):
+            kind = str(_scalar(ref.get("kind")) or "")
+            name = str(_scalar(ref.get("name")) or "")
+            key = str(_scalar(ref.get("valuesKey")) or "values.yaml")
+            target = _scalar(ref.get("targetPath"))
+            optional = _bool(_scalar(ref.get("optional")), False)
+            source = self.repo.source(kind, name, namespace)
+            label = f"{kind} {name}"
+            if source is None or source.encrypted or key not in source.data:
+                if source is not None and source.encrypted:
+                    why = "it is encrypted (SOPS)"
+                elif source is None:
+                    why = "it is not in the repository"
+                else:
+                    why = f"it has no key {key!r}"
+                unread.append(label)
+                if not optional or source is not None:
+                    self.add(doc.file, ref.line, "warning",
+                             f"valuesFrom {label}: cannot read it ({why}); the values it sets are not checked",
+                             "keep the hand-over values (see `seedbed check-handoff --recommended`) in "
+                             "spec.values or a plain ConfigMap in the repository")
+                continue
+            key_val, text, line_of, file = source.data[key]
+            self.report.found.append(f"values for {doc.name} from {label} ({file})")
+            if target:
+                value = Val(text, file, key_val.line if key_val else 1)
+                merged = _set_path(merged, str(target).split("."), value)
+                continue
+            try:
+                docs = _parse_docs(text, file, _line_map(key_val, line_of, text))
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                self.add(file, (key_val.line if key_val else (mark.line + 1 if mark else 1)), "error",
+                         f"{label} key {key!r}: not valid YAML, so Helm cannot use it",
+                         "fix the YAML syntax of the values")
+                continue
+            for d in docs:
+                if isinstance(d.value, dict):
+                    merged = _merge(merged, d)
+        inline = doc.val.get("spec", "values")
+        if inline is not None and isinstance(inline.value, dict):
+            merged = _merge(merged, inline)
+        return merged, unread
+
+    def check_helmrelease(self, doc: _Doc, chart: str) -> None:
+        namespace = (_scalar(doc.val.get("spec", "targetNamespace")) or self.repo.namespace_of(doc))
+        self.report.found.append(
+            f"HelmRelease {namespace or '?'}/{doc.name} (chart {chart}) in {doc.file}")
+        values, unread = self.values_of(doc)
+        defaults = _CHART_DEFAULTS[chart]
+
+        def val(*path: str) -> Val | None:
+            return values.get(*path)
+
+        def value(*path: str) -> Any:
+            v = val(*path)
+            return v.plain() if v is not None else defaults.get(path)
+
+        def at(*path: str) -> tuple[str, int]:
+            """The file and line of the key, or of the deepest parent written, or the HelmRelease."""
+            for depth in range(len(path), 0, -1):
+                v = val(*path[:depth])
+                if v is not None:
+                    return v.file, v.line
+            return doc.file, doc.line
+
+        def flag(path: tuple[str, ...], severity: Severity, message: str, fix: str) -> None:
+            file, line = at(*path)
+            # When the key is absent but a values source could not be read, it may be set there.
+            if severity == "error" and val(*path) is None and unread:
+                severity = "warning"
+                message += f" (unless it is set in {', '.join(unread)}, which seedbed cannot read)"
+            self.add(file, line, severity, message, fix)
+
+        # -- namespace: the claim and the Secret are namespaced; another namespace has neither.
+        ns_override = val("namespaceOverride") or val("namespace")
+        if ns_override is not None and _scalar(ns_override):
+            namespace = str(_scalar(ns_override))
+        if not namespace:
+            self.add(doc.file, doc.line, "warning",
+                     f"HelmRelease {doc.name} names no namespace; it must deploy into {self.gs.namespace!r}",
+                     f"set metadata.namespace or spec.targetNamespace: {self.gs.namespace}")
+        elif namespace != self.gs.namespace:
+            node = ns_override or doc.val.get("spec", "targetNamespace") or doc.val.get("metadata", "namespace")
+            self.add(node.file if node else doc.file, node.line if node else doc.line, "error",
+                     f"deploys into namespace {namespace!r}, but the data claim {self.gs.pvc_name!r} and the "
+                     f"host key Secret live in {self.gs.namespace!r}",
+                     f"deploy the release into {self.gs.namespace!r} (metadata.namespace or spec.targetNamespace)")
+
+        self._check_helm_names(doc, chart, val, value, flag)
+        self._check_helm_storage(chart, val, value, flag)
+        self._check_helm_image(chart, val, value, flag)
+        self._check_helm_database(val, value, flag)
+        self._check_helm_ssh(doc, val, value, flag)
+
+    def _check_helm_names(self, doc: _Doc, chart: str, val: Any, value: Any, flag: Any) -> None:
+        spec_release = _scalar(doc.val.get("spec", "releaseName"))
+        target_ns = _scalar(doc.val.get("spec", "targetNamespace"))
+        # helm-controller's default release name is [<targetNamespace>-]<metadata.name>.
+        release = str(spec_release or (f"{target_ns}-{doc.name}" if target_ns else doc.name))
+        override = value("fullnameOverride")
+        chart_name = str(value("nameOverride") or chart)
+        if override:
+            fullname, how = str(override), "fullnameOverride"
+        elif chart_name in release:
+            fullname, how = release, f"release name {release!r}"
+        else:
+            fullname, how = f"{release}-{chart_name}", f"release name {release!r} + chart name {chart_name!r}"
+        fullname = fullname[:63].rstrip("-")
+        want = _fullname_for(self.cfg)
+        if override:
+            path: tuple[str, ...] = ("fullnameOverride",)
+        else:
+            path = ("fullnameOverride",)
+        fix = (f"set fullnameOverride: {want} in the values" if want else
+               f"the chart names its Services <fullname>-ssh/-http; set gitServer.sshService and httpService "
+               f"in seedbed.yaml to {fullname}-ssh and {fullname}-http before the bootstrap")
+
+        def where() -> None:
+            pass
+
+        if f"{fullname}-ssh" != self.gs.ssh_service:
+            line_doc = doc.val.get("spec", "releaseName") or doc.val.get("spec", "targetNamespace")
+            if override or not line_doc:
+                flag(path, "error",
+                     f"the SSH Service would be {fullname}-ssh (from {how}), but Flux's GitRepository URL "
+                     f"names {self.gs.ssh_service!r}", fix)
+            else:
+                self.add(line_doc.file, line_doc.line, "error",
+                         f"the SSH Service would be {fullname}-ssh (from {how}), but Flux's GitRepository URL "
+                         f"names {self.gs.ssh_service!r}", fix)
+        if f"{fullname}-http" != self.gs.http_service:
+            flag(path, "warning",
+                 f"the HTTP Service would be {fullname}-http (from {how}), not {self.gs.http_service!r}: "
+                 f"seedbed's later runs (push, backup) reach Gitea through that name", fix)
+
+    def _check_helm_storage(self, chart: str, val: Any, value: Any, flag: Any) -> None:
+        pvc = self.gs.pvc_name
+        if not _bool(value("persistence", "enabled"), True):
+            flag(("persistence", "enabled"), "error",
+                 "persistence is disabled: Gitea would run on an empty scratch volume and the repository "
+                 f"on {pvc!r} would be gone from Flux's source", "set persistence.enabled: true")
+            return
+        if not _bool(value("persistence", "mount"), True):
+            flag(("persistence", "mount"), "error",
+                 f"persistence.mount is false: the claim {pvc!r} would not be mounted at {DATA_PATH}",
+                 "set persistence.mount: true")
+        # Older charts spelled a reused claim persistence.existingClaim.
+        existing = value("persistence", "existingClaim")
+        claim_path: tuple[str, ...] = ("persistence", "claimName")
+        claim = value(*claim_path)
+        create = _bool(value("persistence", "create"), True)
+        if existing and val("persistence", "claimName") is None:
+            claim, claim_path, create = existing, ("persistence", "existingClaim"), False
+        if claim != pvc:
+            if create:
+                msg = (f"the chart would create a new, empty claim {claim!r}; the repository stays on "
+                       f"{pvc!r}, which nothing would mount")
+            else:
+                msg = f"the claim {claim!r} is not the bootstrap's {pvc!r}, which holds the repository"
+            flag(claim_path, "error", msg, f"set persistence.claimName: {pvc} and persistence.create: false")
+        elif create:
+            flag(("persistence", "create"), "error",
+                 f"persistence.create is true (the chart's default): Helm would try to create the claim "
+                 f"{pvc!r} that seedbed already created. The install fails on the existing claim, and a claim "
+                 f"Helm adopts is deleted with the release",
+                 "set persistence.create: false so the chart mounts the existing claim")
+        sub = value("persistence", "subPath")
+        if sub:
+            flag(("persistence", "subPath"), "error",
+                 f"persistence.subPath {sub!r}: the bootstrap wrote the repository at the root of the claim",
+                 "remove persistence.subPath")
+
+    def _check_helm_image(self, chart: str, val: Any, value: Any, flag: Any) -> None:
+        if not _bool(value("image", "rootless"), True):
+            flag(("image", "rootless"), "error",
+                 "image.rootless is false: the root image keeps its data in another /data layout and "
+                 "runs OpenSSH instead of the built-in server that serves the pinned host key",
+                 "set image.rootless: true")
+        full = value("image", "fullOverride")
+        if full:
+            if not _image_is_rootless(str(full)):
+                flag(("image", "fullOverride"), "error",
+                     f"image.fullOverride {full!r} is not a -rootless image", "use the <version>-rootless tag")
+        else:
+            tag = value("image", "tag")
+            if tag and str(tag).endswith("-rootless") and _bool(value("image", "rootless"), True):
+                flag(("image", "tag"), "error",
+                     f"image.tag {tag!r}: the chart appends -rootless itself, so the image would be "
+                     f"{tag}-rootless, which does not exist", f"set image.tag: {str(tag).removesuffix('-rootless')}")
+        flavour = chart
+        for path in (("image", "fullOverride"), ("image", "repository")):
+            ref = value(*path)
+            if ref:
+                flavour = "forgejo" if "forgejo" in str(ref).lower() else "gitea" if "gitea" in str(ref).lower() \
+                    else flavour
+                break
+        if flavour != self.gs.flavor:
+            flag(("image", "repository") if val("image", "repository") is not None else ("image",), "error",
+                 f"this deploys {flavour}, but the bootstrap ran {self.gs.flavor}: their databases have diverged, "
+                 "so switching is a migration, not a re-deploy",
+                 f"deploy {self.gs.flavor} (or set gitServer.flavor: {flavour} before the bootstrap)")
+
+    def _check_helm_database(self, val: Any, value: Any, flag: Any) -> None:
+        for sub in _DB_SUBCHARTS:
+            if _bool(value(sub, "enabled"), False):
+                default = val(sub, "enabled") is None
+                flag((sub, "enabled"), "error",
+                     f"{sub}.enabled is true{' (the chart default)' if default else ''}: Gitea would switch to a "
+                     f"new, empty database; the users, the repository record and Flux's deploy key are in the "
+                     f"bootstrap's SQLite database on the claim",
+                     f"set {sub}.enabled: false")
+        db_type = value("gitea", "config", "database", "DB_TYPE")
+        if db_type and str(db_type) != BOOTSTRAP_DB_TYPE:
+            flag(("gitea", "config", "database", "DB_TYPE"), "error",
+                 f"DB_TYPE {db_type!r}: the bootstrap's data is in {BOOTSTRAP_DB_TYPE}; a new database starts empty",
+                 f"keep DB_TYPE: {BOOTSTRAP_DB_TYPE} (migrate later, deliberately, with a backup)")
+
+    def _check_helm_ssh(self, doc: _Doc, val: Any, value: Any, flag: Any) -> None:
+        server = ("gitea", "config", "server")
+        if not _bool(value(*server, "START_SSH_SERVER"), True):
+            flag((*server, "START_SSH_SERVER"), "error",
+                 "START_SSH_SERVER is false: the rootless image has no other SSH server, so Flux could not fetch",
+                 "set gitea.config.server.START_SSH_SERVER: true")
+        if _bool(value(*server, "DISABLE_SSH"), False):
+            flag((*server, "DISABLE_SSH"), "error", "DISABLE_SSH is true: Flux fetches over SSH",
+                 "remove gitea.config.server.DISABLE_SSH")
+        port = value("service", "ssh", "port")
+        if _int(port) != SSH_PORT:
+            flag(("service", "ssh", "port"), "error",
+                 f"service.ssh.port is {port}: Flux's GitRepository URL uses port {SSH_PORT}",
+                 f"set service.ssh.port: {SSH_PORT}")
+        listen = _int(value(*server, "SSH_LISTEN_PORT")) or SSH_LISTEN_PORT
+        cluster_ip = value("service", "ssh", "clusterIP")
+        if str(cluster_ip) == "None" and listen != _int(port):
+            default = val("service", "ssh", "clusterIP") is None
+            flag(("service", "ssh", "clusterIP"), "error",
+                 f"the SSH Service is headless (clusterIP: None{', the chart default' if default else ''}): "
+                 f"no port mapping, so Flux would connect to the pod's port {port} while Gitea listens on {listen}",
+                 'set service.ssh.clusterIP: "" to get a cluster IP that maps the port')
+        http_port = value("service", "http", "port")
+        if _int(http_port) != HTTP_PORT:
+            flag(("service", "http", "port"), "warning",
+                 f"service.http.port is {http_port}: seedbed's later runs reach Gitea on port {HTTP_PORT}",
+                 f"set service.http.port: {HTTP_PORT}")
+
+        volumes = [(_scalar(v.get("name")), v) for v in _items(val("extraVolumes"))]
+        mounts: list[Val] = []
+        for key in ("extraContainerVolumeMounts", "extraVolumeMounts"):
+            mounts += _items(val(key))
+        keys_val = val(*server, "SSH_SERVER_HOST_KEYS")
+        for key in ("deployment", "statefulset"):
+            for env in _items(val(key, "env")):
+                if str(_scalar(env.get("name")) or "").upper() == _HOST_KEYS_ENV:
+                    keys_val = env.get("value") or env
+        for env in _items(val("gitea", "additionalConfigFromEnvs")):
+            if str(_scalar(env.get("name")) or "").upper() == _HOST_KEYS_ENV:
+                keys_val = env.get("value") or env
+        self._check_host_key(
+            volumes, mounts, keys_val,
+            missing=lambda msg, fix, path=("extraVolumes",): flag(path, "error", msg, fix),
+            values_style=True,
+        )
+
+    # ---------------------------------------------------------------- host key (both styles)
+
+    def _check_host_key(self, volumes: list[tuple[Any, Val]], mounts: list[Val], keys_val: Val | None, *,
+                        missing: Callable[..., None], values_style: bool) -> None:
+        secret = self.gs.host_key_secret
+        vol_key = "extraVolumes" if values_style else "volumes"
+        mount_key = "extraContainerVolumeMounts" if values_style else "volumeMounts"
+        keys_key = "gitea.config.server.SSH_SERVER_HOST_KEYS" if values_style else \
+            "env GITEA__server__SSH_SERVER_HOST_KEYS"
+        recommended = f"{HOST_KEY_MOUNT}/{HOST_KEY_FILE}"
+        fix_all = (f"mount Secret {secret} ({vol_key} + {mount_key} at {HOST_KEY_MOUNT}) and set "
+                   f"{keys_key}: {recommended}")
+
+        secret_vols: dict[str, Val] = {}
+        for name, v in volumes:
+            if v.get("secret") is not None and name:
+                secret_vols[str(name)] = v
+        # (mount path, is a single file via subPath, volume, mount) for every mounted Secret volume.
+        mounted: list[tuple[str, bool, Val, Val]] = []
+        for m in mounts:
+            name = _scalar(m.get("name"))
+            path = _scalar(m.get("mountPath"))
+            if name in secret_vols and path:
+                mounted.append((str(path).rstrip("/") or "/", bool(_scalar(m.get("subPath"))),
+                                secret_vols[str(name)], m))
+        keys = [k.strip() for k in str(_scalar(keys_val) or "").split(",") if k.strip()]
+        paths = [k if k.startswith("/") else posixpath.join(DATA_PATH, k) for k in keys]
+
+        def serves(mount: tuple[str, bool, Val, Val]) -> list[str]:
+            path, single, _, _ = mount
+            return [p for p in paths if (p == path if single else p.startswith(path + "/"))]
+
+        ours = [m for m in mounted if _scalar(m[2].get("secret", "secretName")) == secret]
+        theirs = [m for m in mounted if m not in ours]
+        if not ours:
+            other = next((m for m in theirs if serves(m)), None)
+            if other is not None:
+                sn = other[2].get("secret", "secretName") or other[2]
+                self.add(sn.file, sn.line, "error",
+                         f"the SSH host key comes from Secret {_scalar(sn)!r}, not {secret!r}: Gitea would present "
+                         "another key and Flux's known_hosts would stop matching",
+                         f"set secretName: {secret}")
+                return
+            unmounted = next((v for v in secret_vols.values()
+                              if _scalar(v.get("secret", "secretName")) == secret), None)
+            if unmounted is not None:
+                self.add(unmounted.file, unmounted.line, "error",
+                         f"the volume for Secret {secret!r} is never mounted into the Gitea container",
+                         f"add it to {mount_key} with mountPath: {HOST_KEY_MOUNT}")
+                return
+            missing(f"the SSH host key is not mounted from Secret {secret!r}: Gitea would generate a new host "
+                    "key and Flux's known_hosts (which pins seedbed's key) would stop matching", fix_all)
+            return
+        mount = ours[0]
+        if not keys:
+            if keys_val is not None:
+                self.add(keys_val.file, keys_val.line, "error",
+                         "SSH_SERVER_HOST_KEYS is empty: Gitea would generate its own host key",
+                         f"set {keys_key}: {mount[0]}/{HOST_KEY_FILE}")
+            else:
+                m = mount[3]
+                self.add(m.file, m.line, "error",
+                         f"Secret {secret!r} is mounted at {mount[0]}, but SSH_SERVER_HOST_KEYS is not set, so "
+                         "Gitea would not use it", f"set {keys_key}: {mount[0]}/{HOST_KEY_FILE}")
+            return
+        used = serves(mount)
+        assert keys_val is not None
+        if not used:
+            self.add(keys_val.file, keys_val.line, "error",
+                     f"SSH_SERVER_HOST_KEYS {', '.join(keys)} does not point into {mount[0]}, where Secret "
+                     f"{secret!r} is mounted: Gitea would present another host key",
+                     f"set {keys_key}: {mount[0]}/{HOST_KEY_FILE}")
+            return
+        items = [_scalar(i.get("path")) for i in _items(mount[2].get("secret", "items"))]
+        if items and not mount[1]:
+            unknown = [p for p in used if posixpath.relpath(p, mount[0]) not in items]
+            if unknown:
+                self.add(keys_val.file, keys_val.line, "error",
+                         f"SSH_SERVER_HOST_KEYS names {', '.join(unknown)}, but the Secret volume only projects "
+                         f"{', '.join(map(str, items))}", "name a file the volume's items project")
+        extra = [k for k, p in zip(keys, paths, strict=True) if p not in used]
+        if extra:
+            self.add(keys_val.file, keys_val.line, "warning",
+                     f"SSH_SERVER_HOST_KEYS also lists {', '.join(extra)}: Gitea would generate and offer those "
+                     "keys too, which Flux does not pin", f"list only {', '.join(used)}")
+
+    # ---------------------------------------------------------------- plain manifests
+
+    def is_git_workload(self, doc: _Doc) -> bool:
+        if doc.kind not in {"Deployment", "StatefulSet"}:
+            return False
+        return any(_image_flavour(str(_scalar(c.get("image")) or "")) for c in self._containers(doc))
+
+    @staticmethod
+    def _containers(doc: _Doc) -> list[Val]:
+        return _items(doc.val.get("spec", "template", "spec", "containers"))
+
+    def check_workload(self, doc: _Doc) -> dict[str, Any]:
+        """Check a plain Gitea Deployment/StatefulSet; returns what the Service checks need."""
+        ns = self.repo.namespace_of(doc)
+        self.report.found.append(f"{doc.kind} {ns or '?'}/{doc.name} in {doc.file}")
+        self._check_namespace(doc, ns)
+        container = next(c for c in self._containers(doc)
+                         if _image_flavour(str(_scalar(c.get("image")) or "")))
+        image_val = container.get("image")
+        assert image_val is not None
+        image = str(image_val.value)
+        pvc = self.gs.pvc_name
+        if not _image_is_rootless(image):
+            self.add(image_val.file, image_val.line, "error",
+                     f"image {image!r} is not the rootless image: the root image keeps its data in another /data "
+                     "layout and runs OpenSSH instead of the built-in server with the pinned host key",
+                     "use the <version>-rootless tag")
+        flavour = _image_flavour(image)
+        if flavour != self.gs.flavor:
+            self.add(image_val.file, image_val.line, "error",
+                     f"this deploys {flavour}, but the bootstrap ran {self.gs.flavor}: their databases have "
+                     "diverged, so switching is a migration, not a re-deploy", f"deploy {self.gs.flavor}")
+
+        pod = doc.val.get("spec", "template", "spec")
+        volumes = _items(pod.get("volumes") if pod else None)
+        mounts = _items(container.get("volumeMounts"))
+        by_name = {str(_scalar(v.get("name"))): v for v in volumes}
+        data_mount = next((m for m in mounts if str(_scalar(m.get("mountPath")) or "").rstrip("/") == DATA_PATH),
+                          None)
+        templates = {str(_scalar(t.get("metadata", "name"))) for t in _items(doc.val.get("spec",
+                                                                                          "volumeClaimTemplates"))}
+        if data_mount is None:
+            self.add(container.file, container.line, "error",
+                     f"nothing is mounted at {DATA_PATH}: the repository on claim {pvc!r} would not be there",
+                     f"mount a volume with persistentVolumeClaim.claimName: {pvc} at {DATA_PATH}")
+        else:
+            vol_name = str(_scalar(data_mount.get("name")))
+            vol = by_name.get(vol_name)
+            claim_val = vol.get("persistentVolumeClaim", "claimName") if vol else None
+            if vol_name in templates and vol is None:
+                self.add(data_mount.file, data_mount.line, "error",
+                         f"{DATA_PATH} comes from volumeClaimTemplates: the StatefulSet would create a new, empty "
+                         f"claim {vol_name}-{doc.name}-0 instead of reusing {pvc!r}",
+                         f"use a volume with persistentVolumeClaim.claimName: {pvc}")
+            elif claim_val is None:
+                at = vol or data_mount
+                self.add(at.file, at.line, "error",
+                         f"{DATA_PATH} is not the claim {pvc!r}: the repository would not be there",
+                         f"use a volume with persistentVolumeClaim.claimName: {pvc}")
+            elif _scalar(claim_val) != pvc:
+                self.add(claim_val.file, claim_val.line, "error",
+                         f"claim {_scalar(claim_val)!r} is not the bootstrap's {pvc!r}, which holds the repository",
+                         f"set claimName: {pvc}")
+            sub = data_mount.get("subPath")
+            if sub is not None and _scalar(sub):
+                self.add(sub.file, sub.line, "error",
+                         f"subPath {_scalar(sub)!r}: the bootstrap wrote the repository at the root of the claim",
+                         "remove the subPath")
+
+        env = {str(_scalar(e.get("name")) or "").upper(): e for e in _items(container.get("env"))}
+        start = env.get("GITEA__SERVER__START_SSH_SERVER")
+        if start is not None and not _bool(_scalar(start.get("value")), True):
+            self.add(start.file, start.line, "error",
+                     "START_SSH_SERVER is false: the rootless image has no other SSH server, so Flux could not fetch",
+                     "set it to true")
+        db = env.get("GITEA__DATABASE__DB_TYPE")
+        if db is not None and str(_scalar(db.get("value"))) not in {BOOTSTRAP_DB_TYPE, "None"}:
+            self.add(db.file, db.line, "error",
+                     f"DB_TYPE {_scalar(db.get('value'))!r}: the bootstrap's data is in {BOOTSTRAP_DB_TYPE}",
+                     f"keep DB_TYPE {BOOTSTRAP_DB_TYPE}")
+        keys_env = env.get(_HOST_KEYS_ENV)
+        keys_val = (keys_env.get("value") or keys_env) if keys_env is not None else None
+        self._check_host_key(
+            [(_scalar(v.get("name")), v) for v in volumes], mounts, keys_val,
+            missing=lambda msg, fix: self.add(container.file, container.line, "error", msg, fix),
+            values_style=False,
+        )
+        listen = _int(_scalar(env["GITEA__SERVER__SSH_LISTEN_PORT"].get("value"))) \
+            if "GITEA__SERVER__SSH_LISTEN_PORT" in env else SSH_LISTEN_PORT
+        ports = {str(_scalar(p.get("name"))): _int(_scalar(p.get("containerPort")))
+                 for p in _items(container.get("ports")) if _scalar(p.get("name"))}
+        labels = _scalar(doc.val.get("spec", "template", "metadata", "labels")) or {}
+        return {"listen": listen, "ports": ports, "labels": labels, "namespace": ns}
+
+    def _check_namespace(self, doc: _Doc, ns: str | None) -> None:
+        if ns is None:
+            self.add(doc.file, doc.line, "warning",
+                     f"{doc.kind} {doc.name} names no namespace; it must be in {self.gs.namespace!r}",
+                     f"set metadata.namespace: {self.gs.namespace}")
+        elif ns != self.gs.namespace:
+            node = doc.val.get("metadata", "namespace") or doc.val
+            self.add(node.file, node.line, "error",
+                     f"{doc.kind} {doc.name} is in namespace {ns!r}, but the bootstrap's claim, Secret and "
+                     f"Services are in {self.gs.namespace!r}", f"set metadata.namespace: {self.gs.namespace}")
+
+    def check_services(self, services: list[_Doc], workloads: list[dict[str, Any]]) -> None:
+        by_name = {s.name: s for s in services}
+        anchor = workloads[0] if workloads else None
+        listen = anchor["listen"] if anchor else SSH_LISTEN_PORT
+        ssh = by_name.get(self.gs.ssh_service)
+        if ssh is None:
+            # Is the SSH port exposed under another name? Then say which.
+            other = next((s for s in services if any(
+                _int(_scalar(p.get("targetPort"))) == listen or _scalar(p.get("name")) == "ssh"
+                for p in _items(s.val.get("spec", "ports")))), None)
+            if other is not None:
+                meta = other.val.get("metadata", "name") or other.val
+                self.add(meta.file, meta.line, "error",
+                         f"the SSH Service is named {other.name!r}, but Flux's GitRepository URL names "
+                         f"{self.gs.ssh_service!r}", f"name it {self.gs.ssh_service}")
+            elif anchor is not None:
+                self.add(anchor["doc"].file, anchor["doc"].line, "error",
+                         f"no Service {self.gs.ssh_service!r} in the manifests: Flux's GitRepository URL names it, "
+                         "and nothing would keep it once the bootstrap's copy is gone",
+                         f"add a Service {self.gs.ssh_service} with port {SSH_PORT} -> {listen}")
+        else:
+            self._check_service(ssh, SSH_PORT, listen, anchor, "error")
+        http = by_name.get(self.gs.http_service)
+        if http is not None:
+            self._check_service(http, HTTP_PORT, None, anchor, "warning")
+        elif anchor is not None:
+            self.add(anchor["doc"].file, anchor["doc"].line, "warning",
+                     f"no Service {self.gs.http_service!r} in the manifests: seedbed's later runs (push, backup) "
+                     "reach Gitea through it", f"add a Service {self.gs.http_service} with port {HTTP_PORT}")
+
+    def _check_service(self, svc: _Doc, port: int, target: int | None, workload: dict[str, Any] | None,
+                       severity: Severity) -> None:
+        self.report.found.append(f"Service {self.repo.namespace_of(svc) or '?'}/{svc.name} in {svc.file}")
+        ns = self.repo.namespace_of(svc)
+        if ns is not None and ns != self.gs.namespace:
+            node = svc.val.get("metadata", "namespace") or svc.val
+            self.add(node.file, node.line, "error",
+                     f"Service {svc.name} is in namespace {ns!r}, not {self.gs.namespace!r}: the URL's DNS name "
+                     "would not resolve", f"set metadata.namespace: {self.gs.namespace}")
+        ports = _items(svc.val.get("spec", "ports"))
+        match = next((p for p in ports if _int(_scalar(p.get("port"))) == port), None)
+        if match is None:
+            at = svc.val.get("spec", "ports") or svc.val
+            what = ", ".join(str(_scalar(p.get("port"))) for p in ports) or "none"
+            self.add(at.file, at.line, severity,
+                     f"Service {svc.name} has no port {port} (it has {what})"
+                     + (": Flux's GitRepository URL uses port 22" if port == SSH_PORT else ""),
+                     f"expose port {port}" + (f" with targetPort {target}" if target else ""))
+            return
+        tp_val = match.get("targetPort")
+        tp_raw = _scalar(tp_val) if tp_val is not None else port
+        tp = _int(tp_raw)
+        if tp is None and workload is not None:
+            tp = workload["ports"].get(str(tp_raw))
+        if target is not None and tp is not None and tp != target:
+            at = tp_val or match
+            self.add(at.file, at.line, severity,
+                     f"Service {svc.name} sends port {port} to {tp_raw}, but Gitea's SSH server listens on {target}",
+                     f"set targetPort: {target}")
+        if str(_scalar(svc.val.get("spec", "clusterIP"))) == "None" and tp is not None and tp != port:
+            at = svc.val.get("spec", "clusterIP") or svc.val
+            self.add(at.file, at.line, severity,
+                     f"Service {svc.name} is headless (clusterIP: None): no port mapping, so clients would reach "
+                     f"the pod's port {port} while Gitea listens on {tp}", "remove clusterIP: None")
+        selector = _scalar(svc.val.get("spec", "selector")) or {}
+        if workload is not None and selector and any(workload["labels"].get(k) != v for k, v in selector.items()):
+            at = svc.val.get("spec", "selector") or svc.val
+            self.add(at.file, at.line, severity,
+                     f"Service {svc.name}'s selector {selector} does not match the Gitea pods' labels",
+                     "make the selector match the pod template's labels")
+
+    def check_claim(self, doc: _Doc) -> None:
+        self.report.found.append(f"PersistentVolumeClaim {self.repo.namespace_of(doc) or '?'}/{doc.name} in {doc.file}")
+        annotations = _scalar(doc.val.get("metadata", "annotations")) or {}
+        if annotations.get("kustomize.toolkit.fluxcd.io/prune") != "disabled":
+            self.add(doc.file, doc.line, "warning",
+                     f"Flux would own the claim {doc.name!r}: removing this manifest (with prune enabled) would "
+                     "delete the claim and the repository on it",
+                     "annotate it with kustomize.toolkit.fluxcd.io/prune: disabled, or leave the claim out of "
+                     "the repository")
+        sc = doc.val.get("spec", "storageClassName")
+        if sc is not None and _scalar(sc) != self.gs.storage_class:
+            self.add(sc.file, sc.line, "error",
+                     f"storageClassName {_scalar(sc)!r} differs from the existing claim's "
+                     f"{self.gs.storage_class!r}; the field is immutable, so Flux's apply would fail",
+                     f"set storageClassName: {self.gs.storage_class}")
+
+
+def _line_map(key_val: Val | None, line_of: Callable[[yaml.Mark], int], text: str
+              ) -> Callable[[yaml.Mark], int]:
+    return line_of
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _image_flavour(image: str) -> str | None:
+    """'gitea' or 'forgejo' for a Gitea/Forgejo image reference, else None."""
+    repo = image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image.split("@", 1)[0]
+    base = repo.rsplit("/", 1)[-1].lower()
+    return base if base in CHARTS else None
+
+
+def _image_is_rootless(image: str) -> bool:
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else "latest"
+    return tag.endswith("-rootless") or tag == "rootless"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def check_handoff(tree: Path, cfg: Config) -> HandoffReport:
+    """Lint the Git server manifests under ``tree`` against the bootstrap contract in ``cfg``."""
+    tree = Path(tree)
+    report = HandoffReport()
+    repo = _Repo(tree, report)
+    checker = _Checker(repo, cfg)
+    gs = cfg.git_server
+
+    releases = [(doc, chart) for doc in repo.docs if (chart := checker.helm_chart(doc))]
+    for doc, chart in releases:
+        checker.check_helmrelease(doc, chart)
+
+    workloads = []
+    for doc in repo.docs:
+        if checker.is_git_workload(doc):
+            info = checker.check_workload(doc)
+            info["doc"] = doc
+            workloads.append(info)
+    services = [d for d in repo.docs if d.kind == "Service" and (
+        d.name in {gs.ssh_service, gs.http_service} or repo.namespace_of(d) == gs.namespace)]
+    if workloads:
+        checker.check_services(services, workloads)
+    for doc in repo.docs:
+        if doc.kind == "PersistentVolumeClaim" and doc.name == gs.pvc_name and (
+                repo.namespace_of(doc) in {None, gs.namespace}):
+            checker.check_claim(doc)
+
+    if not releases and not workloads:
+        report.findings.append(Finding(
+            ".", 0, "warning",
+            "no Git server manifests found (no Gitea/Forgejo HelmRelease, Deployment or StatefulSet): once Flux "
+            f"takes over, nothing manages {gs.flavor}; the bootstrap's minimal server keeps running unmanaged",
+            "add a HelmRelease for the gitea chart with the values from `seedbed check-handoff --recommended` "
+            "(see docs/handoff.md)"))
+    return report

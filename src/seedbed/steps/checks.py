@@ -1,0 +1,82 @@
+"""Checks that protect what is hard to get back: the Let's Encrypt budget and the repository."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import Refused
+from .base import Context, Options, Outcome, Planned, Step
+from .flux import acme_of, domain_of
+
+
+class CertGuardStep(Step):
+    """Before Flux starts cert-manager: would the certificates it requests exceed a budget?"""
+
+    name = "cert-guard"
+    title = "Certificate guard"
+    record = False
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        return Planned(notes=[f"ACME {acme_of(cfg, options)}: Certificates in the repository whose Secrets were "
+                              "not restored must fit the Let's Encrypt budget"])
+
+    async def run(self, ctx: Context) -> Outcome:
+        from ..certs.budget import compute
+        from ..certs.guard import assess, refusal, scan_repo, would_issue
+        from ..certs.ledger import Ledger
+        from ..certs.report import archive_ledger, cluster_issuances
+        from ..render.flux import cluster_vars
+
+        cfg, options = ctx.cfg, ctx.options
+        acme = acme_of(cfg, options)
+        variables = cluster_vars(cfg, acme=acme, domain=domain_of(cfg, options))["data"]
+        scan = scan_repo(cfg.resolve(cfg.repo.path), variables)
+        for w in scan.warnings:
+            ctx.out.warn(w)
+        restored = ctx.shared.get("restore.secrets", [])
+        planned = would_issue(scan.certificates, restored, production_issuers=scan.production_issuers) \
+            if scan.production_issuers else []
+        sources: list[Any] = [(await cluster_issuances(ctx.kube))[0]]
+        archive = ctx.shared.get("restore.archive")
+        if archive is not None:
+            ledger = archive_ledger(cfg, archive)
+            if ledger is not None:
+                sources.append(list(ledger))
+        budget = compute(Ledger.merge(*sources), datetime.now(UTC))
+        result = assess([c.names for c in planned], budget, acme=acme, ignore_budget=options.ignore_budget)
+        for note in result.notes:
+            ctx.out.log(note)
+        if not result.ok:
+            raise refusal(result)
+        if acme != "production":
+            return Outcome(False, f"ACME {acme}: no production budget at stake")
+        return Outcome(False, f"{len(planned)} certificate(s) would be issued; within budget")
+
+
+class HandoffStep(Step):
+    """After Flux: will Flux's own re-deploy of the Git server keep the repository and its access?"""
+
+    name = "check-handoff"
+    title = "Hand-over check"
+    record = False
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        return Planned(notes=["the repository's Git server manifests keep the data claim, image flavour, "
+                              "host key Secret and SSH service"])
+
+    async def run(self, ctx: Context) -> Outcome:
+        from ..handoff import check_handoff
+
+        tree = ctx.cfg.resolve(ctx.cfg.repo.path)
+        report = check_handoff(tree, ctx.cfg)
+        for f in report.findings:
+            if f.severity != "error":
+                ctx.out.warn(f"{f.file}:{f.line}: {f.message}")
+        errors = [f for f in report.findings if f.severity == "error"]
+        if errors:
+            lines = "\n".join(f"{f.file}:{f.line}: {f.message}" for f in errors)
+            raise Refused(f"Flux's re-deploy of the Git server would break it:\n{lines}",
+                          fix=errors[0].fix + " (see `seedbed check-handoff` and the README's hand-over section)")
+        return Outcome(False, "the Git server's hand-over to Flux is safe" if report.found
+                       else "no Git server manifests in the repository yet")

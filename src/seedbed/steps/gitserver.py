@@ -1,0 +1,310 @@
+"""The Git server on the cluster: deploy it, create the repository and keys, push the tree.
+
+Three steps, because each has its own inputs and can fail on its own:
+
+- ``git-server``: the minimal Gitea/Forgejo (render/gitserver.py), its admin password and SSH
+  host key generated once and read back from the cluster on every later run;
+- ``repository``: over the REST API through a port-forward: token, owner, repository, the
+  operator's keys, Flux's deploy key (its private half only in the cluster Secret);
+- ``push``: the operator's work tree with the real git CLI, through a port-forward.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .. import git
+from ..errors import GitServerError, Refused
+from ..kube.wait import rollout_complete
+from ..render import flux as flux_render
+from ..render import gitserver as render
+from ..sshkeys import KeyPair, generate_ed25519, parse_public_key
+from .base import Context, Options, Outcome, Planned, Step
+
+PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
+                          public_openssh="ssh-ed25519 <generated-at-bootstrap> gitea-host-key")
+PLACEHOLDER_PASSWORD = "<generated at bootstrap>"
+
+
+def _b64(data: dict[str, str] | None, key: str) -> str | None:
+    if not data or key not in data:
+        return None
+    return base64.b64decode(data[key]).decode()
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+async def server_secrets(ctx: Context) -> tuple[str, KeyPair]:
+    """The admin password and the host key, from the cluster (cached for the run)."""
+    if "git_server.secrets" in ctx.shared:
+        return ctx.shared["git_server.secrets"]
+    gs = ctx.cfg.git_server
+    admin = await ctx.kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
+    host = await ctx.kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
+    password = _b64((admin or {}).get("data"), render.ADMIN_PASSWORD_KEY)
+    host_private = _b64((host or {}).get("data"), render.HOST_KEY_FILE)
+    if password is None or host_private is None:
+        raise GitServerError(
+            f"the Git server's Secrets {gs.namespace}/{gs.admin_secret} and {gs.namespace}/{gs.host_key_secret} "
+            "are missing or incomplete",
+            fix="re-run `seedbed bootstrap`: the git-server step re-creates them")
+    pair = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
+    ctx.out.secret(password)
+    ctx.out.secret(host_private)
+    ctx.shared["git_server.secrets"] = (password, pair)
+    return password, pair
+
+
+@asynccontextmanager
+async def gitea_session(ctx: Context) -> AsyncIterator[tuple[Any, int]]:
+    """A GiteaClient on a port-forward to the HTTP service, logged in as the admin."""
+    from ..gitea import GiteaClient
+
+    gs = ctx.cfg.git_server
+    password, _ = await server_secrets(ctx)
+    async with ctx.kube.port_forward(gs.namespace, service=gs.http_service, port=3000) as port:
+        name = "Forgejo" if gs.flavor == "forgejo" else "Gitea"
+        async with GiteaClient(f"http://127.0.0.1:{port}", username=gs.admin_user, password=password,
+                               name=name) as client:
+            await client.wait_ready(gs.ready_timeout)
+            yield client, port
+
+
+async def session_token(ctx: Context, client: Any) -> str:
+    """This run's API token (one per run; Gitea keeps exactly one named `seedbed`)."""
+    token = ctx.shared.get("git_server.token")
+    if token is None:
+        token = await client.ensure_token()
+        ctx.out.secret(token)
+        ctx.shared["git_server.token"] = token
+    else:
+        client._token = token  # the same server, a new port-forward: reuse the token
+    return token
+
+
+def repo_http_url(ctx: Context, port: int) -> str:
+    r = ctx.cfg.repo
+    return f"http://127.0.0.1:{port}/{r.owner}/{r.name}.git"
+
+
+# --------------------------------------------------------------------------- git-server
+
+
+class GitServerStep(Step):
+    name = "git-server"
+    title = "Git server"
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY)
+        gs = cfg.git_server
+        return Planned(objects=objs,
+                       waits=[f"Deployment {gs.namespace}/{render.DEPLOYMENT_NAME} rollout",
+                              f"PVC {gs.namespace}/{gs.pvc_name} bound"],
+                       inputs={"image": render.image(cfg)},
+                       notes=["admin password and SSH host key are generated once and kept in the cluster"])
+
+    async def verify(self, ctx: Context) -> bool:
+        gs = ctx.cfg.git_server
+        dep = await ctx.kube.get("apps/v1", "Deployment", render.DEPLOYMENT_NAME, namespace=gs.namespace)
+        if not rollout_complete(dep):
+            return False
+        try:
+            await server_secrets(ctx)
+        except GitServerError:
+            return False
+        return True
+
+    async def run(self, ctx: Context) -> Outcome:
+        gs = ctx.cfg.git_server
+        kube = ctx.kube
+        admin = await kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
+        host = await kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
+        password = _b64((admin or {}).get("data"), render.ADMIN_PASSWORD_KEY)
+        host_private = _b64((host or {}).get("data"), render.HOST_KEY_FILE)
+        generated = []
+        if password is None:
+            password = secrets.token_urlsafe(24)
+            generated.append("admin password")
+        if host_private is None:
+            host_key = generate_ed25519(f"{gs.ssh_service}.{gs.namespace}")
+            generated.append("SSH host key")
+        else:
+            host_key = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
+        ctx.out.secret(password)
+        ctx.out.secret(host_key.private_openssh)
+        await _check_storage_class(ctx)
+        objs = render.render_git_server(ctx.cfg, admin_password=password, host_key=host_key)
+        ctx.out.activity(f"applying {len(objs)} objects")
+        result = await kube.apply(objs)
+        ctx.out.activity(f"waiting for Deployment {gs.namespace}/{render.DEPLOYMENT_NAME}")
+        await kube.wait_rollout("Deployment", render.DEPLOYMENT_NAME, gs.namespace, timeout=gs.ready_timeout)
+        ctx.shared["git_server.secrets"] = (password, host_key)
+        ctx.out.log(f"SSH host key {host_key.public_openssh.split()[0]} pinned "
+                    f"({_fingerprint(host_key.public_openssh)})")
+        what = result.summary() + (f"; generated {', '.join(generated)}" if generated else "")
+        return Outcome(result.changed or bool(generated), what)
+
+
+def _fingerprint(public: str) -> str:
+    from ..sshkeys import fingerprint
+
+    return fingerprint(public)
+
+
+async def _check_storage_class(ctx: Context) -> None:
+    sc = ctx.cfg.git_server.storage_class
+    if await ctx.kube.get("storage.k8s.io/v1", "StorageClass", sc) is None:
+        raise Refused(f"StorageClass {sc!r} does not exist, so the Git server's volume would never bind",
+                      fix="let the longhorn step finish first, or set gitServer.storageClass")
+
+
+# --------------------------------------------------------------------------- repository
+
+
+class RepositoryStep(Step):
+    name = "repository"
+    title = "Repository and keys"
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        r = cfg.repo
+        keys = [parse_public_key(cfg.resolve(p).read_text(), str(p)) for p in _key_files(cfg)]
+        return Planned(
+            waits=[f"{cfg.git_server.flavor} API through a port-forward to {cfg.git_server.http_service}:3000"],
+            inputs={"owner": r.owner, "ownerType": r.owner_type, "repo": r.name, "branch": r.branch,
+                    "keys": keys, "readOnly": r.deploy_key_read_only, "secret": cfg.flux.secret,
+                    "rotate": options.rotate_keys},
+            notes=[f"{r.owner_type} {r.owner}, repository {r.owner}/{r.name}, {len(keys)} operator key(s), "
+                   f"Flux deploy key ({'read-only' if r.deploy_key_read_only else 'read-write'}) "
+                   f"in Secret {cfg.flux.secret}"])
+
+    async def verify(self, ctx: Context) -> bool:
+        if ctx.options.rotate_keys:
+            return False
+        ns, name = ctx.cfg.flux.secret.split("/")
+        secret = await ctx.kube.get("v1", "Secret", name, namespace=ns)
+        return secret is not None and bool((secret.get("data") or {}).get("identity"))
+
+    async def run(self, ctx: Context) -> Outcome:
+        cfg, r = ctx.cfg, ctx.cfg.repo
+        keys = []
+        for p in _key_files(cfg):
+            path = cfg.resolve(p)
+            try:
+                text = path.read_text()
+            except OSError as e:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"repo.authorizedKeys: cannot read {path}: {e.strerror}",
+                                  fix="point repo.authorizedKeys at your public key file (e.g. ~/.ssh/id_ed25519.pub)"
+                                  ) from None
+            keys.append(parse_public_key(text, str(path)))
+        changes: list[str] = []
+        async with gitea_session(ctx) as (client, _port):
+            await session_token(ctx, client)
+            if await client.ensure_owner(r.owner, r.owner_type):
+                changes.append(f"{r.owner_type} {r.owner}")
+            await client.ensure_repo(r.owner, r.name, kind=r.owner_type, default_branch=r.branch)
+            added = await client.ensure_user_keys(r.owner, keys, kind=r.owner_type)
+            if added:
+                changes.append(f"{len(added)} operator key(s)")
+            deploy, changed = await _deploy_key(ctx, client)
+            if changed:
+                changes.append("deploy key")
+        _, host = await server_secrets(ctx)
+        secret = flux_render.credentials_secret(cfg, deploy, host.public_openssh)
+        if await _ensure_secret(ctx, secret):
+            changes.append(f"Secret {cfg.flux.secret}")
+        return Outcome(bool(changes), ("created " + ", ".join(changes)) if changes else "all in place")
+
+
+def _key_files(cfg: Any) -> list[str]:
+    return list(cfg.repo.authorized_keys)
+
+
+async def _deploy_key(ctx: Context, client: Any) -> tuple[KeyPair, bool]:
+    """Flux's deploy key: the one in the cluster Secret, unless missing or --rotate-keys."""
+    cfg, r = ctx.cfg, ctx.cfg.repo
+    ns, name = cfg.flux.secret.split("/")
+    existing = await ctx.kube.get("v1", "Secret", name, namespace=ns)
+    private = _b64((existing or {}).get("data"), "identity")
+    rotate = ctx.options.rotate_keys or private is None
+    if rotate:
+        pair = generate_ed25519(f"flux@{cfg.cluster.name}")
+    else:
+        assert private is not None
+        pair = KeyPair.from_private(private, source=f"Secret {cfg.flux.secret}")
+    ctx.out.secret(pair.private_openssh)
+    result = await client.ensure_deploy_key(r.owner, r.name, pair.public_openssh, title="flux",
+                                            read_only=r.deploy_key_read_only, rotate=rotate)
+    if result.state == "mismatch":
+        raise Refused(
+            f"the deploy key titled 'flux' on {r.owner}/{r.name} is not the one in Secret {cfg.flux.secret}",
+            fix="re-run with --rotate-keys to replace it with a new key (Flux then uses the new Secret)")
+    ctx.shared["flux.deploy_key"] = pair
+    return pair, result.changed or rotate
+
+
+async def _ensure_secret(ctx: Context, secret: dict[str, Any]) -> bool:
+    """Apply the Secret unless it already holds exactly this content."""
+    md = secret["metadata"]
+    current = await ctx.kube.get("v1", "Secret", md["name"], namespace=md["namespace"])
+    if current is not None and (current.get("data") or {}) == secret.get("data"):
+        return False
+    await ctx.kube.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": md["namespace"]}},
+                          secret])
+    return True
+
+
+# --------------------------------------------------------------------------- push
+
+
+class PushStep(Step):
+    name = "push"
+    title = "Push the GitOps tree"
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        r = cfg.repo
+        return Planned(inputs={"path": str(cfg.resolve(r.path)), "branch": r.branch},
+                       notes=[f"pushes {cfg.resolve(r.path)} ({r.branch}) through a port-forward"])
+
+    async def verify(self, ctx: Context) -> bool:
+        return False  # cheap enough to check every time: git tells us when nothing moved
+
+    async def run(self, ctx: Context) -> Outcome:
+        cfg, r = ctx.cfg, ctx.cfg.repo
+        worktree = cfg.resolve(r.path)
+        async with gitea_session(ctx) as (client, port):
+            token = await session_token(ctx, client)
+            url = repo_http_url(ctx, port)
+            restored = await _push_bundle_back(ctx, url, token)
+            if await git.contains(worktree, url, r.branch, username=cfg.git_server.admin_user, token=token):
+                head = await git.remote_head(url, r.branch, username=cfg.git_server.admin_user, token=token)
+                ctx.shared["repo.head"] = head
+                return Outcome(bool(restored), (restored + "; " if restored else "")
+                               + f"{r.branch} is up to date on the server ({(head or '')[:12]})")
+            result = await git.push(worktree, url, r.branch, token=token, username=cfg.git_server.admin_user,
+                                    force=ctx.options.force_push or r.force_push)
+        ctx.shared["repo.head"] = result.new
+        if result.dirty:
+            ctx.out.warn(f"{worktree} has uncommitted changes; only committed work was pushed")
+        return Outcome(result.changed, (restored + "; " if restored else "")
+                       + f"{r.branch}: {(result.old or 'new')[:12]} → {result.new[:12]} ({result.status})")
+
+
+async def _push_bundle_back(ctx: Context, url: str, token: str) -> str:
+    """With --restore: put the archived repository back when the server's copy is missing or behind."""
+    archive = ctx.shared.get("restore.archive")
+    if archive is None:
+        return ""
+    from ..backup.restore import git_bundle
+
+    bundle = git_bundle(archive)
+    if bundle is None:
+        return ""
+    pushed = await git.push_bundle(bundle, url, username=ctx.cfg.git_server.admin_user, token=token)
+    return f"restored {pushed} branch(es) from the backup bundle" if pushed else ""
