@@ -413,15 +413,11 @@ def certs_wildcard(state: State) -> None:
     Example:
       seedbed certs wildcard > gitops/infrastructure/wildcard.yaml
     """
-    from .render.certs import wildcard_certificate
+    from .render.certs import issuer_for, wildcard_certificate
     from .yamlutil import dump_all
 
     cfg = state.config()
-    click.echo(dump_all([wildcard_certificate(cfg, issuer=_issuer(cfg.certificates.acme))]), nl=False)
-
-
-def _issuer(acme: str) -> str:
-    return f"letsencrypt-{acme}"
+    click.echo(dump_all([wildcard_certificate(cfg, issuer=issuer_for(cfg.certificates.acme))]), nl=False)
 
 
 @certs.command("budget")

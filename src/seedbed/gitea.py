@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -64,10 +64,22 @@ class DeployKeyResult:
         return self.state in ("created", "updated", "replaced")
 
 
+def _blob_type(b64: str) -> str | None:
+    """The key type named inside an OpenSSH key blob; it must repeat the type in front of it."""
+    try:
+        blob = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(blob) < 4:
+        return None
+    n = int.from_bytes(blob[:4], "big")
+    return blob[4:4 + n].decode("ascii", errors="replace") if 0 < n <= len(blob) - 4 else None
+
+
 def key_material(public_openssh: str) -> str:
     """``type base64`` of an OpenSSH public key line: what identifies a key (comments and titles do not)."""
     parts = public_openssh.strip().split()
-    if len(parts) < 2 or not re.fullmatch(r"[A-Za-z0-9+/]+=*", parts[1]):
+    if len(parts) < 2 or _blob_type(parts[1]) != parts[0]:
         raise ConfigError(
             f"not an OpenSSH public key: {public_openssh.strip()[:40]!r}...",
             fix="give the .pub file (one line like `ssh-ed25519 AAAA... comment`), not the private key",

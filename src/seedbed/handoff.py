@@ -200,6 +200,8 @@ class Val:
     value: Any  # dict[str, Val] | list[Val] | scalar
     file: str
     line: int
+    node_line: int = 0  # where the value itself starts (``line`` is its key's line in a mapping)
+    style: str | None = None  # a scalar's YAML style: '|' for a literal block
 
     def get(self, *path: str) -> Val | None:
         node: Val | None = self
@@ -232,10 +234,13 @@ def _to_val(node: yaml.Node, file: str, line_of: Callable[[yaml.Mark], int]) -> 
                 continue
             child.line = line_of(key_node.start_mark)
             out[str(key)] = child
-        return Val(out, file, line_of(node.start_mark))
+        line = line_of(node.start_mark)
+        return Val(out, file, line, line)
     if isinstance(node, yaml.SequenceNode):
-        return Val([_to_val(item, file, line_of) for item in node.value], file, line_of(node.start_mark))
-    return Val(_constructor.construct_object(node, deep=True), file, line_of(node.start_mark))
+        line = line_of(node.start_mark)
+        return Val([_to_val(item, file, line_of) for item in node.value], file, line, line)
+    line = line_of(node.start_mark)
+    return Val(_constructor.construct_object(node, deep=True), file, line, line, node.style)
 
 
 def _parse_docs(text: str, file: str, line_of: Callable[[yaml.Mark], int] | None = None) -> list[Val]:
@@ -384,7 +389,7 @@ class _Repo:
                 text = v.value
                 if not isinstance(text, str):
                     continue
-                if section != "stringData" and doc.kind == "Secret" or section == "binaryData":
+                if (section != "stringData" and doc.kind == "Secret") or section == "binaryData":
                     try:
                         text = base64.b64decode(text, validate=True).decode()
                     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -392,7 +397,7 @@ class _Repo:
                         continue
                     line_of = _fixed_line(v.line)
                 else:
-                    line_of = _block_lines(doc.file, v)
+                    line_of = _block_lines(v)
                 data[key] = (v, text, line_of, doc.file)
         if "ENC[" in repr(doc.val.plain().get("data", "")) + repr(doc.val.plain().get("stringData", "")):
             encrypted = True
@@ -447,15 +452,15 @@ def _fixed_line(line: int) -> Callable[[yaml.Mark], int]:
     return lambda mark: line
 
 
-def _block_lines(file: str, v: Val) -> Callable[[yaml.Mark], int]:
-    """Map lines of YAML embedded in a ``|`` block scalar to lines of the outer file.
+def _block_lines(v: Val) -> Callable[[yaml.Mark], int]:
+    """Map lines of YAML embedded in a scalar to lines of the outer file.
 
-    A literal block keeps its lines one for one, starting on the line after the key; any other
-    style (quoted, folded) does not, so everything inside it is reported at the key.
+    A literal block (``|``) keeps its lines one for one, starting on the line after its indicator;
+    any other style (quoted, folded) does not, so everything inside it is reported at the key.
     """
-    # Val.line is the key's line; a literal block's text starts on the next line. The scalar style
-    # is not kept on Val, so this is decided by the caller's text: see _values_text.
-    return lambda mark: v.line + 1 + mark.line
+    if v.style == "|":
+        return lambda mark: v.node_line + 1 + mark.line
+    return _fixed_line(v.line)
 
 
 # --------------------------------------------------------------------------- the checks
@@ -532,7 +537,7 @@ class _Checker:
                 merged = _set_path(merged, str(target).split("."), value)
                 continue
             try:
-                docs = _parse_docs(text, file, _line_map(key_val, line_of, text))
+                docs = _parse_docs(text, file, line_of)
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 self.add(file, (key_val.line if key_val else (mark.line + 1 if mark else 1)), "error",
@@ -569,10 +574,11 @@ class _Checker:
                     return v.file, v.line
             return doc.file, doc.line
 
-        def flag(path: tuple[str, ...], severity: Severity, message: str, fix: str) -> None:
-            file, line = at(*path)
+        def flag(path: tuple[str, ...], severity: Severity, message: str, fix: str,
+                 at_node: Val | None = None) -> None:
+            file, line = (at_node.file, at_node.line) if at_node is not None else at(*path)
             # When the key is absent but a values source could not be read, it may be set there.
-            if severity == "error" and val(*path) is None and unread:
+            if severity == "error" and val(*path) is None and at_node is None and unread:
                 severity = "warning"
                 message += f" (unless it is set in {', '.join(unread)}, which seedbed cannot read)"
             self.add(file, line, severity, message, fix)
@@ -613,31 +619,22 @@ class _Checker:
             fullname, how = f"{release}-{chart_name}", f"release name {release!r} + chart name {chart_name!r}"
         fullname = fullname[:63].rstrip("-")
         want = _fullname_for(self.cfg)
-        if override:
-            path: tuple[str, ...] = ("fullnameOverride",)
-        else:
-            path = ("fullnameOverride",)
+        path = ("fullnameOverride",)
         fix = (f"set fullnameOverride: {want} in the values" if want else
                f"the chart names its Services <fullname>-ssh/-http; set gitServer.sshService and httpService "
                f"in seedbed.yaml to {fullname}-ssh and {fullname}-http before the bootstrap")
 
-        def where() -> None:
-            pass
-
+        # Point at what decides the name: fullnameOverride, else releaseName/targetNamespace/name.
+        name_node = (val("fullnameOverride") if override else None) or doc.val.get("spec", "releaseName") \
+            or doc.val.get("spec", "targetNamespace") or doc.val.get("metadata", "name") or doc.val
         if f"{fullname}-ssh" != self.gs.ssh_service:
-            line_doc = doc.val.get("spec", "releaseName") or doc.val.get("spec", "targetNamespace")
-            if override or not line_doc:
-                flag(path, "error",
-                     f"the SSH Service would be {fullname}-ssh (from {how}), but Flux's GitRepository URL "
-                     f"names {self.gs.ssh_service!r}", fix)
-            else:
-                self.add(line_doc.file, line_doc.line, "error",
-                         f"the SSH Service would be {fullname}-ssh (from {how}), but Flux's GitRepository URL "
-                         f"names {self.gs.ssh_service!r}", fix)
+            flag(path, "error",
+                 f"the SSH Service would be {fullname}-ssh (from {how}), but Flux's GitRepository URL "
+                 f"names {self.gs.ssh_service!r}", fix, at_node=name_node)
         if f"{fullname}-http" != self.gs.http_service:
             flag(path, "warning",
                  f"the HTTP Service would be {fullname}-http (from {how}), not {self.gs.http_service!r}: "
-                 f"seedbed's later runs (push, backup) reach Gitea through that name", fix)
+                 f"seedbed's later runs (push, backup) reach Gitea through that name", fix, at_node=name_node)
 
     def _check_helm_storage(self, chart: str, val: Any, value: Any, flag: Any) -> None:
         pvc = self.gs.pvc_name
@@ -737,7 +734,9 @@ class _Checker:
                  f"set service.ssh.port: {SSH_PORT}")
         listen = _int(value(*server, "SSH_LISTEN_PORT")) or SSH_LISTEN_PORT
         cluster_ip = value("service", "ssh", "clusterIP")
-        if str(cluster_ip) == "None" and listen != _int(port):
+        # The chart only renders clusterIP for type ClusterIP; a LoadBalancer/NodePort always gets one.
+        ssh_type = value("service", "ssh", "type") or "ClusterIP"
+        if str(cluster_ip) == "None" and ssh_type == "ClusterIP" and listen != _int(port):
             default = val("service", "ssh", "clusterIP") is None
             flag(("service", "ssh", "clusterIP"), "error",
                  f"the SSH Service is headless (clusterIP: None{', the chart default' if default else ''}): "
@@ -1044,11 +1043,6 @@ class _Checker:
                      f"storageClassName {_scalar(sc)!r} differs from the existing claim's "
                      f"{self.gs.storage_class!r}; the field is immutable, so Flux's apply would fail",
                      f"set storageClassName: {self.gs.storage_class}")
-
-
-def _line_map(key_val: Val | None, line_of: Callable[[yaml.Mark], int], text: str
-              ) -> Callable[[yaml.Mark], int]:
-    return line_of
 
 
 def _int(value: Any) -> int | None:

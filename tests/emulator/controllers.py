@@ -8,6 +8,7 @@ nothing to do emits nothing.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import itertools
@@ -212,10 +213,8 @@ class Controllers:
                 if info.namespaced and ns and md.get("namespace") != ns:
                     continue
                 if any(r.get("uid") == uid for r in md.get("ownerReferences") or []):
-                    try:
+                    with contextlib.suppress(ApiError):
                         self.store.delete(info, md.get("namespace", ""), md["name"])
-                    except ApiError:
-                        pass
 
     # ---- namespaces ---------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*$")
 
 # Route category -> scope name, as Gitea's tokenRequiresScopes groups them.
 READ, WRITE = "read", "write"
+BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
 
 def default_spec_paths() -> dict[str, Path]:
@@ -262,7 +263,7 @@ class FakeGitea:
             query = dict(request.query)
             for name, spec in self.specs.items():
                 self.violations[name] += spec.check(request.method, request.path, body, query)
-        request["body"] = body
+        request[BODY] = body
         if not self.ready and request.path != "/api/healthz":
             resp: web.StreamResponse = _err(503, "service unavailable")
         else:
@@ -434,7 +435,7 @@ class FakeGitea:
         return run.stdout.split()
 
     async def _create_repo(self, request: web.Request, owner: dict[str, Any], org: bool) -> web.Response:
-        body = request["body"] or {}
+        body = request[BODY] or {}
         name = body.get("name")
         if not isinstance(name, str) or not name:
             return _err(422, "[Name]: Required")
@@ -517,7 +518,7 @@ class FakeGitea:
         owner = self._token_owner(request)
         if isinstance(owner, web.Response):
             return owner
-        body = request["body"] or {}
+        body = request[BODY] or {}
         name = body.get("name")
         if not name:
             return _err(422, "[Name]: Required")
@@ -557,7 +558,7 @@ class FakeGitea:
         caller = self._require(request, "admin", WRITE, admin=True)
         if isinstance(caller, web.Response):
             return caller
-        body = request["body"] or {}
+        body = request[BODY] or {}
         name, email = body.get("username", ""), body.get("email", "")
         problem = self._name_problem(name, repo=False)
         if problem:
@@ -586,7 +587,7 @@ class FakeGitea:
         caller = self._require(request, "organization", WRITE)
         if isinstance(caller, web.Response):
             return caller
-        body = request["body"] or {}
+        body = request[BODY] or {}
         name = body.get("username", "")
         problem = self._name_problem(name, repo=False)
         if problem:
@@ -690,7 +691,7 @@ class FakeGitea:
         caller = self._require(request, "user", WRITE)
         if isinstance(caller, web.Response):
             return caller
-        return self._add_key(caller, request["body"])
+        return self._add_key(caller, request[BODY])
 
     async def _admin_add_key(self, request: web.Request) -> web.Response:
         caller = self._require(request, "admin", WRITE, admin=True)
@@ -699,7 +700,7 @@ class FakeGitea:
         user = self.users.get(request.match_info["username"].lower())
         if user is None:
             return web.Response(status=404)
-        return self._add_key(user, request["body"])
+        return self._add_key(user, request[BODY])
 
     # ------------------------------------------------------------------ handlers: deploy keys
 
@@ -723,7 +724,7 @@ class FakeGitea:
         r = self._deploy_repo(request, WRITE)
         if isinstance(r, web.Response):
             return r
-        body = request["body"]
+        body = request[BODY]
         parsed = self._validate_key(body)
         if isinstance(parsed, web.Response):
             return parsed

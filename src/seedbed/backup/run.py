@@ -47,10 +47,7 @@ async def stored_ledger(kube: Any) -> list[Any]:
 
 
 async def store_ledger(kube: Any, text: str) -> None:
-    await kube.apply([{"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": LEDGER_CONFIGMAP, "namespace": LEDGER_NAMESPACE,
-                                    "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
-                       "data": {"ledger.json": text}}])
+    await kube.set_configmap_data(LEDGER_NAMESPACE, LEDGER_CONFIGMAP, {"ledger.json": text})
 
 
 async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volumes: bool = False,
@@ -90,6 +87,9 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
         plain = fmt.build(entries, cluster=cfg.cluster.name, created=datetime.now(UTC), seedbed_version=__version__)
         fmt.write(output_file, fmt.encrypt(plain, list(cfg.backup.recipients)))
         del plain
+        from ..status import record_backup
+
+        await record_backup(kube, output_file.name, len(entries))
     finally:
         out.close()
         if own:

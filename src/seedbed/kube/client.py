@@ -365,6 +365,23 @@ class Kube:
                            fix="create the namespace first (seedbed applies Namespaces first in a bundle)")
         return resp.json(), resp.status_code == 201
 
+    async def set_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Set some keys of a ConfigMap, creating it if needed, leaving its other keys alone.
+
+        A merge patch rather than server-side apply: with apply, keys this field manager set
+        earlier but omits now would be removed.
+        """
+        try:
+            await self.patch("v1", "ConfigMap", name, {"data": data}, namespace=namespace)
+        except NotFound:
+            try:
+                await self.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": name, "namespace": namespace,
+                                                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                                   "data": data})
+            except AlreadyExists:  # created by a concurrent run in between: patch it after all
+                await self.patch("v1", "ConfigMap", name, {"data": data}, namespace=namespace)
+
     async def apply(self, objs: Iterable[Obj], *, force: bool = True, on_progress: Callable[[int, int], None] | None = None,
                     concurrency: int = APPLY_CONCURRENCY, crd_timeout: float = 120.0) -> ApplyResult:
         """Apply a bundle: Namespaces and CRDs first, wait for the CRDs, then the rest concurrently.

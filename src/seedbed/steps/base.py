@@ -134,7 +134,7 @@ class StateStore:
     async def load(self) -> None:
         cm = await self.kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=STATE_NAMESPACE)
         data = (cm or {}).get("data") or {}
-        self._records = {k: json.loads(v) for k, v in data.items()}
+        self._records = {k: json.loads(v) for k, v in data.items() if k != "backup"}
 
     def digest(self, name: str) -> str | None:
         return (self._records.get(name) or {}).get("digest")
@@ -144,12 +144,8 @@ class StateStore:
 
         self._records[name] = {"digest": digest, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "seedbedVersion": __version__}
-        await self.kube.apply([{
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": STATE_CONFIGMAP, "namespace": STATE_NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
-            "data": {name: json.dumps(self._records[name], sort_keys=True)},
-        }])
+        await self.kube.set_configmap_data(STATE_NAMESPACE, STATE_CONFIGMAP,
+                                           {name: json.dumps(self._records[name], sort_keys=True)})
         if self.local is not None:
             self.local.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.local.with_suffix(".tmp")

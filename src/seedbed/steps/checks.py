@@ -26,6 +26,7 @@ class CertGuardStep(Step):
         from ..certs.guard import assess, refusal, scan_repo, would_issue
         from ..certs.ledger import Ledger
         from ..certs.report import archive_ledger, cluster_issuances
+        from ..render.certs import PRODUCTION_ISSUER
         from ..render.flux import cluster_vars
 
         cfg, options = ctx.cfg, ctx.options
@@ -35,8 +36,12 @@ class CertGuardStep(Step):
         for w in scan.warnings:
             ctx.out.warn(w)
         restored = ctx.shared.get("restore.secrets", [])
-        planned = would_issue(scan.certificates, restored, production_issuers=scan.production_issuers) \
-            if scan.production_issuers else []
+        # ${CLUSTER_ISSUER} resolves to the production issuer under --acme production, even when the
+        # repository does not (yet) define that ClusterIssuer itself.
+        issuers = set(scan.production_issuers)
+        if acme == "production":
+            issuers.add(f"ClusterIssuer/{PRODUCTION_ISSUER}")
+        planned = would_issue(scan.certificates, restored, production_issuers=issuers) if issuers else []
         sources: list[Any] = [(await cluster_issuances(ctx.kube))[0]]
         archive = ctx.shared.get("restore.archive")
         if archive is not None:

@@ -1,0 +1,179 @@
+"""`seedbed status` and `seedbed doctor`: read-only health of what seedbed set up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import SeedbedError
+from .kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
+
+if TYPE_CHECKING:
+    from .config import Config
+
+BACKUP_STALE_DAYS = 7
+STATE_KEY_BACKUP = "backup"
+
+
+@dataclass
+class Check:
+    component: str
+    state: str  # ok | warn | fail
+    summary: str
+    problem: str = ""
+    fix: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"component": self.component, "state": self.state, "summary": self.summary,
+                "problem": self.problem or None, "fix": self.fix or None, **self.details}
+
+
+@dataclass
+class StatusReport:
+    cluster: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.state != "fail" for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "ok": self.ok, "components": [c.as_dict() for c in self.checks]}
+
+    def as_text(self) -> str:
+        mark = {"ok": "✔", "warn": "!", "fail": "✗"}
+        width = max(len(c.component) for c in self.checks)
+        return "\n".join(f"{mark[c.state]} {c.component:<{width}}  {c.summary}" for c in self.checks)
+
+    def as_doctor_text(self) -> str:
+        problems = [c for c in self.checks if c.state != "ok"]
+        if not problems:
+            return f"✔ no problems found on cluster {self.cluster}"
+        out = []
+        for c in problems:
+            out.append(f"{'✗' if c.state == 'fail' else '!'} {c.component}: {c.problem or c.summary}")
+            if c.fix:
+                out.append(f"    fix: {c.fix}")
+        return "\n".join(out)
+
+
+async def collect_status(cfg: Config, *, kube: Any = None, now: datetime | None = None) -> StatusReport:
+    from .kube import Kube
+
+    own = kube is None
+    try:
+        if own:
+            kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
+        checks = [await _api(kube)]
+        if checks[0].state == "ok":
+            checks += [await _longhorn(kube, cfg), await _git_server(kube, cfg), await _flux(kube, cfg),
+                       await _backup(kube, now or datetime.now(UTC))]
+    except SeedbedError as e:
+        checks = [Check("cluster", "fail", e.message, e.message, e.fix or "")]
+    finally:
+        if own and kube is not None:
+            await kube.close()
+    return StatusReport(cfg.cluster.name, checks)
+
+
+async def _api(kube: Any) -> Check:
+    resp = await kube.request("GET", "/version")
+    version = resp.json().get("gitVersion", "?")
+    return Check("cluster", "ok", f"Kubernetes {version} at {kube.target.server}", details={"version": version})
+
+
+async def _longhorn(kube: Any, cfg: Config) -> Check:
+    ds = await kube.get("apps/v1", "DaemonSet", "longhorn-manager", namespace="longhorn-system")
+    if ds is None:
+        return Check("longhorn", "fail", "not installed", "Longhorn is not installed",
+                     "run `seedbed bootstrap`")
+    version = ((ds.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/version", "?")
+    if not rollout_complete(ds):
+        return Check("longhorn", "fail", f"{version}: longhorn-manager not ready ({describe_workload(ds)})",
+                     f"longhorn-manager is not ready: {describe_workload(ds)}",
+                     "check the nodes provide open-iscsi and the data path: "
+                     "kubectl -n longhorn-system get pods", {"version": version})
+    sc = await kube.get("storage.k8s.io/v1", "StorageClass", "longhorn")
+    if sc is None:
+        return Check("longhorn", "fail", f"{version}: StorageClass longhorn missing",
+                     "the longhorn StorageClass does not exist", "re-run `seedbed bootstrap`")
+    return Check("longhorn", "ok", f"{version}, {ds['status'].get('numberReady', 0)} node(s) ready",
+                 details={"version": version})
+
+
+async def _git_server(kube: Any, cfg: Config) -> Check:
+    gs = cfg.git_server
+    dep = await kube.get("apps/v1", "Deployment", "gitea", namespace=gs.namespace)
+    pvc = await kube.get("v1", "PersistentVolumeClaim", gs.pvc_name, namespace=gs.namespace)
+    if dep is None:
+        return Check("git-server", "fail", "not deployed", f"no Deployment in namespace {gs.namespace}",
+                     "run `seedbed bootstrap`")
+    if not rollout_complete(dep):
+        return Check("git-server", "fail", f"not ready ({describe_workload(dep)})",
+                     f"the Git server is not ready: {describe_workload(dep)}",
+                     f"kubectl -n {gs.namespace} describe deploy/gitea; kubectl -n {gs.namespace} logs deploy/gitea")
+    phase = ((pvc or {}).get("status") or {}).get("phase", "missing")
+    if phase != "Bound":
+        return Check("git-server", "fail", f"data claim {gs.pvc_name} is {phase}",
+                     f"the data claim {gs.namespace}/{gs.pvc_name} is {phase}",
+                     "check Longhorn (seedbed status) and the StorageClass")
+    return Check("git-server", "ok", f"ready; data on {gs.namespace}/{gs.pvc_name}; reach it with "
+                 f"kubectl -n {gs.namespace} port-forward svc/{gs.http_service} 3000:3000")
+
+
+async def _flux(kube: Any, cfg: Config) -> Check:
+    repo = await kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", namespace="flux-system")
+    ks = await kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", namespace="flux-system")
+    if repo is None or ks is None:
+        return Check("flux", "fail", "not installed", "Flux's flux-system sync objects do not exist",
+                     "run `seedbed bootstrap`")
+    revision = ((repo.get("status") or {}).get("artifact") or {}).get("revision", "")
+    applied = (ks.get("status") or {}).get("lastAppliedRevision", "")
+    if not condition_is(repo, "Ready"):
+        return Check("flux", "fail", f"GitRepository not ready: {describe_conditions(repo)}",
+                     f"Flux cannot fetch the repository: {describe_conditions(repo)}",
+                     "check Secret flux-system/flux-system (known_hosts, identity) and the Git server; "
+                     "`seedbed bootstrap --rotate-keys` replaces the deploy key", {"revision": revision})
+    if not condition_is(ks, "Ready"):
+        return Check("flux", "fail", f"Kustomization not ready: {describe_conditions(ks)}",
+                     f"Flux cannot apply the repository: {describe_conditions(ks)}",
+                     "fix the manifests named in the message and push", {"revision": revision})
+    return Check("flux", "ok", f"synced {applied or revision}", details={"revision": revision,
+                                                                         "lastAppliedRevision": applied})
+
+
+async def _backup(kube: Any, now: datetime) -> Check:
+    from .steps.base import STATE_CONFIGMAP, STATE_NAMESPACE
+
+    cm = await kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=STATE_NAMESPACE)
+    raw = ((cm or {}).get("data") or {}).get(STATE_KEY_BACKUP)
+    if not raw:
+        return Check("backup", "warn", "no backup yet", "no backup has been taken of this cluster",
+                     "seedbed backup -o backups/$(date +%F).age")
+    record = json.loads(raw)
+    taken = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+    age = now - taken
+    days = age.total_seconds() / 86400
+    text = f"last backup {_age(age.total_seconds())} ago ({record.get('file', '?')})"
+    if days > BACKUP_STALE_DAYS:
+        return Check("backup", "warn", text, f"the last backup is {days:.0f} days old",
+                     "seedbed backup -o backups/$(date +%F).age", {"ageSeconds": int(age.total_seconds())})
+    return Check("backup", "ok", text, details={"ageSeconds": int(age.total_seconds())})
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400 * 2:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+async def record_backup(kube: Any, file: str, entries: int) -> None:
+    from .steps.base import STATE_CONFIGMAP, STATE_NAMESPACE
+
+    record = {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "file": file, "entries": entries}
+    await kube.set_configmap_data(STATE_NAMESPACE, STATE_CONFIGMAP, {STATE_KEY_BACKUP: json.dumps(record, sort_keys=True)})
