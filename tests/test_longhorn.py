@@ -386,13 +386,17 @@ async def _run_step(kubeconfig: Path, manifest: str, lh: dict[str, Any], *, opti
     return outcome, stream.getvalue()
 
 
-STORAGE_CLASS = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                 "metadata": {"name": "longhorn"}, "provisioner": "driver.longhorn.io"}
-
-
 def simulate_manager(emulator: Any) -> None:
-    """longhorn-manager creates the StorageClass from its ConfigMap; the emulator runs no controllers."""
-    emulator.put(STORAGE_CLASS)
+    """Do longhorn-manager's part: create the StorageClass from the longhorn-storageclass ConfigMap.
+
+    The emulator runs no Longhorn controllers, so a hook plays the one this step waits on.
+    """
+
+    def create_storage_class(emu: Any, cm: dict[str, Any]) -> None:
+        if cm["metadata"]["name"] == "longhorn-storageclass":
+            emu.put(yamlutil.load(cm["data"]["storageclass.yaml"]))
+
+    emulator.on_apply("ConfigMap", create_storage_class)
 
 
 async def test_step_applies_and_waits(emulator: Any, kubeconfig: Path, manifest: str, tmp_path: Path,
@@ -411,6 +415,8 @@ async def test_step_applies_and_waits(emulator: Any, kubeconfig: Path, manifest:
     assert base64.b64decode(secret["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == SECRET
     assert emulator.get("apps/v1", "DaemonSet", "longhorn-manager", namespace="longhorn-system")
     assert emulator.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "nodes.longhorn.io")
+    sc = emulator.get("storage.k8s.io/v1", "StorageClass", "longhorn")
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
 
     # A second run over the same cluster is allowed (same version) and verify() sees it in place.
     outcome, _ = await _run_step(kubeconfig, manifest, lh, tmp_path=tmp_path)
@@ -423,6 +429,7 @@ async def test_step_refuses_other_installed_version(emulator: Any, kubeconfig: P
 
     old = find(yamlutil.load_all(manifest), "DaemonSet", "longhorn-manager")
     old["metadata"]["labels"]["app.kubernetes.io/version"] = "v1.11.1"
+    emulator.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "longhorn-system"}})
     emulator.put(old)
     with pytest.raises(Refused) as e:
         await _run_step(kubeconfig, manifest, {}, tmp_path=tmp_path)

@@ -312,6 +312,11 @@ async def bundle_create(url: str, dest: Path, *, username: str, token: str) -> b
         refs = await _git(["for-each-ref", "--format=%(refname)"], cwd=bare, env=env)
         if not refs.out.strip():
             return False
+        # Carry the server's default branch as the bundle's HEAD, so a restore checks out the right one.
+        sym = await _git(["ls-remote", "--symref", url, "HEAD"], cwd=bare, env=env, auth=auth)
+        m = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", sym.out, re.M)
+        if m and m.group(1) in refs.out.split():
+            await _git(["symbolic-ref", "HEAD", m.group(1)], cwd=bare, env=env)
         partial = dest.with_name(dest.name + ".partial")
         run = await _git(["bundle", "create", "--quiet", str(partial.resolve()), "--all"], cwd=bare, env=env)
         if run.rc != 0:

@@ -87,6 +87,11 @@ def key_material(public_openssh: str) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
+def _server_material(text: str) -> str:
+    # What the server lists is trusted to be a key; it is only normalised, never rejected.
+    return " ".join(text.split()[:2])
+
+
 def key_fingerprint(public_openssh: str) -> str:
     """``SHA256:...`` like ``ssh-keygen -l`` prints it."""
     blob = base64.b64decode(key_material(public_openssh).split()[1])
@@ -115,8 +120,10 @@ class GiteaClient:
 
     def __init__(
         self, base_url: str, *, username: str, password: str, timeout: float = 30.0, name: str = "Gitea",
+        namespace: str = "gitea",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.namespace = namespace  # where the server runs: only for the kubectl commands in hints
         self.name = name  # "Gitea" or "Forgejo": only for messages
         self.username = username
         self._password = password
@@ -185,7 +192,7 @@ class GiteaClient:
                 raise GitServerError(
                     f"cannot reach {self.name} at {self.base_url} ({method} {url}): {type(e).__name__}",
                     fix="check that the port-forward is open and the pod is running: "
-                        "`kubectl -n gitea get pods` and `kubectl -n gitea logs deploy/gitea`",
+                        f"`kubectl -n {self.namespace} get pods` and `kubectl -n {self.namespace} logs deploy/gitea`",
                 ) from None
             if resp.status_code in (502, 503, 504) and attempt + 1 < attempts:
                 await asyncio.sleep(0.5 * (attempt + 1))
@@ -228,7 +235,7 @@ class GiteaClient:
             )
         return GitServerError(
             f"{self.name} answered {method} {url} with {status}{detail}",
-            fix="check `kubectl -n gitea logs deploy/gitea` for the cause",
+            fix=f"check `kubectl -n {self.namespace} logs deploy/gitea` for the cause",
         )
 
     async def _list(self, path: str, *, basic: bool = False) -> list[dict[str, Any]]:
@@ -268,7 +275,7 @@ class GiteaClient:
             if time.monotonic() + interval > deadline:
                 raise GitServerError(
                     f"{self.name} at {self.base_url} did not become ready within {timeout:g} s: {last}",
-                    fix="check `kubectl -n gitea logs deploy/gitea` and `kubectl -n gitea get pods`; "
+                    fix=f"check `kubectl -n {self.namespace} logs deploy/gitea` and `kubectl -n {self.namespace} get pods`; "
                         "raise gitServer.readyTimeout if it is only slow",
                 )
             await asyncio.sleep(interval)
@@ -428,7 +435,7 @@ class GiteaClient:
         else:
             seg = _seg(owner)
             list_path, add_path, account = f"/users/{seg}/keys", f"/admin/users/{seg}/keys", owner
-        have = {key_material(k["key"]) for k in await self._list(list_path) if k.get("key")}
+        have = {_server_material(k["key"]) for k in await self._list(list_path) if k.get("key")}
         added = []
         for material, line in wanted.items():
             if material in have:
@@ -457,7 +464,7 @@ class GiteaClient:
         base = f"/repos/{_seg(owner)}/{_seg(repo)}/keys"
         material = key_material(public_openssh)
         keys = await self.list_deploy_keys(owner, repo)
-        same = [k for k in keys if key_material(k.get("key", "x x")) == material]
+        same = [k for k in keys if _server_material(k.get("key", "")) == material]
         titled = [k for k in keys if k.get("title") == title and k not in same]
         for k in same:
             if bool(k.get("read_only")) == read_only:
@@ -473,7 +480,7 @@ class GiteaClient:
             created = await self._add_deploy_key(base, title, material, read_only)
             return DeployKeyResult("updated", created)
         if titled and not rotate:
-            return DeployKeyResult("mismatch", int(titled[0]["id"]), key_material(titled[0]["key"]))
+            return DeployKeyResult("mismatch", int(titled[0]["id"]), _server_material(titled[0].get("key", "")))
         for old in titled:
             await self._request("DELETE", f"{base}/{old['id']}", allow=(404,))
         created = await self._add_deploy_key(base, title, material, read_only)

@@ -29,16 +29,12 @@ from typing import Any, Literal
 import yaml
 
 from .config import Config
+from .render.gitserver import DATA_DIR, HOST_KEY_DIR, HOST_KEY_FILE, HTTP_PORT, SSH_LISTEN_PORT, SSH_PORT
 
 Severity = Literal["error", "warning"]
 
-# The bootstrap Deployment's side of the contract (render/gitserver.py renders the same).
-DATA_PATH = "/data"
-SSH_PORT = 22
-HTTP_PORT = 3000
-SSH_LISTEN_PORT = 2222  # the rootless image's built-in SSH server
-HOST_KEY_MOUNT = "/etc/gitea/ssh-host-key"  # where the recommended values mount the host key Secret
-HOST_KEY_FILE = "ssh_host_ed25519_key"  # the key of the host key Secret that holds the private key
+# The bootstrap Deployment's side of the contract, from the module that renders it.
+DATA_PATH = DATA_DIR
 BOOTSTRAP_DB_TYPE = "sqlite3"
 
 CHARTS = ("gitea", "forgejo")
@@ -173,7 +169,7 @@ extraVolumes:
       defaultMode: 0440
 extraContainerVolumeMounts:
   - name: ssh-host-key
-    mountPath: {HOST_KEY_MOUNT}
+    mountPath: {HOST_KEY_DIR}
     readOnly: true
 gitea:
   config:
@@ -183,7 +179,7 @@ gitea:
       START_SSH_SERVER: true
       SSH_PORT: {SSH_PORT}
       SSH_LISTEN_PORT: {SSH_LISTEN_PORT}
-      SSH_SERVER_HOST_KEYS: {HOST_KEY_MOUNT}/{HOST_KEY_FILE}
+      SSH_SERVER_HOST_KEYS: {HOST_KEY_DIR}/{HOST_KEY_FILE}
 """
 
 
@@ -736,7 +732,7 @@ class _Checker:
         cluster_ip = value("service", "ssh", "clusterIP")
         # The chart only renders clusterIP for type ClusterIP; a LoadBalancer/NodePort always gets one.
         ssh_type = value("service", "ssh", "type") or "ClusterIP"
-        if str(cluster_ip) == "None" and ssh_type == "ClusterIP" and listen != _int(port):
+        if cluster_ip == "None" and ssh_type == "ClusterIP" and listen != _int(port):
             default = val("service", "ssh", "clusterIP") is None
             flag(("service", "ssh", "clusterIP"), "error",
                  f"the SSH Service is headless (clusterIP: None{', the chart default' if default else ''}): "
@@ -775,8 +771,8 @@ class _Checker:
         mount_key = "extraContainerVolumeMounts" if values_style else "volumeMounts"
         keys_key = "gitea.config.server.SSH_SERVER_HOST_KEYS" if values_style else \
             "env GITEA__server__SSH_SERVER_HOST_KEYS"
-        recommended = f"{HOST_KEY_MOUNT}/{HOST_KEY_FILE}"
-        fix_all = (f"mount Secret {secret} ({vol_key} + {mount_key} at {HOST_KEY_MOUNT}) and set "
+        recommended = f"{HOST_KEY_DIR}/{HOST_KEY_FILE}"
+        fix_all = (f"mount Secret {secret} ({vol_key} + {mount_key} at {HOST_KEY_DIR}) and set "
                    f"{keys_key}: {recommended}")
 
         secret_vols: dict[str, Val] = {}
@@ -814,7 +810,7 @@ class _Checker:
             if unmounted is not None:
                 self.add(unmounted.file, unmounted.line, "error",
                          f"the volume for Secret {secret!r} is never mounted into the Gitea container",
-                         f"add it to {mount_key} with mountPath: {HOST_KEY_MOUNT}")
+                         f"add it to {mount_key} with mountPath: {HOST_KEY_DIR}")
                 return
             missing(f"the SSH host key is not mounted from Secret {secret!r}: Gitea would generate a new host "
                     "key and Flux's known_hosts (which pins seedbed's key) would stop matching", fix_all)
@@ -1016,7 +1012,7 @@ class _Checker:
             self.add(at.file, at.line, severity,
                      f"Service {svc.name} sends port {port} to {tp_raw}, but Gitea's SSH server listens on {target}",
                      f"set targetPort: {target}")
-        if str(_scalar(svc.val.get("spec", "clusterIP"))) == "None" and tp is not None and tp != port:
+        if _scalar(svc.val.get("spec", "clusterIP")) == "None" and tp is not None and tp != port:
             at = svc.val.get("spec", "clusterIP") or svc.val
             self.add(at.file, at.line, severity,
                      f"Service {svc.name} is headless (clusterIP: None): no port mapping, so clients would reach "
@@ -1098,6 +1094,8 @@ def check_handoff(tree: Path, cfg: Config) -> HandoffReport:
                 repo.namespace_of(doc) in {None, gs.namespace}):
             checker.check_claim(doc)
 
+    # Report in reading order, file by file; the checks themselves run object by object.
+    report.findings.sort(key=lambda f: (f.file, f.line))
     if not releases and not workloads:
         report.findings.append(Finding(
             ".", 0, "warning",

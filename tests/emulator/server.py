@@ -108,13 +108,16 @@ def _with_version(obj: Obj, api_version: str) -> Obj:
 class Emulator:
     """A Kubernetes API server emulator. See tests/emulator/SIMPLIFICATIONS.md for what it leaves out."""
 
-    def __init__(self, nodes: int = 1, tls: bool = False, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, nodes: int = 1, tls: bool = False, token: str | None = None, host: str = "127.0.0.1",
+                 history: int = 10_000) -> None:
+        """nodes: Ready Nodes node-1..N; tls: HTTPS with a trustme CA; token: required bearer token;
+        history: how many watch events are kept for watches from a resourceVersion (older: 410)."""
         self.host = host
         self.tls = tls
         self.token = token
         self.node_count = nodes
         self.registry = Registry.builtin()
-        self.store = Store(self.registry)
+        self.store = Store(self.registry, history)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self.latency = 0.0

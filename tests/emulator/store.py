@@ -152,11 +152,11 @@ def tracked(info: ResourceInfo, obj: Obj, part: str) -> Obj:
 
 
 class Store:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, history: int = HISTORY) -> None:
         self.registry = registry
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self.rv = 1
-        self.history: deque[Event] = deque(maxlen=HISTORY)
+        self.history: deque[Event] = deque(maxlen=history)
         self.watchers: set[Watcher] = set()
         # Callbacks set by the emulator (controllers, hooks, garbage collection).
         self.after_write: Callable[[ResourceInfo, Obj | None, Obj, str], None] = lambda *a: None
@@ -447,7 +447,8 @@ class Store:
             if prev.get("fieldsV1") == mine_fields and prev.get("apiVersion") == info.api_version:
                 entry["time"] = prev.get("time", entry["time"])
             entries[mine_i] = entry
-        entries = [e for e in entries if e.get("fieldsV1")]
+        # Managers left owning nothing disappear; the applier stays listed even when it owns nothing.
+        entries = [e for e in entries if e.get("fieldsV1") or e is entry]
         if merged is old and _entries_equal(entries, old["metadata"].get("managedFields") or []):
             return old, False, False
         new = dict(merged)
