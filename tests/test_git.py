@@ -281,3 +281,62 @@ def test_env_is_scoped_and_hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pairs["credential.helper"] == "" and pairs["core.askPass"] == ""
     assert "GIT_CONFIG_PARAMETERS" not in env and "GIT_DIR" not in env
     assert env["GIT_CONFIG_GLOBAL"] == os.devnull and "127.0.0.1" in env["no_proxy"]
+
+
+async def test_contains_after_seedbed_committed_on_top(fake: FakeGitea, token: str, url: str, tmp_path: Path) -> None:
+    work = make_worktree(tmp_path / "gitops")
+    assert await sgit.contains(work, url, "main", username=ADMIN, token=token) is False  # nothing on the server
+    await sgit.push(work, url, "main", token=token, username=ADMIN)
+    assert await sgit.contains(work, url, "main", username=ADMIN, token=token) is True  # same commit
+    await sgit.commit_files(url, "main", {"flux.yaml": "f\n"}, "flux", username=ADMIN, token=token)
+    objects_before = sorted(p.name for p in (work / ".git" / "objects").iterdir())
+    assert await sgit.contains(work, url, "main", username=ADMIN, token=token) is True  # server is ahead
+    assert sorted(p.name for p in (work / ".git" / "objects").iterdir()) == objects_before  # nothing fetched here
+    commit(work, "more.txt", "m\n")
+    assert await sgit.contains(work, url, "main", username=ADMIN, token=token) is False  # the server lacks it
+
+
+async def test_push_bundle_restores_missing_and_behind_branches(
+    fake: FakeGitea, token: str, url: str, tmp_path: Path,
+) -> None:
+    work = make_worktree(tmp_path / "gitops")
+    git("branch", "staging", cwd=work)
+    git("tag", "v1", cwd=work)
+    git("push", "-q", str(fake.bare_path("homelab", "gitops")), "main", "staging", "v1", cwd=work)
+    bundle_path = tmp_path / "backup.bundle"
+    assert await sgit.bundle_create(url, bundle_path, username=ADMIN, token=token)
+    data = bundle_path.read_bytes()
+
+    # Nothing to do when the server has it all.
+    assert await sgit.push_bundle(data, url, username=ADMIN, token=token) == 0
+
+    # A fresh, empty server repository (a rebuilt cluster): everything goes back.
+    async with GiteaClient(fake.url, username=ADMIN, password=PASSWORD) as c:
+        await c.ensure_repo("homelab", "fresh", kind="org")
+    fresh = fake.repo_url("homelab", "fresh")
+    assert await sgit.push_bundle(data, fresh, username=ADMIN, token=token) == 2
+    head = git("rev-parse", "main", cwd=work).stdout.strip()
+    assert fake.branch_commit("homelab", "fresh", "main") == head
+    assert fake.branch_commit("homelab", "fresh", "staging") == head
+    assert git("--git-dir", str(fake.bare_path("homelab", "fresh")), "tag").stdout.split() == ["v1"]
+
+    # The server moved on (a newer commit on main): the backup never overwrites it.
+    newer = await sgit.commit_files(fresh, "main", {"new.txt": "n\n"}, "newer", username=ADMIN, token=token)
+    assert await sgit.push_bundle(bundle_path, fresh, username=ADMIN, token=token) == 0
+    assert fake.branch_commit("homelab", "fresh", "main") == newer
+
+    with pytest.raises(GitError, match="bundle cannot be read"):
+        await sgit.push_bundle(b"not a bundle", fresh, username=ADMIN, token=token)
+
+
+async def test_push_bundle_fast_forwards_a_branch_that_is_behind(
+    fake: FakeGitea, token: str, url: str, tmp_path: Path,
+) -> None:
+    work = make_worktree(tmp_path / "gitops")
+    old = git("rev-parse", "main", cwd=work).stdout.strip()
+    new = commit(work, "b.txt", "b\n")
+    bundle = tmp_path / "b.bundle"
+    git("bundle", "create", str(bundle), "main", cwd=work)
+    git("push", "-q", str(fake.bare_path("homelab", "gitops")), f"{old}:refs/heads/main", cwd=work)
+    assert await sgit.push_bundle(bundle, url, username=ADMIN, token=token) == 1
+    assert fake.branch_commit("homelab", "gitops", "main") == new

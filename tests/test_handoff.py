@@ -355,3 +355,16 @@ def test_the_bootstrap_servers_own_manifests_pass(tmp_path, flavor):
     # Only the claim's ownership is worth a word: Flux pruning it would delete the repository.
     assert [f.message.split(":")[0] for f in report.findings] == [
         "Flux would own the claim 'gitea-shared-storage'"]
+
+
+def test_the_documented_values_are_the_recommended_ones():
+    doc = (Path(__file__).parent.parent / "docs" / "handoff.md").read_text()
+    indented = "\n".join(f"    {line}" if line else "" for line in RECOMMENDED_VALUES.splitlines())
+    assert indented in doc, "docs/handoff.md is out of date: re-render the values block from RECOMMENDED_VALUES"
+
+
+def test_json_form(tmp_path):
+    repo, _ = values_repo(tmp_path, "values-bad-root.yaml")
+    data = check_handoff(repo, CFG).as_dict()
+    assert data["ok"] is False
+    assert data["findings"][0]["file"] == "apps/gitea/values.yaml" and data["findings"][0]["severity"] == "error"

@@ -438,8 +438,10 @@ async def test_step_refuses_other_installed_version(emulator: Any, kubeconfig: P
     assert emulator.get("v1", "ConfigMap", "longhorn-default-setting", namespace="longhorn-system") is None
 
     simulate_manager(emulator)
-    outcome, _ = await _run_step(kubeconfig, manifest, {}, options=Options(allow_upgrade=True), tmp_path=tmp_path)
+    outcome, output = await _run_step(kubeconfig, manifest, {}, options=Options(allow_upgrade=True),
+                                      tmp_path=tmp_path)
     assert outcome.summary.startswith("upgraded to v1.12.1")
+    assert "v1.11.1 is installed; upgrading to v1.12.1" in output
 
 
 async def test_step_refuses_second_default_storage_class(emulator: Any, kubeconfig: Path, manifest: str,
@@ -489,3 +491,26 @@ async def test_step_says_storage_class_was_never_created(emulator: Any, kubeconf
     with pytest.raises(SeedbedError) as e:
         await _run_step(kubeconfig, manifest, {}, tmp_path=tmp_path)
     assert "StorageClass longhorn" in e.value.message and "longhorn-storageclass" in e.value.message
+
+
+async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Path, manifest: str,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seedbed.kube import Kube
+    from seedbed.output import Output
+    from seedbed.steps.base import Context, Options
+    from seedbed.steps.longhorn import LonghornStep
+
+    simulate_manager(emulator)
+    monkeypatch.setenv("LH_SECRET", SECRET)
+    lh = {"backupTarget": "s3://b@r/", "backupCredentials": {"fromEnv": {"AWS_SECRET_ACCESS_KEY": "LH_SECRET"}}}
+    cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
+    async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
+        ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=FixedManifests(manifest),  # type: ignore[arg-type]
+                      out=Output(stream=io.StringIO(), color=False))
+        assert not await LonghornStep().verify(ctx)  # nothing installed yet
+        await LonghornStep().run(ctx)
+        before = kube.stats.writes
+        assert await LonghornStep().verify(ctx)
+        assert kube.stats.writes == before  # verify is read-only
+        monkeypatch.setenv("LH_SECRET", SECRET + "-rotated")
+        assert not await LonghornStep().verify(ctx)

@@ -228,16 +228,8 @@ async def remote_head(url: str, branch: str, *, username: str, token: str) -> st
     return None
 
 
-async def push(
-    worktree: Path, url: str, branch: str, *, token: str, username: str, force: bool = False,
-) -> PushResult:
-    """Push ``branch`` of the operator's work tree to ``url``. Never forces unless ``force``.
-
-    A forced push uses ``--force-with-lease`` against the commit seen just before, so commits pushed
-    by someone else in between are not silently lost. Nothing is written to the work tree's config:
-    the URL is given on the command line (it holds no secret) rather than as a remote.
-    """
-    _check_url(url)
+async def _local_head(worktree: Path, branch: str) -> str:
+    """The commit of ``branch`` in the operator's work tree, or a ConfigError saying how to get one."""
     worktree = Path(worktree).expanduser()
     plain = _env(None, hermetic=False)
     init_fix = (f"make it a git work tree with a commit on {branch}: `git -C {worktree} init -b {branch} && "
@@ -263,6 +255,22 @@ async def push(
             fix=f"commit to {branch} (`git -C {worktree} switch -c {branch} && git -C {worktree} commit`), "
                 "or set repo.branch to the branch you use",
         )
+    return new
+
+
+async def push(
+    worktree: Path, url: str, branch: str, *, token: str, username: str, force: bool = False,
+) -> PushResult:
+    """Push ``branch`` of the operator's work tree to ``url``. Never forces unless ``force``.
+
+    A forced push uses ``--force-with-lease`` against the commit seen just before, so commits pushed
+    by someone else in between are not silently lost. Nothing is written to the work tree's config:
+    the URL is given on the command line (it holds no secret) rather than as a remote.
+    """
+    _check_url(url)
+    worktree = Path(worktree).expanduser()
+    new = await _local_head(worktree, branch)
+    plain = _env(None, hermetic=False)
     status = await _git(["status", "--porcelain", "--untracked-files=normal"], cwd=worktree, env=plain)
     dirty = status.rc == 0 and bool(status.out.strip())
 
@@ -277,6 +285,94 @@ async def push(
     run = await _git(args, cwd=worktree, env=env, auth=auth)
     flag, _summary = _parse_push(run, branch, url, worktree_hint="your work tree")
     return PushResult(branch=branch, old=old, new=new, status=_STATUS.get(flag, "updated"), dirty=dirty)
+
+
+async def contains(worktree: Path, url: str, branch: str, *, username: str, token: str) -> bool:
+    """True when the server's ``branch`` already has the work tree's ``branch`` commit in its history.
+
+    So a re-run does not push (and is not refused) after seedbed itself committed the Flux manifests on
+    top of the operator's commits. The server's history is fetched into a temporary repository, never
+    into the operator's.
+    """
+    _check_url(url)
+    local = await _local_head(Path(worktree).expanduser(), branch)
+    remote = await remote_head(url, branch, username=username, token=token)
+    if remote is None:
+        return False
+    if remote == local:
+        return True
+    auth = _Auth(url, username, token)
+    env = _env(auth, hermetic=True)
+    with tempfile.TemporaryDirectory(prefix="seedbed-contains-") as tmp:
+        bare = Path(tmp)
+        await _git(["init", "--quiet", "--bare", "."], cwd=bare, env=env)
+        run = await _git(["fetch", "--quiet", url, f"+refs/heads/{branch}:refs/heads/{branch}"],
+                         cwd=bare, env=env, auth=auth)
+        if run.rc != 0:
+            raise _transport_error(run, f"git fetch {url}", url)
+        # A commit the server lacks is not in this repository at all: merge-base then fails, as it should.
+        run = await _git(["merge-base", "--is-ancestor", local, f"refs/heads/{branch}"], cwd=bare, env=env)
+        return run.rc == 0
+
+
+async def push_bundle(bundle: bytes | Path, url: str, *, username: str, token: str) -> int:
+    """Push a backup bundle's branches and tags back where the server lacks them; return how many branches.
+
+    A branch is pushed when the server does not have it or is behind it (a fast-forward). A server
+    branch that has moved on or diverged is left alone: a restore never overwrites newer work.
+    """
+    _check_url(url)
+    auth = _Auth(url, username, token)
+    env = _env(auth, hermetic=True)
+    with tempfile.TemporaryDirectory(prefix="seedbed-restore-") as tmp:
+        bare = Path(tmp) / "repo.git"
+        if isinstance(bundle, bytes):
+            path = Path(tmp) / "backup.bundle"
+            path.write_bytes(bundle)
+        else:
+            path = Path(bundle).resolve()
+        await _git(["init", "--quiet", "--bare", str(bare)], cwd=Path(tmp), env=env)
+        run = await _git(["fetch", "--quiet", str(path), "+refs/heads/*:refs/bundle/heads/*",
+                          "+refs/tags/*:refs/bundle/tags/*"], cwd=bare, env=env)
+        if run.rc != 0:
+            raise GitError(f"the backup's git bundle cannot be read: {run.err.strip()}",
+                           fix="the archive may be damaged; restore the repository from another backup")
+        run = await _git(["fetch", "--quiet", url, "+refs/heads/*:refs/server/heads/*",
+                          "+refs/tags/*:refs/server/tags/*"], cwd=bare, env=env, auth=auth)
+        if run.rc != 0:
+            raise _transport_error(run, f"git fetch {url}", url)
+        refs = await _git(["for-each-ref", "--format=%(objectname) %(refname)"], cwd=bare, env=env)
+        have = dict(reversed(line.split(" ", 1)) for line in refs.out.splitlines() if " " in line)
+        refspecs: list[str] = []
+        branches = 0
+        for ref, sha in sorted(have.items()):
+            for kind in ("heads", "tags"):
+                prefix = f"refs/bundle/{kind}/"
+                if not ref.startswith(prefix):
+                    continue
+                name = ref.removeprefix(prefix)
+                server = have.get(f"refs/server/{kind}/{name}")
+                if server == sha:
+                    continue
+                if server is not None:
+                    if kind == "tags":
+                        continue  # a tag that exists is never moved
+                    ff = await _git(["merge-base", "--is-ancestor", server, sha], cwd=bare, env=env)
+                    if ff.rc != 0:
+                        continue
+                refspecs.append(f"{ref}:refs/{kind}/{name}")
+                branches += kind == "heads"
+        if not refspecs:
+            return 0
+        run = await _git(["push", "--porcelain", url, *refspecs], cwd=bare, env=env, auth=auth)
+        if run.rc != 0:
+            rejected = [ln for ln in run.out.splitlines() if ln.startswith("!")]
+            detail = rejected[0].split("\t")[-1] if rejected else (run.err.strip().splitlines() or ["?"])[-1]
+            remote = _remote_lines(run.err)
+            raise GitError(f"pushing the backup's branches back was refused: {detail}"
+                           + (f"; the server said: {remote}" if remote else ""),
+                           fix="re-run the restore; if the server's hooks refuse it, fix what they name")
+        return branches
 
 
 async def clone(url: str, dest: Path, *, username: str, token: str, branch: str | None = None) -> Path:

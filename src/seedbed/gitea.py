@@ -152,6 +152,10 @@ class GiteaClient:
             raise RuntimeError("ensure_token() has not been called")
         return self._token
 
+    def use_token(self, token: str) -> None:
+        """Use a token this run already created (a new port-forward to the same server, say)."""
+        self._token = token
+
     # ------------------------------------------------------------------ plumbing
 
     def _basic(self) -> str:

@@ -107,6 +107,15 @@ class HandoffReport:
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "warning"]
 
+    def as_dict(self) -> dict[str, Any]:
+        """For ``--output json``."""
+        return {"ok": self.ok, "found": list(self.found),
+                "findings": [{"file": f.file, "line": f.line, "severity": f.severity, "message": f.message,
+                              "fix": f.fix} for f in self.findings]}
+
+    def as_text(self) -> str:
+        return self.format()
+
     def format(self) -> str:
         """The report as the CLI prints it: what was recognised, then each finding with its fix."""
         lines = [f"found: {item}" for item in self.found]
@@ -523,8 +532,8 @@ class _Checker:
                 if not optional or source is not None:
                     self.add(doc.file, ref.line, "warning",
                              f"valuesFrom {label}: cannot read it ({why}); the values it sets are not checked",
-                             "keep the hand-over values (see `seedbed check-handoff --recommended`) in "
-                             "spec.values or a plain ConfigMap in the repository")
+                             "keep the hand-over values (the README's hand-over section) in spec.values or "
+                             "a plain ConfigMap in the repository")
                 continue
             key_val, text, line_of, file = source.data[key]
             self.report.found.append(f"values for {doc.name} from {label} ({file})")
@@ -1101,6 +1110,6 @@ def check_handoff(tree: Path, cfg: Config) -> HandoffReport:
             ".", 0, "warning",
             "no Git server manifests found (no Gitea/Forgejo HelmRelease, Deployment or StatefulSet): once Flux "
             f"takes over, nothing manages {gs.flavor}; the bootstrap's minimal server keeps running unmanaged",
-            "add a HelmRelease for the gitea chart with the values from `seedbed check-handoff --recommended` "
-            "(see docs/handoff.md)"))
+            "add a HelmRelease for the chart with the recommended values of the README's hand-over "
+            "section"))
     return report

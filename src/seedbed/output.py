@@ -54,7 +54,8 @@ class Output:
             return
         from rich.markup import escape
 
-        self.console.print(f"[{style}]{symbol}[/] {escape(self.scrub(message))}")
+        mark = f"[{style}]{symbol}[/]" if style else symbol
+        self.console.print(f"{mark} {escape(self.scrub(message))}")
 
     def begin(self, message: str) -> None:
         self._print("►", "bold blue", message)

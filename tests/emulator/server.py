@@ -722,8 +722,8 @@ class Emulator:
         if pod is None:
             raise _not_found(info, name)
         if (pod.get("status") or {}).get("phase") != "Running":
-            raise ApiError(400, f"pod {name} is not running: phase {(pod.get('status') or {}).get('phase')}",
-                           "BadRequest")
+            raise ApiError(404, f'pods "{name}" is not running (phase {(pod.get("status") or {}).get("phase")})',
+                           "NotFound", {"name": name, "kind": "pods"})
         ports_raw = request.query.getall("ports", [])
         try:
             ports = [int(p) for raw in ports_raw for p in raw.split(",") if p]

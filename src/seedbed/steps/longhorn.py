@@ -161,6 +161,10 @@ class LonghornStep(Step):
         for finding in findings:
             ctx.out.warn(finding.message + (f" ({finding.fix})" if finding.fix else ""))
 
+        if installed is not None and installed != lh.version:
+            # warn, not log: an upgrade of the cluster's storage should stand out in the output.
+            ctx.out.warn(f"Longhorn {installed} is installed; upgrading to {lh.version} (--allow-upgrade)")
+
         values: dict[str, str] | None = None
         if lh.backup_credentials is not None:
             values = load_backup_credentials(lh.backup_credentials, cfg)
@@ -189,12 +193,12 @@ class LonghornStep(Step):
         waits.append(kube.wait_exists("storage.k8s.io/v1", "StorageClass", STORAGE_CLASS, timeout=timeout))
         results = await asyncio.gather(*waits, return_exceptions=True)
         failures: list[str] = []
-        for (kind, name), res in zip([*ROLLOUTS, ("StorageClass", STORAGE_CLASS)], results, strict=True):
+        for (kind, _name), res in zip([*ROLLOUTS, ("StorageClass", STORAGE_CLASS)], results, strict=True):
             if isinstance(res, WaitTimeout):
-                detail = res.message
+                detail = res.message  # already names the object and its status conditions
                 if kind == "StorageClass":
-                    detail += (" (longhorn-manager creates it from ConfigMap longhorn-storageclass once it runs)")
-                failures.append(f"{kind} {name}: {detail}")
+                    detail += " (longhorn-manager creates it from ConfigMap longhorn-storageclass once it runs)"
+                failures.append(detail)
             elif isinstance(res, BaseException):
                 raise res
         if failures:

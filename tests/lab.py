@@ -1,0 +1,199 @@
+"""A whole homelab on loopback, for end-to-end tests and benchmarks.
+
+- the Kubernetes API emulator;
+- longhorn-manager, simulated: it creates the `longhorn` StorageClass from the
+  `longhorn-storageclass` ConfigMap, as the real manager does;
+- the Git server: a fake Gitea that serves real git over smart HTTP, reached through the
+  emulator's port-forward, and which learns the admin password from the Secret seedbed applies;
+- Flux's source- and kustomize-controllers, simulated: on a GitRepository, a real `git clone`
+  over SSH with exactly the `identity` and `known_hosts` of the `flux-system` Secret, against an
+  SSH git server that presents the host key from the cluster and accepts only the deploy keys
+  registered in Gitea. Ready is set at the cloned revision; a failure sets Ready=False with the
+  message, as source-controller does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emulator import Emulator
+from fake_gitea import FakeGitea
+from seedbed.render import gitserver as gitserver_render
+from sshgit import SSHGitServer
+
+UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream"
+
+
+def _b64(obj: dict[str, Any], key: str) -> str:
+    return base64.b64decode((obj.get("data") or {})[key]).decode()
+
+
+class Lab:
+    def __init__(self, root: Path, *, cluster: str = "homelab", flavor: str = "gitea", nodes: int = 1) -> None:
+        self.root = root
+        self.cluster = cluster
+        self.emu = Emulator(nodes=nodes)
+        self.gitea = FakeGitea(flavor=flavor, root=root / "gitea-data")
+        self.ssh: SSHGitServer | None = None
+        self.flux_clones: list[str] = []  # revisions the simulated source-controller fetched
+        self.flux_errors: list[str] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Lab:
+        self.emu.start()
+        self.gitea.start()
+        self.kubeconfig = self.root / "kubeconfig"
+        self.emu.write_kubeconfig(self.kubeconfig)
+        self.emu.route_port("gitea", 3000, "127.0.0.1", self.gitea.port)
+        self.emu.on_apply("ConfigMap", self._longhorn_manager)
+        self.emu.on_apply("Secret", self._gitea_admin)
+        self.emu.on_apply("GitRepository", self._source_controller)
+        self.emu.on_apply("Kustomization", self._kustomize_controller)
+        return self
+
+    def stop(self) -> None:
+        if self.ssh:
+            self.ssh.stop()
+        self.gitea.stop()
+        self.emu.stop()
+
+    def __enter__(self) -> Lab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the user's side
+
+    def write_config(self, worktree: Path, **sections: Any) -> Path:
+        doc: dict[str, Any] = {
+            "cluster": {"name": self.cluster, "kubeconfig": str(self.kubeconfig)},
+            "longhorn": {"replicaCount": 1},
+            "repo": {"owner": "homelab", "ownerType": "org", "name": "gitops", "path": str(worktree)},
+            "certificates": {"acme": "staging", "email": "admin@example.org", "domain": "example.org"},
+        }
+        for k, v in sections.items():
+            doc[k] = {**doc.get(k, {}), **v}
+        path = self.root / "seedbed.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    # ------------------------------------------------------------------ simulated controllers
+
+    def _longhorn_manager(self, emu: Emulator, obj: dict[str, Any]) -> None:
+        md = obj.get("metadata") or {}
+        if md.get("name") != "longhorn-storageclass" or md.get("namespace") != "longhorn-system":
+            return
+        sc = yaml.safe_load((obj.get("data") or {}).get("storageclass.yaml", "")) or {}
+        if sc.get("kind") == "StorageClass" and emu.get("storage.k8s.io/v1", "StorageClass", sc["metadata"]["name"]) is None:
+            threading.Thread(target=emu.put, args=(sc,), daemon=True).start()
+
+    def _gitea_admin(self, emu: Emulator, obj: dict[str, Any]) -> None:
+        md = obj.get("metadata") or {}
+        if md.get("name") != "gitea-admin" or md.get("namespace") != "gitea":
+            return
+        password = _b64(obj, gitserver_render.ADMIN_PASSWORD_KEY)
+        user = self.gitea.users[self.gitea.admin_user.lower()]
+        user["password"] = password
+
+    def _source_controller(self, emu: Emulator, obj: dict[str, Any]) -> None:
+        md = obj["metadata"]
+        threading.Thread(target=self._fetch, args=(md["namespace"], md["name"], obj), daemon=True).start()
+
+    def _kustomize_controller(self, emu: Emulator, obj: dict[str, Any]) -> None:
+        md = obj["metadata"]
+        threading.Thread(target=self._reconcile, args=(md["namespace"], md["name"]), daemon=True).start()
+
+    def _fetch(self, namespace: str, name: str, repo: dict[str, Any]) -> None:
+        spec = repo.get("spec") or {}
+        secret = self.emu.get("v1", "Secret", (spec.get("secretRef") or {}).get("name", ""), namespace)
+        host = self.emu.get("v1", "Secret", "gitea-ssh-host-key", "gitea")
+        branch = (spec.get("ref") or {}).get("branch", "main")
+        try:
+            if secret is None or host is None:
+                raise RuntimeError(f"secret {namespace}/{(spec.get('secretRef') or {}).get('name')} not found")
+            revision = self._clone(spec["url"], branch, secret, _b64(host, gitserver_render.HOST_KEY_FILE))
+        except Exception as e:  # reported as source-controller would: Ready=False with the message
+            self.flux_errors.append(str(e))
+            self.emu.set_status("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace, {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "GitOperationFailed",
+                                "message": str(e), "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+            return
+        self.flux_clones.append(revision)
+        self.emu.set_status("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace, {
+            "observedGeneration": repo["metadata"].get("generation", 1),
+            "artifact": {"revision": f"{branch}@sha1:{revision}"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                            "message": f"stored artifact for revision '{branch}@sha1:{revision}'",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+
+    def _clone(self, url: str, branch: str, secret: dict[str, Any], host_private: str) -> str:
+        # ssh://git@gitea-ssh.gitea.svc.cluster.local/owner/repo.git -> host alias + path
+        rest = url.removeprefix("ssh://git@")
+        alias, _, path = rest.partition("/")
+        deploy_keys = [k["key"] for k in self.gitea.deploy_keys]
+        with self._lock:
+            if self.ssh is not None:
+                self.ssh.stop()
+            self.ssh = SSHGitServer(host_private, deploy_keys, self.gitea.root).start()
+        with tempfile.TemporaryDirectory(prefix="lab-flux-") as tmp:
+            identity = Path(tmp) / "identity"
+            fd = os.open(identity, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(_b64(secret, "identity"))
+            known = Path(tmp) / "known_hosts"
+            known.write_text(_b64(secret, "known_hosts"))
+            ssh = (f"ssh -i {identity} -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+                   f"-o IdentitiesOnly=yes -o BatchMode=yes -o HostKeyAlias={alias.split(':')[0]} "
+                   f"-p {self.ssh.port}")
+            dest = Path(tmp) / "clone"
+            run = subprocess.run(["git", "clone", "--quiet", "--branch", branch,
+                                  f"ssh://git@127.0.0.1/{path}", str(dest)],
+                                 env={**os.environ, "GIT_SSH_COMMAND": ssh, "GIT_TERMINAL_PROMPT": "0"},
+                                 capture_output=True, text=True, timeout=60)
+            if run.returncode != 0:
+                raise RuntimeError(f"failed to checkout and determine revision: {run.stderr.strip()}")
+            return subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+
+    def _reconcile(self, namespace: str, name: str) -> None:
+        import time
+
+        for _ in range(600):
+            repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", namespace)
+            revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision")
+            if revision:
+                ks = self.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace)
+                self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
+                    "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
+                    "lastAppliedRevision": revision,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                                    "message": f"Applied revision: {revision}",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+                return
+            time.sleep(0.05)
+
+
+def make_worktree(path: Path, files: dict[str, str] | None = None, *, branch: str = "main") -> Path:
+    """A user's GitOps work tree with one commit."""
+    path.mkdir(parents=True, exist_ok=True)
+    files = files or {"apps/README.md": "# apps\n"}
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Op", "GIT_AUTHOR_EMAIL": "op@example.org",
+           "GIT_COMMITTER_NAME": "Op", "GIT_COMMITTER_EMAIL": "op@example.org"}
+    subprocess.run(["git", "init", "-q", "-b", branch, str(path)], check=True, env=env)
+    subprocess.run(["git", "-C", str(path), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "-m", "initial tree"], check=True, env=env)
+    return path
