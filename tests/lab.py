@@ -45,6 +45,7 @@ class Lab:
         self.ssh: SSHGitServer | None = None
         self.flux_clones: list[str] = []  # revisions the simulated source-controller fetched
         self.flux_errors: list[str] = []
+        self._trees: dict[str, Path] = {}  # revision -> files of that revision, for kustomize-controller
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -163,8 +164,13 @@ class Lab:
                                  capture_output=True, text=True, timeout=60)
             if run.returncode != 0:
                 raise RuntimeError(f"failed to checkout and determine revision: {run.stderr.strip()}")
-            return subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True,
-                                  text=True, check=True).stdout.strip()
+            revision = subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True,
+                                      text=True, check=True).stdout.strip()
+            keep = self.root / "flux-artifacts" / revision
+            if not keep.exists():
+                subprocess.run(["git", "-C", str(dest), "checkout-index", "-a", f"--prefix={keep}/"], check=True)
+            self._trees[revision] = keep
+            return revision
 
     def _reconcile(self, namespace: str, name: str) -> None:
         import time
@@ -174,6 +180,7 @@ class Lab:
             revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision")
             if revision:
                 ks = self.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace)
+                self._apply_tree(revision.rpartition(":")[2], (ks or {}).get("spec") or {}, namespace)
                 self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
                     "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
                     "lastAppliedRevision": revision,
@@ -182,6 +189,27 @@ class Lab:
                                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
                 return
             time.sleep(0.05)
+
+
+    def _apply_tree(self, revision: str, spec: dict[str, Any], namespace: str) -> None:
+        """What kustomize-controller does, roughly: apply the YAML under spec.path, with postBuild vars."""
+        from seedbed.certs.guard import substitute
+
+        tree = self._trees.get(revision)
+        if tree is None:
+            return
+        variables: dict[str, str] = {}
+        for ref in (spec.get("postBuild") or {}).get("substituteFrom") or []:
+            cm = self.emu.get("v1", "ConfigMap", ref["name"], namespace) or {}
+            variables.update(cm.get("data") or {})
+        root = tree / spec.get("path", "./").removeprefix("./")
+        for path in sorted(root.rglob("*.yaml")):
+            if "flux-system" in path.parts or path.name == "kustomization.yaml":
+                continue  # seedbed applied those itself; kustomization.yaml is kustomize's, not an object
+            text, _ = substitute(path.read_text(), variables)
+            for doc in yaml.safe_load_all(text):
+                if isinstance(doc, dict) and doc.get("kind") and (doc.get("metadata") or {}).get("name"):
+                    self.emu.put(doc)
 
 
 def make_worktree(path: Path, files: dict[str, str] | None = None, *, branch: str = "main") -> Path:

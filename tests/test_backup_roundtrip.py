@@ -408,7 +408,7 @@ async def test_restore_order_secrets_before_flux(source: Kube, fresh: tuple[Any,
     emu, dest = fresh
     seen: list[str] = []
 
-    def on_flux(obj: dict[str, Any], *_: Any) -> None:
+    def on_flux(_emu: Any, obj: dict[str, Any]) -> None:
         have = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in emu.list("v1", "Secret")}
         seen.append("ok" if have >= ARCHIVED_SECRETS else "missing secrets")
 
@@ -422,6 +422,7 @@ async def test_restore_order_secrets_before_flux(source: Kube, fresh: tuple[Any,
                        "metadata": {"name": "flux-system", "namespace": "flux-system"},
                        "spec": {"interval": "10m", "path": "./clusters/homelab", "prune": True,
                                 "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}}])
+    emu.settle()  # hooks run deferred in the server thread
     assert seen == ["ok"]
     # cert-manager objects wait for their CRDs rather than failing.
     with pytest.raises(ClusterError):
@@ -436,7 +437,7 @@ LH_CRDS = {"volumes.longhorn.io", "backups.longhorn.io", "snapshots.longhorn.io"
 BACKUP_URL = "s3://backups@us-east-1/lh?backup={name}&volume=pvc-0b1c"
 
 
-async def _longhorn_source(emu: Any, kube: Kube, upstream: Any) -> None:
+async def _longhorn_source(emu: Any, kube: Kube, upstream: Any, *, fail: str | None = None) -> None:
     await kube.apply([*longhorn_crds(upstream, LH_CRDS), ns("longhorn-system"), ns("gitea")])
     await kube.create({"apiVersion": "longhorn.io/v1beta2", "kind": "Volume",
                        "metadata": {"name": "pvc-0b1c", "namespace": "longhorn-system"},
@@ -453,14 +454,17 @@ async def _longhorn_source(emu: Any, kube: Kube, upstream: Any) -> None:
                        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "longhorn",
                                 "resources": {"requests": {"storage": "10Gi"}}, "volumeName": "pvc-0b1c"}})
 
-    def snapshot_ready(obj: dict[str, Any], *_: Any) -> None:
-        emu.put({**obj, "status": {"readyToUse": True, "size": 123}})
+    def snapshot_ready(emu: Any, obj: dict[str, Any]) -> None:
+        md = obj["metadata"]
+        emu.set_status(obj["apiVersion"], "Snapshot", md["name"], md["namespace"], {"readyToUse": True, "size": 123})
 
-    def backup_done(obj: dict[str, Any], *_: Any) -> None:
+    def backup_done(emu: Any, obj: dict[str, Any]) -> None:
         assert obj["metadata"]["labels"]["backup-volume"] == "pvc-0b1c"
         name = obj["metadata"]["name"]
-        emu.put({**obj, "status": {"state": "Completed", "url": BACKUP_URL.format(name=name), "size": "4096",
-                                   "volumeSize": "10737418240"}})
+        status = ({"state": "Error", "error": fail} if fail else
+                  {"state": "Completed", "url": BACKUP_URL.format(name=name), "size": "4096",
+                   "volumeSize": "10737418240"})
+        emu.set_status(obj["apiVersion"], "Backup", name, "longhorn-system", status)
 
     emu.on_apply("Snapshot", snapshot_ready)
     emu.on_apply("Backup", backup_done)
@@ -485,9 +489,10 @@ async def test_longhorn_backup_and_restore(emulator: Any, fresh: tuple[Any, Kube
     emu, dest = fresh
     await dest.apply([*longhorn_crds(upstream, LH_CRDS), ns("longhorn-system")])
 
-    def restored(obj: dict[str, Any], *_: Any) -> None:
+    def restored(emu: Any, obj: dict[str, Any]) -> None:
         if obj["spec"].get("fromBackup"):
-            emu.put({**obj, "status": {"restoreInitiated": True, "restoreRequired": False, "state": "detached"}})
+            emu.set_status(obj["apiVersion"], "Volume", obj["metadata"]["name"], "longhorn-system",
+                           {"restoreInitiated": True, "restoreRequired": False, "state": "detached"})
 
     emu.on_apply("Volume", restored)
     arc = archive.untar(archive.build({"volumes.json": archive.dumps({"volumes": records})},
@@ -513,13 +518,9 @@ async def test_longhorn_backup_error_and_no_target(emulator: Any, tmp_path: Path
                                                    upstream: Any) -> None:
     kube = await connect(emulator, tmp_path, "lh")
     async with kube:
-        await _longhorn_source(emulator, kube, upstream)
+        await _longhorn_source(emulator, kube, upstream, fail="s3: access denied")
         with pytest.raises(ConfigError, match=r"longhorn\.backupTarget is not set"):
             await backup_volumes(kube, _lh_config(key[1], target=None), timeout=5)
 
-        def failed(obj: dict[str, Any], *_: Any) -> None:
-            emulator.put({**obj, "status": {"state": "Error", "error": "s3: access denied"}})
-
-        emulator.on_apply("Backup", failed)
         with pytest.raises(ClusterError, match="access denied"):
             await backup_volumes(kube, _lh_config(key[1]), timeout=5, now=NOW)

@@ -67,3 +67,96 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(lab, tmp_path, capsys):
     assert lab.emu.writes() == writes
     assert len(lab.gitea.tokens) <= max(tokens, 1)
     assert len(lab.gitea.deploy_keys) == deploy_keys == 1
+
+
+# --------------------------------------------------------------------------- rebuild from a backup
+
+CERT_SECRET_ANNOTATIONS = {
+    "cert-manager.io/alt-names": "git.example.org",
+    "cert-manager.io/certificate-name": "git",
+    "cert-manager.io/common-name": "git.example.org",
+    "cert-manager.io/issuer-kind": "ClusterIssuer",
+    "cert-manager.io/issuer-name": "letsencrypt-production",
+    "cert-manager.io/uri-sans": "",
+}
+
+
+def _cert_manager_objects() -> list[dict]:
+    import base64
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+         "metadata": {"name": "git-tls", "namespace": "apps", "annotations": CERT_SECRET_ANNOTATIONS},
+         "data": {"tls.crt": b64("-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"),
+                  "tls.key": b64("-----BEGIN PRIVATE KEY-----\nserving-key-that-must-survive\n-----END PRIVATE KEY-----\n")}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "letsencrypt-production-account-key",
+                                                            "namespace": "cert-manager"},
+         "data": {"tls.key": b64("-----BEGIN EC PRIVATE KEY-----\nacme-account-key\n-----END EC PRIVATE KEY-----\n")}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt-production"},
+         "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory", "email": "a@example.org",
+                           "privateKeySecretRef": {"name": "letsencrypt-production-account-key"},
+                           "solvers": [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "git", "namespace": "apps"},
+         "spec": {"secretName": "git-tls", "dnsNames": ["git.example.org"],
+                  "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt-production"}}},
+    ]
+
+
+def _crds_tree(upstream) -> dict[str, str]:
+    """A GitOps tree whose cluster folder installs cert-manager's CRDs (as Flux would)."""
+    names = ["cert-manager.io_certificates.yaml", "cert-manager.io_issuers.yaml",
+             "cert-manager.io_clusterissuers.yaml", "cert-manager.io_certificaterequests.yaml"]
+    crds = "\n---\n".join(upstream(f"cert-manager-v1.21.1-crds/{n}").read_text() for n in names)
+    return {"clusters/homelab/cert-manager/crds.yaml": crds,
+            "clusters/homelab/cert-manager/namespace.yaml":
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: cert-manager\n"}
+
+
+def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
+    from seedbed.backup.archive import keygen
+
+    key = tmp_path / "age.key"
+    recipient = keygen(key)
+    backup_cfg = {"recipients": [recipient], "identityFile": str(key)}
+    archive = tmp_path / "homelab.age"
+    tree = make_worktree(tmp_path / "gitops", _crds_tree(upstream))  # the operator's one work tree
+
+    # The old cluster: bootstrapped, with certificates cert-manager issued, then backed up.
+    (tmp_path / "old").mkdir()
+    with Lab(tmp_path / "old") as old:
+        config = old.write_config(tree, backup=backup_cfg)
+        assert bootstrap(capsys, old, config)[0] == 0
+        for obj in _cert_manager_objects():
+            old.emu.put(obj)
+        originals = {n: old.emu.get("v1", "Secret", n, ns) for ns, n in
+                     [("apps", "git-tls"), ("cert-manager", "letsencrypt-production-account-key")]}
+        code, _, err = run_cli(capsys, "-c", str(config), "backup", "-o", str(archive))
+        assert code == 0, err
+        old_head = old.gitea.branch_commit("homelab", "gitops", "main")
+
+    # The new cluster: empty, bootstrapped from the archive.
+    (tmp_path / "new").mkdir()
+    with Lab(tmp_path / "new") as new:
+        config = new.write_config(tree, backup=backup_cfg)
+        code, _, err = bootstrap(capsys, new, config, "--restore", str(archive))
+        assert code == 0, err
+        for (ns, name), before in ((("apps", "git-tls"), originals["git-tls"]),
+                                   (("cert-manager", "letsencrypt-production-account-key"),
+                                    originals["letsencrypt-production-account-key"])):
+            after = new.emu.get("v1", "Secret", name, ns)
+            assert after["data"] == before["data"]  # byte-identical certificate material
+            assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+        cert = new.emu.get("cert-manager.io/v1", "Certificate", "git", "apps")
+        assert cert["spec"]["secretName"] == "git-tls"
+        assert new.emu.get("cert-manager.io/v1", "ClusterIssuer", "letsencrypt-production") is not None
+        # The repository is the archived one (whose tip is already the flux-system commit).
+        assert new.gitea.branch_commit("homelab", "gitops", "main") == old_head
+        code, out, _ = run_cli(capsys, "-c", str(config), "status", "--output", "json")
+        import json
+
+        report = json.loads(out)
+        assert {c["component"]: c["state"] for c in report["components"]}["flux"] == "ok"

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from emulator import Emulator
 
 APPLY = {"Content-Type": "application/apply-patch+yaml"}
@@ -249,7 +250,7 @@ async def test_apply_requires_field_manager_and_dry_run(emulator: Emulator, api:
 async def test_apply_conflicts_and_force(api: aiohttp.ClientSession) -> None:
     path = "/api/v1/namespaces/default/configmaps/a"
     await call(api, "PATCH", path, cm("a", x="1", y="1"), APPLY, fieldManager="alice")
-    status, same = await call(api, "PATCH", path, cm("a", x="1"), APPLY, fieldManager="bob")
+    status, _ = await call(api, "PATCH", path, cm("a", x="1"), APPLY, fieldManager="bob")
     assert status == 200  # same value: shared ownership, no conflict
     status, err = await call(api, "PATCH", path, cm("a", x="2"), APPLY, fieldManager="bob")
     assert (status, err["reason"]) == (409, "Conflict")

@@ -62,11 +62,17 @@ def test_objects_and_names() -> None:
     for o in objs:
         if o["kind"] != "Namespace":
             assert o["metadata"]["namespace"] == "gitea"
+        # What the Gitea chart would render (release gitea) is marked for Helm to adopt in place;
+        # the rest (namespace, claim, Secrets) the chart never renders, so seedbed keeps it.
+        helm = o["kind"] in ("Deployment", "Service")
         assert o["metadata"]["labels"] == {
             "app.kubernetes.io/name": "gitea",
             "app.kubernetes.io/instance": "gitea",
-            "app.kubernetes.io/managed-by": "seedbed",
+            "app.kubernetes.io/managed-by": "Helm" if helm else "seedbed",
         }
+        if helm:
+            assert o["metadata"]["annotations"] == {"meta.helm.sh/release-name": "gitea",
+                                                    "meta.helm.sh/release-namespace": "gitea"}
     # Plain JSON: what the API server would take as is.
     assert json.loads(json.dumps(objs)) == objs
 

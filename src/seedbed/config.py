@@ -101,12 +101,15 @@ class LonghornConfig(Model):
     backup_credentials: BackupCredentials | None = None
     default_storage_class: bool = Field(True, description="Make the `longhorn` StorageClass the default.")
     replica_count: int = Field(3, ge=1, le=20, description="Default replicas; 1 or 2 for small clusters.")
+    ready_timeout: float = Field(600, gt=0, description="Seconds to wait for Longhorn to be ready.")
 
     @field_validator("data_path")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"must be an absolute path (starting with '/'), not {value!r}")
+        if value.rstrip("/") == "" or ".." in value.split("/"):
+            raise ValueError(f"{value!r} is not a usable data path: give a dedicated folder such as /var/lib/longhorn")
         return value
 
     @field_validator("backup_target")
@@ -119,7 +122,7 @@ class LonghornConfig(Model):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not VERSION.match(value):
+        if not VERSION.fullmatch(value):
             raise ValueError(f"{value!r} is not a release tag like {LONGHORN_VERSION}")
         return value
 
@@ -188,7 +191,7 @@ class FluxConfig(Model):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not VERSION.match(value):
+        if not VERSION.fullmatch(value):
             raise ValueError(f"{value!r} is not a release tag like {FLUX_VERSION}")
         return value
 

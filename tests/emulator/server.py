@@ -286,6 +286,14 @@ class Emulator:
         for fn in list(self._hooks.get(info.kind, [])):
             fn(self, copy.deepcopy(obj))
 
+    def settle(self) -> None:
+        """Return once no simulated controller or hook work is pending (they may schedule more work,
+        so this asks the server thread until it is idle)."""
+        for _ in range(10_000):
+            if self._call(lambda: not self.controllers._pending):
+                return
+        raise RuntimeError("the emulator's controllers never settled (a hook re-triggering itself?)")
+
     def writes(self) -> int:
         return sum(1 for r in list(self.requests)
                    if r.changed and r.method in ("POST", "PUT", "PATCH", "DELETE"))
@@ -472,6 +480,11 @@ class Emulator:
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            # Decoding Kubernetes protobuf needs the generated schemas; JSON clients are what we serve.
+            raise ApiError(415, "the emulator accepts JSON and YAML bodies only, not protobuf (kubectl's typed "
+                                "'create <kind>' commands send protobuf; use 'kubectl create -f' or apply)",
+                           "UnsupportedMediaType")
         if not raw:
             raise ApiError(400, "the request body is empty", "BadRequest")
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,41 +51,32 @@ async def store_ledger(kube: Any, text: str) -> None:
 
 async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volumes: bool = False,
                      kube: Any = None) -> str:
-    from .. import __version__
     from ..certs.ledger import Ledger
     from ..certs.report import cluster_issuances
     from ..errors import ConfigError
     from ..kube import Kube
     from . import archive as fmt
-    from .collect import collect, extra_entries
+    from . import make_backup
 
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
                           fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
-    for r in cfg.backup.recipients:
-        fmt.parse_recipient(r)  # a bad recipient fails before any cluster work
     own = kube is None
     if own:
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
     try:
         out.begin("Backup")
-        out.activity("reading certificates and Secrets")
-        entries = await collect(kube, cfg)
         out.activity("bundling the in-cluster repository")
         bundle = await _git_bundle(cfg, kube, out)
         issuances, _ = await cluster_issuances(kube)
         ledger = Ledger.merge(issuances, await stored_ledger(kube))
-        volumes: list[dict[str, Any]] = []
-        if not skip_volumes and cfg.backup.volumes:
-            from .volumes import backup_volumes
-
-            out.activity("backing up Longhorn volumes")
-            volumes = await backup_volumes(kube, cfg)
-        entries.update(extra_entries(git_bundle=bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
-                                     ledger=ledger, volumes=volumes))
-        plain = fmt.build(entries, cluster=cfg.cluster.name, created=datetime.now(UTC), seedbed_version=__version__)
-        fmt.write(output_file, fmt.encrypt(plain, list(cfg.backup.recipients)))
-        del plain
+        out.activity("reading certificates and Secrets" + ("" if skip_volumes else ", backing up volumes"))
+        if skip_volumes:
+            cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
+                update={"volumes": [], "include_git_server_volume": False})})
+        result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger)
+        fmt.write(output_file, result.ciphertext)
+        entries = list(result.index.get("entries", {}))
         from ..status import record_backup
 
         await record_backup(kube, output_file.name, len(entries))

@@ -116,7 +116,10 @@ async def _relay(kube: Kube, namespace: str, port: int, service: str | None, pod
             path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}/portforward"
             kube.stats.requests += 1
             async with kube.http.websocket(path, subprotocols=[PROTOCOL], params={"ports": str(target)},
-                                           keepalive_ping_interval_seconds=None) as ws:
+                                           keepalive_ping_interval_seconds=None,
+                                           # a data frame is one channel byte plus up to a full read
+                                           # (kubelet: 32 KiB, but others send more); 64 KiB is too tight
+                                           max_message_size_bytes=1 << 22) as ws:
                 await _pump(ws, reader, writer)
                 return
         except (httpx.TransportError, ClusterError) as e:

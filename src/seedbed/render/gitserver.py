@@ -44,6 +44,7 @@ ADMIN_EMAIL_DOMAIN = "seedbed.invalid"  # RFC 2606: reserved, never delivers mai
 # contract with the re-deploy, and Forgejo's chart is a fork that can be given the same names.
 APP_NAME = "gitea"
 DEPLOYMENT_NAME = APP_NAME
+HELM_RELEASE = APP_NAME  # the HelmRelease name the hand-over expects (see handoff.py)
 
 IMAGES = {
     "gitea": "docker.gitea.com/gitea:{version}-rootless",
@@ -69,6 +70,20 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 
 def labels(cfg: Config) -> dict[str, str]:
     return {**selector_labels(cfg), "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def adoptable(cfg: Config, name: str) -> dict[str, Any]:
+    """Metadata that lets Flux's Gitea HelmRelease adopt a bootstrap object in place.
+
+    The Gitea chart (release ``gitea``) renders a Deployment and Services with these very names.
+    Helm refuses to install over objects it does not own, unless they carry its ownership marks;
+    with them, the hand-over re-deploys on the same objects. The selector labels already match
+    the chart's, since a Deployment's selector is immutable.
+    """
+    ns = cfg.git_server.namespace
+    return {"name": name, "namespace": ns,
+            "labels": {**labels(cfg), "app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": HELM_RELEASE, "meta.helm.sh/release-namespace": ns}}
 
 
 def selector_labels(cfg: Config) -> dict[str, str]:
@@ -173,7 +188,7 @@ def render_git_server(cfg: Config, *, admin_password: str, host_key: KeyPair) ->
     http_service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(gs.http_service),
+        "metadata": adoptable(cfg, gs.http_service),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(cfg),
@@ -183,7 +198,7 @@ def render_git_server(cfg: Config, *, admin_password: str, host_key: KeyPair) ->
     ssh_service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(gs.ssh_service),
+        "metadata": adoptable(cfg, gs.ssh_service),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(cfg),
@@ -295,7 +310,7 @@ def _deployment(cfg: Config, admin_password: str, host_key: KeyPair) -> dict[str
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": DEPLOYMENT_NAME, "namespace": gs.namespace, "labels": labels(cfg)},
+        "metadata": adoptable(cfg, DEPLOYMENT_NAME),
         "spec": {
             "replicas": 1,
             # Recreate: the volume is ReadWriteOnce, a second pod could not mount it during a rollout.
@@ -316,6 +331,9 @@ def _deployment(cfg: Config, admin_password: str, host_key: KeyPair) -> dict[str
                     "enableServiceLinks": False,
                     "securityContext": {
                         "fsGroup": 1000,
+                        # Skip the recursive chown of the whole volume on every start once the
+                        # root already has the right group: repositories can hold many files.
+                        "fsGroupChangePolicy": "OnRootMismatch",
                         "runAsUser": 1000,
                         "runAsGroup": 1000,
                         "runAsNonRoot": True,

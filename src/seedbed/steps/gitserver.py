@@ -83,7 +83,7 @@ async def session_token(ctx: Context, client: Any) -> str:
         ctx.out.secret(token)
         ctx.shared["git_server.token"] = token
     else:
-        client._token = token  # the same server, a new port-forward: reuse the token
+        client.use_token(token)  # the same server, a new port-forward: reuse the token
     return token
 
 

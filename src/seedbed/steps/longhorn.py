@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from ..manifests import ManifestStore
 
 # LonghornConfig has no timeout of its own; pulling images on a fresh node is the slow part.
-READY_TIMEOUT = 600.0
 
 NOT_READY_FIX = (
     "check the pods with `kubectl -n longhorn-system get pods` and `kubectl -n longhorn-system describe "
@@ -181,7 +180,7 @@ class LonghornStep(Step):
         ctx.out.activity(f"applying Longhorn {lh.version}")
         result = await kube.apply(objects)
         ctx.out.activity("waiting for Longhorn")
-        await self._wait(ctx, READY_TIMEOUT)
+        await self._wait(ctx, ctx.cfg.longhorn.ready_timeout)
         ctx.out.activity(None)
         verb = "upgraded to" if installed not in (None, lh.version) else "installed"
         return Outcome(result.changed, f"{verb} {lh.version}, data path {lh.data_path} ({result.summary()})")

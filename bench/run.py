@@ -1,0 +1,471 @@
+"""seedbed benchmarks, each side by side with a kubectl baseline in the same (interleaved) run.
+
+    .venv/bin/python bench/run.py                 # every section
+    .venv/bin/python bench/run.py apply --runs 7  # one section (apply|coldstart|backup|noop)
+
+The API server is tests/emulator running in its own process (bench/emuproc.py), so that it never
+shares a GIL with in-process seedbed. Wall times are medians; machines are noisy, so CPU seconds
+(user+sys) of each side are printed too. No network beyond loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "tests")]
+
+from emuproc import UPSTREAM, EmuProc  # noqa: E402
+
+PY = str(ROOT / ".venv" / "bin" / "python")
+SEEDBED = str(ROOT / ".venv" / "bin" / "seedbed")
+KUBECTL = shutil.which("kubectl")
+BUNDLES = [UPSTREAM / "longhorn-v1.12.1.yaml", UPSTREAM / "flux-gotk-components-v2.9.3.yaml",
+           UPSTREAM / "cert-manager-v1.18.0.yaml"]
+SUMMARY: list[tuple[str, str, str, str]] = []  # (goal, measured, verdict, note)
+# Subprocess environment: bytecode caching on, in a private prefix (set in main()). This sandbox sets
+# PYTHONDONTWRITEBYTECODE=1, so the editable src/ install would be compiled from source at every start;
+# a user's pip install has its .pyc files.
+SUB_ENV: dict[str, str] = dict(os.environ)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float = 0.0  # user+sys seconds of the measured side
+    rss_mb: float = 0.0  # peak RSS of the measured process (subprocesses only)
+    requests: int = 0
+    gets: int = 0
+    write_requests: int = 0  # POST/PUT/PATCH/DELETE sent
+    writes: int = 0  # of those, the ones that changed stored state (emu.writes())
+    server_cpu: float = 0.0  # the emulator process's CPU while serving this run
+
+
+@dataclass
+class Series:
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def med(self, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples)
+
+    def spread(self) -> str:
+        w = [s.wall for s in self.samples]
+        return f"{min(w):.3f}-{max(w):.3f}"
+
+
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def run_timed(cmd: list[str], *, stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None,
+              check: bool = True) -> tuple[Sample, int, str]:
+    """Run a process: its wall time, CPU (os.wait4 rusage) and peak RSS, and its stderr.
+
+    Peak RSS comes from /usr/bin/time (%M): a child's own ru_maxrss would include the benchmark
+    process's RSS from before exec (Linux keeps the pre-exec high-water mark), /usr/bin/time is tiny.
+    """
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        full = [GNU_TIME, "-o", rss.name, "-f", "%M", *cmd] if GNU_TIME else cmd
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, stdout=stdout, stderr=err, env=SUB_ENV if env is None else env, cwd=str(ROOT))
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+        lines = [ln for ln in rss.read().split() if ln.isdigit()]
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {p.returncode}:\n{text[-3000:]}")
+    peak = int(lines[-1]) / 1024 if lines else ru.ru_maxrss / 1024
+    return Sample(wall, ru.ru_utime + ru.ru_stime, peak), p.returncode, text
+
+
+def add_stats(s: Sample, st: dict[str, Any]) -> Sample:
+    s.requests, s.gets = st["requests"], st["by_method"].get("GET", 0)
+    s.write_requests, s.writes, s.server_cpu = st["write_requests"], st["writes"], st["server_cpu"]
+    return s
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def series_table(series: list[Series], ref: Series | None, *, rss: bool = False, server: bool = True) -> None:
+    headers = ["tool", "runs", "median s", "min-max s", "CPU s"]
+    if rss:
+        headers.append("peak RSS MB")
+    headers += ["requests", "GETs", "write reqs", "writes"]
+    if server:
+        headers.append("server CPU s")
+    if ref is not None:
+        headers.append(f"time / {ref.name}")
+    rows = []
+    for s in series:
+        if not s.samples:
+            continue
+        r = [s.name, str(len(s.samples)), f"{s.med('wall'):.3f}", s.spread(), f"{s.med('cpu'):.3f}"]
+        if rss:
+            r.append(f"{max(x.rss_mb for x in s.samples):.0f}" if s.samples[0].rss_mb else "-")
+        r += [f"{s.med('requests'):.0f}", f"{s.med('gets'):.0f}", f"{s.med('write_requests'):.0f}",
+              f"{s.med('writes'):.0f}"]
+        if server:
+            r.append(f"{s.med('server_cpu'):.3f}")
+        if ref is not None:
+            r.append(f"{s.med('wall') / ref.med('wall'):.2f}" if ref.samples else "-")
+        rows.append(r)
+    table(headers, rows)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def kubectl_cmd(kubeconfig: Path, cache: Path, *args: str) -> list[str]:
+    assert KUBECTL
+    return [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache), *args]
+
+
+def bundle_args() -> list[str]:
+    return [a for b in BUNDLES for a in ("-f", str(b))]
+
+
+def header(title: str, what: str) -> None:
+    print()
+    print("=" * 100)
+    print(title)
+    print("=" * 100)
+    print(what.strip())
+    print()
+
+
+# --------------------------------------------------------------------------- 1. apply
+
+
+async def _engine_apply(kubeconfig: Path) -> None:
+    from seedbed import yamlutil
+    from seedbed.config import ClusterConfig
+    from seedbed.kube import Kube
+
+    objs: list[dict[str, Any]] = []
+    for b in BUNDLES:
+        objs += yamlutil.load_all(b.read_text())
+    async with await Kube.connect(ClusterConfig(kubeconfig=str(kubeconfig))) as kube:
+        await kube.apply(objs)
+
+
+def bench_apply(runs: int, tmp: Path) -> None:
+    header("1. apply (issue 2): Longhorn v1.12.1 + Flux v2.9.3 + cert-manager v1.18.0 into a fresh emulator", """
+Each run: a fresh emulator (not timed), then one timed apply of all three bundles (141 objects).
+  seedbed engine      in-process: read + parse the YAML, Kube.connect, Kube.apply, close (imports warm)
+  seedbed process     .venv/bin/python bench/apply_once.py: a fresh interpreter doing the same
+                      (start-up + imports + parse + connect + apply); seedbed has no generic apply command
+  kubectl cold        kubectl apply --server-side --field-manager=bench -f A -f B -f C, fresh --cache-dir
+  kubectl warm        the same, after an untimed `kubectl api-resources` filled the --cache-dir
+Order is rotated every run. requests/writes come from the emulator's request log.""")
+    eng, proc, cold, warm = (Series("seedbed engine"), Series("seedbed process"), Series("kubectl cold"),
+                             Series("kubectl warm"))
+    python_floor = Series("(python -c pass)")
+    with EmuProc() as ep:
+        run_timed([PY, str(HERE / "apply_once.py"), str(ep.fresh(tmp / "apply-warmup")), *map(str, BUNDLES)])
+        for i in range(runs):
+            sides: list[tuple[Series, Callable[[Path, Path], Sample]]] = []
+
+            def engine(kc: Path, d: Path) -> Sample:
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                asyncio.run(_engine_apply(kc))
+                return Sample(time.perf_counter() - t0, time.process_time() - c0)
+
+            def process(kc: Path, d: Path) -> Sample:
+                return run_timed([PY, str(HERE / "apply_once.py"), str(kc), *map(str, BUNDLES)])[0]
+
+            def kubectl(kc: Path, d: Path, *, warm_cache: bool = False) -> Sample:
+                cache = d / "kube-cache"
+                if warm_cache:
+                    run_timed(kubectl_cmd(kc, cache, "api-resources", "-o", "name"))
+                    ep.reset()
+                return run_timed(kubectl_cmd(kc, cache, "apply", "--server-side", "--field-manager=bench",
+                                             *bundle_args()))[0]
+
+            sides = [(eng, engine), (proc, process)]
+            if KUBECTL:
+                sides += [(cold, kubectl), (warm, lambda kc, d: kubectl(kc, d, warm_cache=True))]
+            k = i % len(sides)
+            for series, fn in sides[k:] + sides[:k]:
+                d = tmp / f"apply-{i}-{series.name.replace(' ', '-')}"
+                kc = ep.fresh(d)
+                ep.reset()
+                s = fn(kc, d)
+                series.samples.append(add_stats(s, ep.stats()))
+            python_floor.samples.append(run_timed([PY, "-c", "pass"])[0])
+    series_table([eng, proc, cold, warm], cold if KUBECTL else None)
+    print(f"\n(interpreter floor: `python -c pass` median {python_floor.med('wall'):.3f} s)")
+    if not KUBECTL:
+        print("kubectl not found: the baseline was skipped")
+        SUMMARY.append(("apply: seedbed <= 1/3 of kubectl's time", f"engine {eng.med('wall'):.2f} s", "n/a",
+                        "kubectl absent"))
+        return
+    for s in (eng, proc):
+        ratio = s.med("wall") / cold.med("wall")
+        SUMMARY.append((f"apply: {s.name} <= 1/3 of kubectl (cold)",
+                        f"{s.med('wall'):.2f} s vs {cold.med('wall'):.2f} s = {ratio:.2f}x", verdict(ratio <= 1 / 3),
+                        f"{s.med('requests'):.0f} vs {cold.med('requests'):.0f} requests"))
+
+
+# --------------------------------------------------------------------------- 2. coldstart
+
+
+def importtime_top(n: int = 12) -> list[tuple[int, int, str]]:
+    """(cumulative us, self us, module) of the slowest imports of `seedbed --help`."""
+    _, _, err = run_timed([PY, "-X", "importtime", "-m", "seedbed", "--help"])
+    rows = []
+    for line in err.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m:
+            rows.append((int(m.group(2)), int(m.group(1)), len(m.group(3)), m.group(4)))
+    top = [r for r in rows if r[2] <= 3]  # top-level and direct children: the decision points
+    top.sort(reverse=True)
+    return [(c, s, ("  " * ((d - 1) // 2)) + mod) for c, s, d, mod in top[:n]]
+
+
+def bench_coldstart(runs: int, tmp: Path) -> None:
+    header("2. coldstart (issue 2): `seedbed --help` vs `kubectl version --client`", """
+Subprocess wall time, interleaved; plus `python -c pass` (the interpreter's own floor) and
+`python -c "import seedbed.cli"` for reference. seedbed runs with .pyc caching on (as after a pip
+install); the last row is this sandbox's default (PYTHONDONTWRITEBYTECODE=1: src/ compiled every start).""")
+    sb, kc, floor, imp = (Series("seedbed --help"), Series("kubectl version --client"),
+                          Series("python -c pass"), Series("python -c 'import seedbed.cli'"))
+    nopyc = Series("seedbed --help, no .pyc (sandbox env)")
+    nopyc_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    nopyc_env.pop("PYTHONPYCACHEPREFIX", None)
+    sides: list[tuple[Series, list[str]]] = [(sb, [SEEDBED, "--help"]), (floor, [PY, "-c", "pass"]),
+                                             (imp, [PY, "-c", "import seedbed.cli"])]
+    if KUBECTL:
+        sides.append((kc, [KUBECTL, "version", "--client"]))
+    run_timed([SEEDBED, "--help"])  # the page cache, not the first-ever .pyc compile, is what users see
+    for i in range(runs):
+        k = i % len(sides)
+        for series, cmd in sides[k:] + sides[:k]:
+            series.samples.append(run_timed(cmd)[0])
+        nopyc.samples.append(run_timed([SEEDBED, "--help"], env=nopyc_env)[0])
+    rows = []
+    for s in (sb, kc, floor, imp, nopyc):
+        if s.samples:
+            rows.append([s.name, str(len(s.samples)), f"{s.med('wall'):.3f}", s.spread(), f"{s.med('cpu'):.3f}",
+                         f"{statistics.median(x.rss_mb for x in s.samples):.0f}",
+                         f"{s.med('wall') / kc.med('wall'):.2f}" if kc.samples else "-"])
+    table(["command", "runs", "median s", "min-max s", "CPU s", "RSS MB", "time / kubectl"], rows)
+    if not KUBECTL:
+        print("kubectl not found: the baseline was skipped")
+    med = sb.med("wall")
+    print("\npython -X importtime -m seedbed --help, slowest imports (cumulative us | self us | module):")
+    for c, s_, mod in importtime_top():
+        print(f"  {c:>8} | {s_:>7} | {mod}")
+    SUMMARY.append(("coldstart: seedbed --help <= 0.3 s", f"{med:.3f} s", verdict(med <= 0.3),
+                    f"kubectl {kc.med('wall'):.3f} s" if kc.samples else "kubectl absent"))
+
+
+# --------------------------------------------------------------------------- 3. backup
+
+
+def bench_backup(runs: int, tmp: Path) -> None:
+    import yaml
+
+    from seedbed.backup.archive import keygen
+
+    header("3. backup (issue 6): 2,000 Secrets and 500 Certificates", """
+The emulator holds the cert-manager v1.21.1 CRDs, 20 namespaces, 500 Certificates (each with its
+kubernetes.io/tls Secret carrying cert-manager.io/* annotations) and 1,500 Opaque Secrets: 2,000 Secrets.
+Config: backup.recipients = one age key from seedbed.backup.archive.keygen, backup.secrets.namespaces =
+all 20. Plain emulator, no Git server: seedbed warns "repository not backed up" (no git bundle).
+  seedbed     `seedbed -c CFG backup -o FILE` as a subprocess (CLI start-up included)
+  kubectl     `kubectl get secrets,certificates -A -o yaml > /dev/null`, fresh --cache-dir each run
+Peak RSS is each process's own (/usr/bin/time %M); CPU = user+sys (os.wait4).""")
+    sb, kc = Series("seedbed backup"), Series("kubectl get -o yaml")
+    with EmuProc() as ep:
+        root = tmp / "backup"
+        kubeconfig = ep.fresh(root)
+        pop = ep.call("populate_backup", secrets=2000, certificates=500, namespaces=20)
+        recipient = keygen(root / "age.key")
+        cfg = {"cluster": {"name": "homelab", "kubeconfig": str(kubeconfig)},
+               "backup": {"recipients": [recipient], "secrets": {"namespaces": pop["namespaces"]}}}
+        config = root / "seedbed.yaml"
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        summary_line = ""
+        run_timed([SEEDBED, "-c", str(config), "backup", "-o", str(root / "warmup.age")])  # fills the .pyc cache
+        for i in range(runs):
+            sides = ["seedbed", "kubectl"] if KUBECTL else ["seedbed"]
+            for side in sides[i % len(sides):] + sides[:i % len(sides)]:
+                ep.reset()
+                if side == "seedbed":
+                    out = root / f"backup-{i}.age"
+                    with open(root / "out.txt", "w") as f:
+                        s, _, err = run_timed([SEEDBED, "-c", str(config), "--no-color", "backup", "-o", str(out)],
+                                              stdout=f)
+                    text = (root / "out.txt").read_text() + err
+                    summary_line = next((ln.strip() for ln in text.splitlines() if "wrote" in ln), text[-300:])
+                    sb.samples.append(add_stats(s, ep.stats()))
+                    out.unlink()
+                else:
+                    s, _, _ = run_timed(kubectl_cmd(kubeconfig, root / f"kc-cache-{i}", "get", "secrets,certificates",
+                                                    "-A", "-o", "yaml"))
+                    kc.samples.append(add_stats(s, ep.stats()))
+    series_table([sb, kc], kc if KUBECTL else None, rss=True)
+    print(f"\nseedbed said: {summary_line}")
+    t, mb = sb.med("wall"), max(x.rss_mb for x in sb.samples)
+    SUMMARY.append(("backup: <= 5 s", f"{t:.2f} s", verdict(t <= 5), ""))
+    SUMMARY.append(("backup: <= 150 MB peak RSS", f"{mb:.0f} MB", verdict(mb <= 150), ""))
+    if KUBECTL:
+        speed = kc.med("wall") / t
+        SUMMARY.append(("backup: >= 2x kubectl's speed", f"{speed:.2f}x (kubectl {kc.med('wall'):.2f} s)",
+                        verdict(speed >= 2), f"kubectl RSS {max(x.rss_mb for x in kc.samples):.0f} MB"))
+    else:
+        print("kubectl not found: the baseline was skipped")
+        SUMMARY.append(("backup: >= 2x kubectl's speed", "-", "n/a", "kubectl absent"))
+
+
+# --------------------------------------------------------------------------- 4. noop
+
+
+def bench_noop(runs: int, tmp: Path) -> None:
+    header("4. noop (issue 8): re-running a finished bootstrap", """
+tests/lab.py (emulator + fake Gitea + simulated Longhorn/Flux) in a child process; one bootstrap
+(not timed), then timed re-runs of `seedbed -c CONFIG bootstrap --manifests UPSTREAM`:
+  seedbed process     .venv/bin/seedbed as a subprocess (what a user runs)
+  seedbed in-process  seedbed.cli.main([...]) in this process (imports warm after the first run)
+Baseline (there is no Flux CLI here): in a second emulator, kubectl apply --server-side of the
+Longhorn + Flux bundles applied once before (untimed), re-applied as a no-op with the warm cache.
+"writes" = requests that changed stored state (emu.writes()); "write reqs" = POST/PUT/PATCH/DELETE sent.""")
+    from seedbed.cli import main as seedbed_main
+
+    proc, inproc, kc = Series("seedbed process"), Series("seedbed in-process"), Series("kubectl no-op apply")
+    root = tmp / "noop"
+    with EmuProc() as lab, EmuProc() as emu2:
+        _, config = lab.lab(root / "lab")
+        args = ["-c", str(config), "--no-color", "bootstrap", "--manifests", str(UPSTREAM)]
+        first, rc, err = run_timed([SEEDBED, *args], check=False)
+        if rc != 0:
+            raise RuntimeError(f"the first bootstrap failed:\n{err[-3000:]}")
+        print(f"first bootstrap (not timed): {first.wall:.2f} s")
+        kc2 = kc_cache = None
+        if KUBECTL:
+            kc2 = emu2.fresh(root / "kubectl")
+            kc_cache = root / "kubectl" / "kube-cache"
+            run_timed(kubectl_cmd(kc2, kc_cache, "apply", "--server-side", "--field-manager=bench",
+                                  *bundle_args()[:4]))
+        last_err = ""
+        write_paths: list[str] = []
+
+        def in_process() -> Sample:
+            nonlocal last_err
+            buf = io.StringIO()
+            c0, t0 = time.process_time(), time.perf_counter()
+            with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+                try:
+                    seedbed_main(list(args))
+                    code = 0
+                except SystemExit as e:
+                    code = int(e.code or 0)
+            s = Sample(time.perf_counter() - t0, time.process_time() - c0)
+            if code != 0:
+                raise RuntimeError(f"in-process re-run exited {code}:\n{buf.getvalue()[-3000:]}")
+            last_err = buf.getvalue()
+            return s
+
+        for i in range(runs):
+            sides = ["process", "inproc", "kubectl"] if KUBECTL else ["process", "inproc"]
+            for side in sides[i % len(sides):] + sides[:i % len(sides)]:
+                if side == "kubectl":
+                    assert kc2 and kc_cache
+                    emu2.reset()
+                    s, _, _ = run_timed(kubectl_cmd(kc2, kc_cache, "apply", "--server-side", "--field-manager=bench",
+                                                    *bundle_args()[:4]))
+                    kc.samples.append(add_stats(s, emu2.stats()))
+                    continue
+                lab.reset()
+                if side == "process":
+                    s, _, last_err = run_timed([SEEDBED, *args])
+                    st = lab.stats()
+                    write_paths = st["write_paths"]
+                    proc.samples.append(add_stats(s, st))
+                else:
+                    inproc.samples.append(add_stats(in_process(), lab.stats()))
+    series_table([proc, inproc, kc], kc if KUBECTL else None)
+    print("\nwrite requests of a seedbed re-run (none changed state):", ", ".join(write_paths) or "none")
+    said = [ln.strip() for ln in last_err.splitlines() if ln.strip()][-3:]
+    print("\nseedbed's last lines:", " | ".join(said))
+    if not KUBECTL:
+        print("kubectl not found: the baseline was skipped")
+    t, w = proc.med("wall"), max(x.writes for x in proc.samples + inproc.samples)
+    SUMMARY.append(("noop: re-run <= 1 s (process)", f"{t:.2f} s (in-process {inproc.med('wall'):.2f} s)",
+                    verdict(t <= 1), f"kubectl no-op {kc.med('wall'):.2f} s" if kc.samples else "kubectl absent"))
+    SUMMARY.append(("noop: 0 writes", f"{w} writes, {proc.med('write_requests'):.0f} write reqs",
+                    verdict(w == 0), f"{proc.med('requests'):.0f} requests"))
+
+
+# --------------------------------------------------------------------------- main
+
+SECTIONS: dict[str, tuple[Callable[[int, Path], None], int]] = {
+    "apply": (bench_apply, 5), "coldstart": (bench_coldstart, 10), "backup": (bench_backup, 5),
+    "noop": (bench_noop, 5),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("section", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per side (defaults: 5, coldstart 10)")
+    opts = parser.parse_args(argv)
+    chosen = opts.section or list(SECTIONS)
+    unknown = [c for c in chosen if c not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    missing = [b.name for b in BUNDLES if not b.exists()]
+    if missing:
+        print(f"missing upstream fixtures in {UPSTREAM}: {', '.join(missing)}")
+        return 2
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"seedbed benchmarks  python {sys.version.split()[0]}  kubectl: "
+          f"{KUBECTL or 'absent (baselines skipped)'}  cpus: {os.cpu_count()}  load: {' '.join(load)}")
+    if not GNU_TIME:
+        print("(no /usr/bin/time: peak RSS of subprocesses includes this process's RSS before exec)")
+    with tempfile.TemporaryDirectory(prefix="seedbed-bench-") as d:
+        SUB_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+        SUB_ENV["PYTHONPYCACHEPREFIX"] = str(Path(d) / "pycache")
+        for name in chosen:
+            fn, default_runs = SECTIONS[name]
+            fn(max(1, opts.runs or default_runs), Path(d))
+    print()
+    print("=" * 100)
+    print("Summary")
+    print("=" * 100)
+    table(["goal", "measured", "result", "note"], [list(r) for r in SUMMARY])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
