@@ -243,11 +243,12 @@ class FaultPlan:
 
 
 def random_faults(rng: Any, *, requests: int, count: int) -> list[Fault]:
-    """``count`` faults at random request indices below ``requests``; kinds and repeats random."""
+    """``count`` faults at random request indices below ``requests``; kinds and repeats random.
+    One status fault in eight is persistent (8 times in a row: more than the client's 6 retries)."""
     faults = []
     for _ in range(count):
         kind = rng.choice(FAULT_KINDS)
-        times = 1 if kind.startswith("drop") else rng.choice((1, 1, 2, 3))
+        times = 1 if kind.startswith("drop") else rng.choice((1, 1, 1, 2, 2, 3, 3, 8))
         faults.append(Fault(rng.randrange(requests), kind, times))
     return faults
 
@@ -325,7 +326,7 @@ def leaks_in_files(roots: Iterable[Path], needles: dict[bytes, str], *, skip: It
     for root in roots:
         if not root.exists():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, _dirnames, filenames in os.walk(root):
             here = Path(dirpath)
             if (here / "HEAD").is_file() and (here / "objects").is_dir():  # a git directory
                 for origin in leaks_in_text(git_objects(here), needles):
@@ -547,8 +548,14 @@ def clean_failure(result: RunResult) -> list[str]:
     return problems
 
 
+def leaked_output(h: Homelab) -> list[str]:
+    """Secrets found in the stdout or stderr of any seedbed run of this homelab."""
+    needles = h.secrets.needles()
+    return sorted({f"{' '.join(r.args[-3:])}: {o}" for r in h.runs for o in leaks_in_text(r.output, needles)})
+
+
 def leaked_files(h: Homelab, *, extra_roots: Iterable[Path] = (), skip: Iterable[Path] = ()) -> list[str]:
-    return leaks_in_files([h.root, h.home, h.tmp, *extra_roots], h.secrets.needles(), skip=skip)
+    return leaks_in_files([h.root, *extra_roots], h.secrets.needles(), skip=skip)
 
 
 def python_with_debug_logging() -> list[str]:

@@ -31,6 +31,7 @@ from reliability_helpers import (
     clean_failure,
     converged,
     leaked_files,
+    leaked_output,
     random_faults,
 )
 
@@ -244,6 +245,7 @@ def crash_and_resume(ref: Reference, point: Point) -> Attempt:
         problems += converged(h, expected)
         problems += [f"secret on disk: {leak}" for leak in leaked_files(h, extra_roots=[ref.worktree],
                                                                         skip=[ref.archive])]
+        problems += [f"secret in output: {leak}" for leak in leaked_output(h)]
         killed_at = rule.fired.label if rule.fired else None
     finally:
         h.stop()
@@ -298,6 +300,9 @@ def faulty_bootstrap(ref: Reference, seed: int) -> FaultRun:
         h.lab.emu.clear_faults()
         if first.hung:
             return FaultRun(seed, applied, "failed: hung")
+        leaks = leaked_output(h)
+        if leaks:
+            return FaultRun(seed, applied, f"failed: secret in output: {leaks}")
         if first.code == 0:
             problems = converged(h, ref.objects)
             return FaultRun(seed, applied, "converged" if not problems else f"failed: exit 0 but {problems}")
@@ -306,6 +311,7 @@ def faulty_bootstrap(ref: Reference, seed: int) -> FaultRun:
             return FaultRun(seed, applied, f"failed: stopped with {', '.join(unclear)}: {first.err[-800:]}")
         again = h.bootstrap()
         problems = converged(h, ref.objects) if again.code == 0 else [f"re-run exit {again.code}: {again.err[-400:]}"]
+        problems += [f"secret in output: {leak}" for leak in leaked_output(h)]
         if problems:
             return FaultRun(seed, applied, f"failed: after a clean stop ({_error_line(first.err)}), {problems}")
         return FaultRun(seed, applied, f"stopped cleanly, then converged ({_error_line(first.err)})")
@@ -344,6 +350,12 @@ def test_one_hundred_seeded_fault_runs(reference):
 # --------------------------------------------------------------------------- known bugs
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: seedbed/kube/portforward.py port_forward(): on leaving the context the connection handlers "
+    "(on_connect tasks) are cancelled; on Python 3.11 asyncio's StreamReaderProtocol callback then calls "
+    "task.exception() on a cancelled task and logs 'Exception in callback ... CancelledError' with a "
+    "traceback on stderr, in every successful bootstrap. Fix: catch asyncio.CancelledError in on_connect "
+    "(or close the writers instead of cancelling the tasks)"))
 def test_a_successful_bootstrap_prints_no_traceback(reference):
     h = reference.homelab("traceback")
     try:

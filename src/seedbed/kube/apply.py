@@ -56,32 +56,62 @@ async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency:
     await batch(first)
     crds = [o for o in first if o["kind"] == "CustomResourceDefinition"]
     if crds:
-        await asyncio.gather(*(_crd_ready(kube, crd, crd_timeout) for crd in crds))
+        await _crds_ready(kube, crds, crd_timeout)
     await batch(rest)
     await batch(last)
     return result
 
 
-async def _crd_ready(kube: Kube, crd: Obj, timeout: float) -> None:
-    """Wait until the CRD is Established and discovery serves its kind."""
+async def _crds_ready(kube: Kube, crds: list[Obj], timeout: float) -> None:
+    """Wait until every CRD is Established, then until discovery serves each of their kinds.
+
+    One LIST (and, if some are still pending, one watch) for all of them, and one discovery
+    request per group-version: a bundle like cert-manager's has dozens of CRDs.
+    """
     from .wait import condition_is
 
-    name = crd["metadata"]["name"]
-    current = await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
-    if current is None or not condition_is(current, "Established", "True"):
-        await kube.wait_condition("apiextensions.k8s.io/v1", "CustomResourceDefinition", name,
-                                  condition="Established", timeout=timeout)
-    spec: dict[str, Any] = crd.get("spec") or {}
-    group, kind = spec.get("group"), (spec.get("names") or {}).get("kind")
-    for version in spec.get("versions") or []:
-        if not version.get("served", True):
-            continue
-        api_version = f"{group}/{version['name']}"
+    pending = {c["metadata"]["name"] for c in crds}
+    items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
+    if pending:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ClusterError(f"CRDs not Established after {timeout:g}s: {', '.join(sorted(pending))}",
+                                   fix="check the API server's logs (kubectl get crd NAME -o yaml), then re-run")
+            try:
+                async with asyncio.timeout(remaining):
+                    async for _, obj in kube.watch("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                                   resource_version=rv, timeout=remaining):
+                        if condition_is(obj, "Established"):
+                            pending.discard(obj["metadata"]["name"])
+                        rv = obj["metadata"].get("resourceVersion", rv)
+                        if not pending:
+                            break
+            except TimeoutError:
+                continue
+            except Exception:  # a dropped watch: list again and carry on
+                items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+                pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
+    wanted: dict[str, set[str]] = {}
+    for crd in crds:
+        spec: dict[str, Any] = crd.get("spec") or {}
+        for version in spec.get("versions") or []:
+            if version.get("served", True):
+                wanted.setdefault(f"{spec.get('group')}/{version['name']}", set()).add(spec["names"]["kind"])
+    await asyncio.gather(*(_served(kube, gv, kinds, timeout) for gv, kinds in wanted.items()))
+
+
+async def _served(kube: Kube, api_version: str, kinds: set[str], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
         kube.forget(api_version)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await kube.serves(api_version, kind):
-            if asyncio.get_running_loop().time() > deadline:
-                raise ClusterError(f"CRD {name} is Established but discovery does not serve {kind} {api_version}",
-                                   fix="check the API server's aggregation layer, then re-run")
-            await asyncio.sleep(0.2)
-            kube.forget(api_version)
+        served = [await kube.serves(api_version, k) for k in sorted(kinds)]
+        if all(served):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise ClusterError(f"CRDs are Established but discovery does not serve {api_version}",
+                               fix="check the API server's aggregation layer, then re-run")
+        await asyncio.sleep(0.2)

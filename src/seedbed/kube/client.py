@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 FIELD_MANAGER = "seedbed"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-APPLY_CONCURRENCY = 16
+# More parallel requests do not help: httpx's pool bookkeeping grows with open connections.
+APPLY_CONCURRENCY = 8
 
 Obj = dict[str, Any]
 

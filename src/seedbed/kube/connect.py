@@ -91,7 +91,7 @@ def http_client(single: SingleConfig, *, timeout: float = 30.0) -> httpx.AsyncCl
         verify=verify,
         auth=_auth(single),
         timeout=httpx.Timeout(timeout, connect=10.0),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         trust_env=False,
         headers={"User-Agent": "seedbed"},
     )

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .. import git
-from ..errors import GitServerError, Refused
+from ..errors import GitServerError, Refused, SeedbedError
 from ..kube.wait import rollout_complete
 from ..render import flux as flux_render
 from ..render import gitserver as render
@@ -85,6 +85,41 @@ async def session_token(ctx: Context, client: Any) -> str:
     else:
         client.use_token(token)  # the same server, a new port-forward: reuse the token
     return token
+
+
+async def probe(ctx: Context) -> dict[str, Any]:
+    """What the Git server holds, read once per run with the admin's basic auth (no token, no writes)."""
+    if "git_server.probe" in ctx.shared:
+        return ctx.shared["git_server.probe"]
+    from ..gitea import key_material
+
+    r = ctx.cfg.repo
+    found: dict[str, Any] = {"repo": False, "deploy_keys": set(), "head": None}
+    try:
+        async with gitea_session(ctx) as (client, _port):
+            if await client.repo_exists(r.owner, r.name):
+                found["repo"] = True
+                found["deploy_keys"] = {key_material(k.get("key", "x x"))
+                                        for k in await client.list_deploy_keys(r.owner, r.name)}
+                found["head"] = await client.get_branch_commit(r.owner, r.name, r.branch)
+    except SeedbedError as e:
+        ctx.out.debug(f"Git server not reachable for a check: {e.message}")
+    ctx.shared["git_server.probe"] = found
+    return found
+
+
+def local_head(cfg: Any) -> str | None:
+    """The commit of repo.branch in the operator's work tree (None when there is none yet)."""
+    import subprocess
+
+    path = cfg.resolve(cfg.repo.path)
+    try:
+        run = subprocess.run(["git", "-C", str(path), "rev-parse", "--verify", "--quiet",
+                              f"refs/heads/{cfg.repo.branch}^{{commit}}"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return run.stdout.strip() or None
 
 
 def repo_http_url(ctx: Context, port: int) -> str:
@@ -185,9 +220,15 @@ class RepositoryStep(Step):
     async def verify(self, ctx: Context) -> bool:
         if ctx.options.rotate_keys:
             return False
+        from ..gitea import key_material
+
         ns, name = ctx.cfg.flux.secret.split("/")
         secret = await ctx.kube.get("v1", "Secret", name, namespace=ns)
-        return secret is not None and bool((secret.get("data") or {}).get("identity"))
+        public = _b64((secret or {}).get("data"), "identity.pub")
+        if public is None:
+            return False
+        found = await probe(ctx)
+        return found["repo"] and key_material(public) in found["deploy_keys"]
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
@@ -269,11 +310,21 @@ class PushStep(Step):
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         r = cfg.repo
-        return Planned(inputs={"path": str(cfg.resolve(r.path)), "branch": r.branch},
+        # The local commit is an input: a new commit in the work tree makes the step run again.
+        return Planned(inputs={"path": str(cfg.resolve(r.path)), "branch": r.branch, "head": local_head(cfg)},
                        notes=[f"pushes {cfg.resolve(r.path)} ({r.branch}) through a port-forward"])
 
     async def verify(self, ctx: Context) -> bool:
-        return False  # cheap enough to check every time: git tells us when nothing moved
+        """The pushed commit is still what Flux last fetched from the server's branch."""
+        from ..kube.wait import condition_is
+
+        head = (await probe(ctx))["head"]
+        if head is None:
+            return False
+        repo = await ctx.kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system",
+                                  namespace="flux-system")
+        revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision", "")
+        return repo is not None and condition_is(repo, "Ready") and revision.endswith(head)
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
