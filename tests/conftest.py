@@ -26,7 +26,7 @@ def upstream():
 
 
 @pytest.fixture
-def emulator() -> Iterator["Emulator"]:  # noqa: F821
+def emulator() -> Iterator[Emulator]:  # noqa: F821
     from emulator import Emulator
 
     emu = Emulator()

@@ -37,7 +37,7 @@ def bootstrap(capsys, lab: Lab, config, *extra: str) -> tuple[int, str, str]:
 def test_bootstrap_takes_an_empty_cluster_to_flux_syncing_from_the_in_cluster_repository(lab, tmp_path, capsys):
     tree = make_worktree(tmp_path / "gitops")
     config = lab.write_config(tree)
-    code, out, err = bootstrap(capsys, lab, config)
+    code, _out, err = bootstrap(capsys, lab, config)
     assert code == 0, err
     assert "✗" not in err
     # The repository holds the user's commit and, on top, the flux-system commit.
@@ -61,7 +61,7 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(lab, tmp_path, capsys):
     tokens = len(lab.gitea.tokens)
     deploy_keys = len(lab.gitea.deploy_keys)
     writes = lab.emu.writes()
-    code, out, err = bootstrap(capsys, lab, config)
+    code, _out, err = bootstrap(capsys, lab, config)
     assert code == 0, err
     assert "Nothing to do" in err
     assert lab.emu.writes() == writes

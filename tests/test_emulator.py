@@ -322,14 +322,14 @@ async def test_watch_from_resource_version_with_selectors(emulator: Emulator, ap
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and rvs[0] > int(rv)
 
-    # resourceVersion 0: the current state as ADDED events, then live events
-    events_task = asyncio.create_task(watch_events(api, "/api/v1/namespaces/default/configmaps", 2,
-                                                   resourceVersion="0", fieldSelector="metadata.name=before"))
-    first = await watch_events(api, "/api/v1/namespaces/default/configmaps", 1, fieldSelector="metadata.name=before")
-    assert first[0]["type"] == "ADDED"
-    emulator.put({**cm("before", x="9"), "metadata": {"name": "before", "namespace": "default", "labels": {"w": "1"}}})
-    events = await events_task
-    assert [e["type"] for e in events] == ["ADDED", "MODIFIED"]
+    # resourceVersion 0: the current state as ADDED events, then live events (one connection, read in step)
+    params = {"watch": "1", "resourceVersion": "0", "fieldSelector": "metadata.name=before"}
+    async with api.get("/api/v1/namespaces/default/configmaps", params=params) as r:
+        first = json.loads(await r.content.readline())
+        assert first["type"] == "ADDED" and first["object"]["data"] == {}
+        emulator.put({**cm("before", x="9"), "metadata": {"name": "before", "namespace": "default", "labels": {"w": "1"}}})
+        second = json.loads(await r.content.readline())
+        assert second["type"] == "MODIFIED" and second["object"]["data"] == {"x": "9"}
 
 
 async def test_watch_timeout_and_label_transition(emulator: Emulator, api: aiohttp.ClientSession) -> None:

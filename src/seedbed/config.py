@@ -47,13 +47,17 @@ class Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         validate_default=True,
+        # YAML already gives ints, bools and strings their types: coercing `true` to 1 or "3" to 3
+        # would hide mistakes. Infinite timeouts are never what anyone meant.
+        strict=True,
+        allow_inf_nan=False,
     )
 
 
 def _dns_label(value: str) -> str:
     if len(value) > 63 or not DNS_NAME.match(value):
         raise ValueError(
-            f"{value!r} is not a valid Kubernetes name (lower-case letters, digits and '-', at most 63)"
+            f"{_short(value)!r} is not a valid Kubernetes name (lower-case letters, digits and '-', at most 63)"
         )
     return value
 
@@ -107,9 +111,9 @@ class LonghornConfig(Model):
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path (starting with '/'), not {value!r}")
+            raise ValueError(f"must be an absolute path (starting with '/'), not {_short(value)!r}")
         if value.rstrip("/") == "" or ".." in value.split("/"):
-            raise ValueError(f"{value!r} is not a usable data path: give a dedicated folder such as /var/lib/longhorn")
+            raise ValueError(f"{_short(value)!r} is not a usable data path: give a dedicated folder such as /var/lib/longhorn")
         return value
 
     @field_validator("backup_target")
@@ -123,7 +127,7 @@ class LonghornConfig(Model):
     @classmethod
     def _version(cls, value: str) -> str:
         if not VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a release tag like {LONGHORN_VERSION}")
+            raise ValueError(f"{_short(value)!r} is not a release tag like {LONGHORN_VERSION}")
         return value
 
 
@@ -170,7 +174,7 @@ class RepoConfig(Model):
     @classmethod
     def _repo_name(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value) or value in {".", ".."}:
-            raise ValueError(f"{value!r} is not a valid Gitea name (letters, digits, '-', '_', '.')")
+            raise ValueError(f"{_short(value)!r} is not a valid Gitea name (letters, digits, '-', '_', '.')")
         return value
 
 
@@ -192,7 +196,7 @@ class FluxConfig(Model):
     @classmethod
     def _version(cls, value: str) -> str:
         if not VERSION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a release tag like {FLUX_VERSION}")
+            raise ValueError(f"{_short(value)!r} is not a release tag like {FLUX_VERSION}")
         return value
 
 
@@ -309,8 +313,15 @@ def load(path: str | Path) -> Config:
         raise ConfigError(
             f"{path}: no such file", fix="run `seedbed init` to write an example, or pass --config PATH"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (seedbed.yaml must be UTF-8)",
+                          fix="check --config points at seedbed.yaml; re-save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file",
+                          fix=f"pass the file itself, e.g. --config {path / DEFAULT_CONFIG_NAME}") from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {e.strerror}",
+                          fix="check the file's permissions and that --config names the right file") from None
     return parse(text, name=str(path), base_dir=path.resolve().parent, source=path.resolve())
 
 
@@ -320,45 +331,90 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark else 1
-        problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.reader.ReaderError):  # a bad character: only its offset is known
+            line = text.count("\n", 0, e.position) + 1
+            e = yaml.YAMLError(f"character {e.character!r} is not allowed in YAML")
+        problem = " ".join(filter(None, [getattr(e, "context", None), getattr(e, "problem", None)]))
+        problem = _short(problem or str(e).splitlines()[0], 200)
         raise ConfigError(f"{name}:{line}: not valid YAML: {problem}", fix="fix the YAML syntax") from None
+    duplicate = _duplicate_key(node)
+    if duplicate is not None:
+        key, line = duplicate
+        raise ConfigError(f"{name}:{line}: {key}: the key appears twice (YAML would keep only the last one)",
+                          fix="remove one of the two")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{name}:1: the top level must be a mapping of sections (cluster, longhorn, ...)")
+        raise ConfigError(f"{name}:1: the top level must be a mapping of sections (cluster, longhorn, ...)",
+                          fix="start from `seedbed init`, which writes a commented example")
     try:
         return Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = [str(p) for p in err["loc"]]
-            line = _line_of(node, err["loc"])
+            line, loc = _line_of(node, err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; `seedbed config schema` lists the keys)"
+            elif err["type"] == "invalid_key":
+                msg = "keys must be names (a bare yes/no/on/off or number is read as something else)"
             lines.append(f"{name}:{line}: {'.'.join(loc)}: {msg}")
         first, *rest = lines
         message = first if not rest else first + "\n" + "\n".join(rest)
         raise ConfigError(message, fix="edit the key named above; `seedbed config schema` describes every key") from None
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the deepest YAML node that ``loc`` reaches."""
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _duplicate_key(node: yaml.Node | None, path: str = "") -> tuple[str, int] | None:
+    """The first key given twice in one mapping, with its line: YAML itself silently keeps the last."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            dotted = f"{path}.{key.value}" if path else str(key.value)
+            if key.value in seen:
+                return dotted, key.start_mark.line + 1
+            seen.add(key.value)
+            found = _duplicate_key(value, dotted)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A key as YAML reads it (`yes` is True, `42` is 42): what pydantic names in an error."""
+    try:
+        return yaml.SafeLoader("").construct_object(node)
+    except yaml.YAMLError:
+        return None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int, list[str]]:
+    """The 1-based line of the deepest YAML node that ``loc`` reaches, and the path as the file spells it."""
     line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
+    path = [str(p) for p in loc]
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                if key.value == part:
+                if key.value == part or (not isinstance(part, str) and _scalar(key) == part):
                     line = key.start_mark.line + 1
+                    path[i] = str(key.value)
                     node = value
                     break
             else:
-                return line
+                return line, path
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:
-            return line
-    return line
+            return line, path
+    return line, path

@@ -77,6 +77,10 @@ def render_plan(cfg: Config, options: Options) -> PlanResult:
 
 def write_bundle(result: PlanResult, out_dir: Path) -> None:
     """One multi-document YAML per step, plus the files the Flux step commits, under out_dir."""
+    from .errors import ConfigError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder", fix="name a folder (it is created if missing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, (s, p) in enumerate(result.steps, 1):
         if p.objects:

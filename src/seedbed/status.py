@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import SeedbedError
+from .errors import ClusterError
 from .kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ async def collect_status(cfg: Config, *, kube: Any = None, now: datetime | None 
         if checks[0].state == "ok":
             checks += [await _longhorn(kube, cfg), await _git_server(kube, cfg), await _flux(kube, cfg),
                        await _backup(kube, now or datetime.now(UTC))]
-    except SeedbedError as e:
+    except ClusterError as e:  # a config error is not a status: it propagates to a clean exit 2
         checks = [Check("cluster", "fail", e.message, e.message, e.fix or "")]
     finally:
         if own and kube is not None:

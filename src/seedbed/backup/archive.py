@@ -150,7 +150,7 @@ def parse_recipient(value: str) -> Any:
     except (pyrage.RecipientError, ValueError) as e:
         raise ConfigError(
             f"backup.recipients: {value[:24]}... is not a valid public key ({e})",
-            fix="copy the whole line printed by `seedbed backup keygen`, `age-keygen -y` or ~/.ssh/id_ed25519.pub",
+            fix="copy the whole line printed by `seedbed keygen`, `age-keygen -y` or ~/.ssh/id_ed25519.pub",
         ) from None
     raise ConfigError(
         f"backup.recipients: {value[:24]!r}... is neither an age (age1...) nor an ssh-ed25519 public key",
@@ -163,7 +163,7 @@ def encrypt(tar_bytes: bytes, recipients: list[str]) -> bytes:
     if not recipients:
         raise ConfigError(
             "backup.recipients is empty: a backup must be encrypted to at least one key",
-            fix="generate one with `seedbed backup keygen` and add the printed age1... key to backup.recipients",
+            fix="generate one with `seedbed keygen` and add the printed age1... key to backup.recipients",
         )
     parsed = [parse_recipient(r) for r in recipients]
     try:
@@ -359,8 +359,48 @@ def verify(archive: Archive, *, name: str = "archive", expect_cluster: str | Non
     if bad:
         raise ArchiveError(f"{name}: sha256 mismatch for {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} "
                            f"({', '.join(bad[:5])})", fix="the archive was altered or damaged; use another backup")
+    wrong_size = sorted(n for n, meta in listed.items() if meta.get("size", len(archive.entries[n])) != len(archive.entries[n]))
+    if wrong_size:
+        raise ArchiveError(f"{name}: recorded size differs for {', '.join(wrong_size[:5])}",
+                           fix="the archive was altered or damaged; use another backup")
+    check_shapes(archive, name=name)
     if expect_cluster is not None and archive.cluster != expect_cluster and not from_other_cluster:
         raise ArchiveError(
             f"{name} is a backup of cluster {archive.cluster!r}, not {expect_cluster!r}",
             fix=f"restore into cluster {archive.cluster!r}, or pass --from-other-cluster to restore it here anyway",
         )
+
+
+_OBJECT_PREFIXES = ("secrets/", "cert-manager/")
+_VOLUME_KEYS = ("namespace", "pvc", "volume", "url", "sizeBytes")
+
+
+def check_shapes(archive: Archive, *, name: str = "archive") -> None:
+    """Every entry is what a restore expects, so that a restore never stops half-way on a bad one.
+
+    The hashes prove the entries are what the writer wrote; this proves the writer wrote
+    something seedbed can restore, before the first object is created.
+    """
+    def bad(entry: str, why: str) -> ArchiveError:
+        return ArchiveError(f"{name}: entry {entry} {why}", fix="the archive was not written by seedbed backup; "
+                            "use another backup")
+
+    for entry, data in archive.entries.items():
+        if not entry.endswith(".json"):
+            continue
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise bad(entry, "is not valid JSON") from None
+        if entry.startswith(_OBJECT_PREFIXES):
+            md = obj.get("metadata") if isinstance(obj, dict) else None
+            if not (isinstance(obj, dict) and isinstance(obj.get("apiVersion"), str) and isinstance(obj.get("kind"), str)
+                    and isinstance(md, dict) and isinstance(md.get("name"), str) and md["name"]):
+                raise bad(entry, "is not a Kubernetes object (apiVersion, kind, metadata.name)")
+            if entry.startswith("secrets/") and (obj["kind"] != "Secret" or not isinstance(md.get("namespace"), str)):
+                raise bad(entry, "is not a namespaced Secret")
+        elif entry == "volumes.json":
+            records = obj.get("volumes") if isinstance(obj, dict) else None
+            if not isinstance(records, list) or not all(
+                    isinstance(r, dict) and all(k in r for k in _VOLUME_KEYS) for r in records):
+                raise bad(entry, f"does not list volume records with {', '.join(_VOLUME_KEYS)}")

@@ -61,6 +61,8 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
                           fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
+    for recipient in cfg.backup.recipients:
+        fmt.parse_recipient(recipient)  # a bad key fails before any cluster work
     own = kube is None
     if own:
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)

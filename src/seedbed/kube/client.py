@@ -156,7 +156,11 @@ class Kube:
             try:
                 resp = await self.http.request(method, path, params=params, content=content, headers=headers)
             except httpx.TransportError as e:
-                if attempt >= self.retries:
+                # A refused connection or a failed TLS handshake is rarely fixed by waiting: give up
+                # after one quick retry, so that a wrong or stopped cluster is reported at once.
+                # Dropped connections and timeouts get the full backoff.
+                fatal = isinstance(e, httpx.ConnectError) and attempt >= 1
+                if attempt >= self.retries or fatal:
                     raise self._unreachable(e) from None
                 await self._sleep(attempt, None)
                 attempt += 1

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
@@ -64,21 +65,55 @@ def load_single(configured: str | None, context: str | None, base_dir: Path) -> 
     if not path.exists():
         raise ConfigError(f"kubeconfig {path} does not exist",
                           fix="set cluster.kubeconfig in seedbed.yaml, $KUBECONFIG, or pass --kubeconfig")
+    doc = _read_kubeconfig(path)
     try:
-        kc = KubeConfig.from_file(path)
-    except Exception as e:  # lightkube raises KeyError/msgspec errors on malformed files
-        raise ConfigError(f"kubeconfig {path} cannot be read: {type(e).__name__}: {e}",
-                          fix="check the file is a valid kubeconfig (kubectl config view --kubeconfig FILE)") from None
-    try:
-        single = kc.get(context)
-    except (LightkubeConfigError, KeyError):
+        kc = KubeConfig.from_dict(doc, fname=path)
+    except Exception as e:  # lightkube raises KeyError/msgspec errors on malformed entries
+        raise ConfigError(f"kubeconfig {path} has a malformed entry: {type(e).__name__}: {e}",
+                          fix="check it with `kubectl config view --kubeconfig FILE`") from None
+    name = context or doc.get("current-context")
+    if not name:
+        raise ConfigError(f"kubeconfig {path} has no current-context",
+                          fix="set cluster.context in seedbed.yaml or pass --context NAME")
+    if name not in kc.contexts:
         available = ", ".join(sorted(kc.contexts)) or "none"
-        name = context or "(current-context)"
         raise ConfigError(f"kubeconfig {path} has no context {name!r} (available: {available})",
-                          fix="set cluster.context in seedbed.yaml or pass --context NAME") from None
-    if single is None:
-        raise ConfigError(f"kubeconfig {path} has no current context", fix="pass --context NAME")
+                          fix="set cluster.context in seedbed.yaml or pass --context NAME")
+    ctx = kc.contexts[name]
+    if ctx.cluster not in kc.clusters:
+        raise ConfigError(f"kubeconfig {path}: context {name!r} names cluster {ctx.cluster!r}, which is not defined",
+                          fix="fix the kubeconfig (kubectl config view)")
+    if ctx.user and ctx.user not in kc.users:
+        raise ConfigError(f"kubeconfig {path}: context {name!r} names user {ctx.user!r}, which is not defined",
+                          fix="fix the kubeconfig (kubectl config view)")
+    raw_cluster = next((c.get("cluster") or {} for c in doc["clusters"] if c.get("name") == ctx.cluster), {})
+    if not raw_cluster.get("server"):
+        raise ConfigError(f"kubeconfig {path}: cluster {ctx.cluster!r} has no server address",
+                          fix="fix the kubeconfig: clusters[].cluster.server, e.g. https://10.0.0.10:6443")
+    single = kc.get(name)
+    assert single is not None
     return single, str(path)
+
+
+def _read_kubeconfig(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"kubeconfig {path} cannot be read: {type(e).__name__}",
+                          fix="check the file is a kubeconfig (kubectl config view --kubeconfig FILE)") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("clusters"), list) \
+            or not isinstance(doc.get("contexts"), list):
+        raise ConfigError(f"kubeconfig {path} is not a kubeconfig: it needs `clusters` and `contexts` lists",
+                          fix="point cluster.kubeconfig (or --kubeconfig) at the file your cluster gave you")
+    for section in ("clusters", "contexts", "users"):
+        for entry in doc.get(section) or []:
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise ConfigError(f"kubeconfig {path}: an entry of `{section}` has no name",
+                                  fix="fix the kubeconfig (kubectl config view)")
+    doc.setdefault("users", [])
+    return doc
 
 
 def http_client(single: SingleConfig, *, timeout: float = 30.0) -> httpx.AsyncClient:
@@ -86,6 +121,11 @@ def http_client(single: SingleConfig, *, timeout: float = 30.0) -> httpx.AsyncCl
     verify: ssl.SSLContext | bool = True
     if server.startswith("https://"):
         verify = _ssl_context(single)
+    try:
+        httpx.URL(server)
+    except httpx.InvalidURL as e:
+        raise ConfigError(f"context {single.context_name!r}: the server address {server!r} is not a URL ({e})",
+                          fix="fix clusters[].cluster.server in the kubeconfig") from None
     return httpx.AsyncClient(
         base_url=server.rstrip("/"),
         verify=verify,
@@ -114,7 +154,7 @@ def _ssl_context(single: SingleConfig) -> ssl.SSLContext:
             cert = _pem(user.client_cert_data, user.client_cert, single)
             key = _pem(user.client_key_data, user.client_key, single)
             _load_chain_in_memory(ctx, cert, key)
-    except (ssl.SSLError, ValueError, OSError) as e:
+    except (ssl.SSLError, ValueError, OSError, TypeError) as e:
         raise ConfigError(f"the TLS material of context {single.context_name!r} is invalid: {e}",
                           fix="re-export the kubeconfig from your cluster") from None
     return ctx
@@ -123,7 +163,8 @@ def _ssl_context(single: SingleConfig) -> ssl.SSLContext:
 def _pem(data: str | None, file: str | None, single: SingleConfig) -> bytes:
     if data:
         return base64.b64decode(data)
-    assert file is not None
+    if file is None:
+        raise ValueError("a client certificate needs both the certificate and its key")
     return Path(single.abs_file(file)).read_bytes()
 
 
@@ -152,7 +193,11 @@ def _auth(single: SingleConfig) -> httpx.Auth | None:
     if user is None:
         return None
     if user.token_file:
-        return _TokenFileAuth(Path(single.abs_file(user.token_file)))
+        token_file = Path(single.abs_file(user.token_file))
+        if not token_file.is_file():
+            raise ConfigError(f"context {single.context_name!r}: token file {token_file} does not exist",
+                              fix="fix users[].user.tokenFile in the kubeconfig")
+        return _TokenFileAuth(token_file)
     if user.token:
         return _BearerAuth(user.token)
     if user.exec:
@@ -222,6 +267,9 @@ class ExecAuth(httpx.Auth):
         except FileNotFoundError:
             raise ClusterError(f"the kubeconfig's credential plugin {self.command!r} is not installed",
                                fix=self.install_hint or f"install {self.command} or fix the path") from None
+        except OSError as e:
+            raise ClusterError(f"the kubeconfig's credential plugin {self.command!r} cannot run: {e.strerror}",
+                               fix=f"make {self.command} executable (chmod +x) or fix the path") from None
         out, err = await proc.communicate()
         if proc.returncode != 0:
             last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
