@@ -471,13 +471,10 @@ async def test_step_warns_about_disks_at_another_path(emulator: Any, kubeconfig:
 
 async def test_step_names_the_component_that_is_not_ready(emulator: Any, kubeconfig: Path, manifest: str,
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seedbed.steps.longhorn as step
-
-    monkeypatch.setattr(step, "READY_TIMEOUT", 2.0)
     simulate_manager(emulator)
     emulator.hold_ready("DaemonSet", "longhorn-system", "longhorn-manager")
     with pytest.raises(WaitTimeout) as e:
-        await _run_step(kubeconfig, manifest, {}, tmp_path=tmp_path)
+        await _run_step(kubeconfig, manifest, {"readyTimeout": 2.0}, tmp_path=tmp_path)
     assert "longhorn-manager" in e.value.message
     assert "longhorn-ui" not in e.value.message  # only what is not ready is named
     assert "open-iscsi" in (e.value.fix or "")
@@ -485,11 +482,8 @@ async def test_step_names_the_component_that_is_not_ready(emulator: Any, kubecon
 
 async def test_step_says_storage_class_was_never_created(emulator: Any, kubeconfig: Path, manifest: str,
                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seedbed.steps.longhorn as step
-
-    monkeypatch.setattr(step, "READY_TIMEOUT", 2.0)
     with pytest.raises(SeedbedError) as e:
-        await _run_step(kubeconfig, manifest, {}, tmp_path=tmp_path)
+        await _run_step(kubeconfig, manifest, {"readyTimeout": 2.0}, tmp_path=tmp_path)
     assert "StorageClass longhorn" in e.value.message and "longhorn-storageclass" in e.value.message
 
 

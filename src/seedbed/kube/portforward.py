@@ -45,6 +45,10 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
             await _relay(kube, namespace, port, service, pod, reader, writer)
         except Exception:
             pass  # the client sees a closed connection; the forward itself lives on
+        except asyncio.CancelledError:
+            # The forward is closing. Ending normally matters: asyncio (3.11) logs a traceback for a
+            # connection handler task that ends cancelled.
+            pass
         finally:
             handlers.discard(task)
             writer.close()
