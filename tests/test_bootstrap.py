@@ -69,6 +69,61 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(lab, tmp_path, capsys):
     assert len(lab.gitea.deploy_keys) == deploy_keys == 1
 
 
+def test_forgejo_works_with_the_same_provider(tmp_path, upstream, capsys):
+    upstream("longhorn-v1.12.1.yaml")
+    with Lab(tmp_path, flavor="forgejo") as lab:
+        config = lab.write_config(make_worktree(tmp_path / "gitops"), gitServer={"flavor": "forgejo"})
+        code, _, err = bootstrap(capsys, lab, config)
+        assert code == 0, err
+        dep = lab.emu.get("apps/v1", "Deployment", "gitea", "gitea")
+        assert "forgejo" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert lab.gitea.all_violations() == []
+        assert lab.flux_clones
+
+
+def test_acme_and_domain_flags_reach_the_cluster_variables_flux_substitutes(lab, tmp_path, capsys):
+    config = lab.write_config(make_worktree(tmp_path / "gitops"))
+    code, _, err = bootstrap(capsys, lab, config, "--acme", "production", "--domain", "dev.example.net")
+    assert code == 0, err
+    vars_ = lab.emu.get("v1", "ConfigMap", "cluster-vars", "flux-system")["data"]
+    assert vars_["ACME_SERVER"] == "https://acme-v02.api.letsencrypt.org/directory"
+    assert vars_["CLUSTER_ISSUER"] == "letsencrypt-production"
+    assert vars_["CLUSTER_DOMAIN"] == "dev.example.net"
+    ks = lab.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "flux-system")
+    assert ks["spec"]["postBuild"]["substituteFrom"] == [{"kind": "ConfigMap", "name": "cluster-vars",
+                                                          "optional": False}]
+
+
+def test_flux_credentials_do_not_work_with_another_host_key(lab, tmp_path, capsys):
+    """The known_hosts seedbed wrote pins the host key: a server with any other key is refused."""
+    from seedbed.sshkeys import generate_ed25519
+
+    config = lab.write_config(make_worktree(tmp_path / "gitops"))
+    assert bootstrap(capsys, lab, config)[0] == 0
+    secret = lab.emu.get("v1", "Secret", "flux-system", "flux-system")
+    repo = lab.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    impostor = generate_ed25519("impostor").private_openssh
+    with pytest.raises(RuntimeError, match="Host key verification failed"):
+        lab._clone(repo["spec"]["url"], "main", secret, impostor)
+
+
+def test_status_is_green_after_bootstrap_and_doctor_explains_a_broken_git_server(lab, tmp_path, capsys):
+    import json
+
+    config = lab.write_config(make_worktree(tmp_path / "gitops"))
+    assert bootstrap(capsys, lab, config)[0] == 0
+    code, out, _ = run_cli(capsys, "-c", str(config), "status", "--output", "json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"]
+    states = {c["component"]: c["state"] for c in report["components"]}
+    assert states == {"cluster": "ok", "longhorn": "ok", "git-server": "ok", "flux": "ok", "backup": "warn"}
+    lab.emu.hold_ready("Deployment", "gitea", "gitea")
+    lab.emu.put({**lab.emu.get("apps/v1", "Deployment", "gitea", "gitea"), "status": {}})
+    code, out, _ = run_cli(capsys, "-c", str(config), "doctor")
+    assert code == 1
+    assert "✗ git-server" in out and "fix: kubectl -n gitea describe deploy/gitea" in out
+
+
 # --------------------------------------------------------------------------- rebuild from a backup
 
 CERT_SECRET_ANNOTATIONS = {
@@ -141,6 +196,9 @@ def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
     # The new cluster: empty, bootstrapped from the archive.
     (tmp_path / "new").mkdir()
     with Lab(tmp_path / "new") as new:
+        secrets_when_flux_started: list[bool] = []
+        new.emu.on_apply("Kustomization", lambda emu, obj: secrets_when_flux_started.append(
+            emu.get("v1", "Secret", "letsencrypt-production-account-key", "cert-manager") is not None))
         config = new.write_config(tree, backup=backup_cfg)
         code, _, err = bootstrap(capsys, new, config, "--restore", str(archive))
         assert code == 0, err
@@ -150,6 +208,7 @@ def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
             after = new.emu.get("v1", "Secret", name, ns)
             assert after["data"] == before["data"]  # byte-identical certificate material
             assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+        assert secrets_when_flux_started and all(secrets_when_flux_started)  # restored before Flux started
         cert = new.emu.get("cert-manager.io/v1", "Certificate", "git", "apps")
         assert cert["spec"]["secretName"] == "git-tls"
         assert new.emu.get("cert-manager.io/v1", "ClusterIssuer", "letsencrypt-production") is not None

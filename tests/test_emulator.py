@@ -487,7 +487,7 @@ async def test_pvc_binding_when_storage_class_appears(emulator: Emulator, api: a
            "spec": {"storageClassName": "longhorn", "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": "2Gi"}}}}
     await call(api, "POST", "/api/v1/namespaces/default/persistentvolumeclaims", pvc)
-    await eventually(lambda: emulator.store.rv and not emulator.controllers._pending, "controllers idle")
+    emulator.settle()
     assert emulator.get("v1", "PersistentVolumeClaim", "data", "default")["status"]["phase"] == "Pending"
     sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "longhorn"},
           "provisioner": "driver.longhorn.io", "reclaimPolicy": "Delete"}

@@ -1,0 +1,127 @@
+"""The command line as a new user meets it: init, config, plan, --help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seedbed import config
+from seedbed.cli import cli, main
+from seedbed.example import EXAMPLE_CONFIG
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_init_writes_a_commented_example_that_validates(workdir, capsys):
+    assert run(capsys, "init")[0] == 0
+    text = (workdir / "seedbed.yaml").read_text()
+    assert text == EXAMPLE_CONFIG and text.count("#") > 20
+    code, _, err = run(capsys, "config", "check")
+    assert code == 0 and "is valid" in err
+    code, _, err = run(capsys, "init")
+    assert code == 2 and "already exists" in err and "--force" in err
+
+
+def test_config_schema_is_json_schema_with_the_yaml_keys(capsys):
+    code, out, _ = run(capsys, "config", "schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["$schema"].startswith("http://json-schema.org/")
+    assert {"cluster", "longhorn", "gitServer", "repo", "flux", "backup", "certificates"} <= set(schema["properties"])
+    assert "baseDir" not in schema["properties"]
+
+
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("cluster:\n  name: lab\nlonghorn:\n  dataPath: data\n", 4, "longhorn.dataPath"),
+    ("repo:\n  owner: homelab\n  nmae: gitops\n", 3, "repo.nmae"),
+    ("backup:\n  volumes:\n    - namespace: a\n      claim: b\n", 4, "backup.volumes.0.claim"),
+    ("flux:\n  version: 2.9.3\n", 2, "flux.version"),
+])
+def test_config_errors_name_the_file_line_and_key(workdir, capsys, text, line, key):
+    (workdir / "seedbed.yaml").write_text(text)
+    code, _, err = run(capsys, "config", "check")
+    assert code == 2
+    assert err.startswith("✗ error: seedbed.yaml:") and f"seedbed.yaml:{line}: {key}: " in err, err
+    assert "fix:" in err and "Traceback" not in err
+
+
+def test_plan_matches_the_config_and_writes_the_bundle(workdir, capsys, upstream):
+    manifests = upstream("longhorn-v1.12.1.yaml").parent
+    upstream("flux-gotk-components-v2.9.3.yaml")
+    doc = yaml.safe_load(EXAMPLE_CONFIG)
+    doc["cluster"]["name"] = "lab"
+    doc["longhorn"]["dataPath"] = "/srv/longhorn"
+    doc["gitServer"]["namespace"] = "git"
+    doc["repo"]["owner"] = "ops"
+    (workdir / "seedbed.yaml").write_text(yaml.safe_dump(doc))
+    code, out, err = run(capsys, "plan", "--manifests", str(manifests), "--out", "out", "--output", "json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["cluster"] == "lab"
+    assert [s["name"] for s in plan["steps"]] == ["preflight", "longhorn", "git-server", "repository", "push",
+                                                  "cert-guard", "flux", "check-handoff"]
+    assert "clusters/lab/flux-system/gotk-sync.yaml" in plan["repoFiles"]
+    bundle = {p.name for p in (workdir / "out").iterdir()}
+    assert {"02-longhorn.yaml", "03-git-server.yaml", "07-flux.yaml", "repo"} <= bundle
+    longhorn = yaml.safe_load_all((workdir / "out" / "02-longhorn.yaml").read_text())
+    settings = next(d for d in longhorn if d and d["metadata"]["name"] == "longhorn-default-setting")
+    assert "default-data-path: /srv/longhorn" in settings["data"]["default-setting.yaml"]
+    gitserver = list(yaml.safe_load_all((workdir / "out" / "03-git-server.yaml").read_text()))
+    assert {d["metadata"].get("namespace") for d in gitserver if d["kind"] != "Namespace"} == {"git"}
+    for secret in (d for d in gitserver if d["kind"] == "Secret"):
+        assert set(secret["data"].values()) == {"<redacted>"}
+    sync = (workdir / "out" / "repo" / "clusters/lab/flux-system/gotk-sync.yaml").read_text()
+    assert "ssh://git@gitea-ssh.git.svc.cluster.local/ops/gitops.git" in sync
+
+
+def test_plan_text_lists_every_step(workdir, capsys, upstream):
+    manifests = upstream("longhorn-v1.12.1.yaml").parent
+    upstream("flux-gotk-components-v2.9.3.yaml")
+    (workdir / "seedbed.yaml").write_text(EXAMPLE_CONFIG)
+    code, out, _ = run(capsys, "plan", "--manifests", str(manifests))
+    assert code == 0
+    assert "Longhorn: 51 objects" in out and "Git server: 7 objects" in out and "Flux:" in out
+
+
+def _commands(group=cli, prefix=()):
+    import click
+
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+@pytest.mark.parametrize("command", list(_commands()), ids=" ".join)
+def test_every_command_has_help_with_an_example(capsys, command):
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    assert "Example" in out, f"`seedbed {' '.join(command)} --help` shows no example"
+
+
+def test_a_missing_config_says_how_to_make_one(workdir, capsys):
+    code, _, err = run(capsys, "plan")
+    assert code == 2 and "seedbed.yaml: no such file" in err and "seedbed init" in err
+
+
+def test_example_config_parses_to_its_documented_defaults():
+    cfg = config.parse(EXAMPLE_CONFIG)
+    assert cfg.longhorn.version == "v1.12.1" and cfg.flux.version == "v2.9.3" and cfg.git_server.version == "1.27"
+    assert cfg.flux_path == "clusters/homelab"
