@@ -203,7 +203,8 @@ class Emulator:
             for w in list(self.store.watchers):
                 w.queue.put_nowait(None)
             for ws in list(self._sockets):
-                tr = ws._req.transport if ws._req is not None else None  # type: ignore[attr-defined]
+                req = getattr(ws, "_req", None)  # open port-forwards would hold the shutdown up
+                tr = req.transport if req is not None else None
                 if tr is not None:
                     tr.abort()
             if self._runner is not None:
