@@ -20,6 +20,19 @@ def upstream_path(name: str) -> Path:
     return path
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `seedbed ARGS...` in this process, as the console script does: (exit code, stdout, stderr)."""
+    from seedbed.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture
 def upstream():
     return upstream_path

@@ -6,18 +6,8 @@ import subprocess
 
 import pytest
 
+from conftest import run_cli
 from lab import Lab, make_worktree
-from seedbed.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -8,19 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_cli as run
 from seedbed import config
-from seedbed.cli import cli, main
+from seedbed.cli import cli
 from seedbed.example import EXAMPLE_CONFIG
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

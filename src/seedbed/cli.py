@@ -253,15 +253,8 @@ def status(state: State, output: str) -> None:
     """
     from .status import collect_status
 
-    cfg = state.config()
-    report = _run(collect_status(cfg))
-    if output == "json":
-        from .output import print_json
-
-        print_json(report.as_dict())
-    else:
-        click.echo(report.as_text())
-    sys.exit(0 if report.ok else 1)
+    report = _run(collect_status(state.config()))
+    _report(report, output, report.as_text)
 
 
 @cli.command()
@@ -275,10 +268,8 @@ def doctor(state: State) -> None:
     """
     from .status import collect_status
 
-    cfg = state.config()
-    report = _run(collect_status(cfg))
-    click.echo(report.as_doctor_text())
-    sys.exit(0 if report.ok else 1)
+    report = _run(collect_status(state.config()))
+    _report(report, "text", report.as_doctor_text)
 
 
 @cli.command("check-handoff")
@@ -301,13 +292,7 @@ def check_handoff(state: State, repo_path: Path | None, output: str) -> None:
     if not tree.is_dir():
         raise ConfigError(f"the GitOps tree {tree} does not exist", fix="set repo.path or pass --repo DIR")
     report = run_check(tree, cfg)
-    if output == "json":
-        from .output import print_json
-
-        print_json(report.as_dict())
-    else:
-        click.echo(report.as_text())
-    sys.exit(0 if report.ok else 1)
+    _report(report, output, report.as_text)
 
 
 # ---------------------------------------------------------------------------- backup & restore
@@ -448,6 +433,17 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
 
 
 # ---------------------------------------------------------------------------- plumbing
+
+
+def _report(report: Any, output: str, text: Callable[[], str]) -> None:
+    """Print a report (JSON on stdout, or text) and exit 1 when it found something wrong."""
+    if output == "json":
+        from .output import print_json
+
+        print_json(report.as_dict())
+    else:
+        click.echo(text())
+    sys.exit(0 if report.ok else 1)
 
 
 def _run(coro: Any) -> Any:

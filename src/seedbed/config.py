@@ -65,6 +65,15 @@ def _dns_label(value: str) -> str:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 
 
+def _release_tag(value: str) -> str:
+    if not VERSION.fullmatch(value):
+        raise ValueError(f"{_short(value)!r} is not a release tag like v1.2.3")
+    return value
+
+
+ReleaseTag = Annotated[str, AfterValidator(_release_tag)]
+
+
 class ClusterConfig(Model):
     """Which cluster to talk to. seedbed never creates clusters: it starts from a kubeconfig."""
 
@@ -94,7 +103,7 @@ class BackupCredentials(Model):
 
 
 class LonghornConfig(Model):
-    version: str = Field(LONGHORN_VERSION, description="Longhorn release tag.")
+    version: ReleaseTag = Field(LONGHORN_VERSION, description="Longhorn release tag.")
     data_path: str = Field(
         "/var/lib/longhorn",
         description="Node data path. Choose a stable location every node bind-mounts or symlinks.",
@@ -122,13 +131,6 @@ class LonghornConfig(Model):
         if value and not re.match(r"^(s3://[^@/]+@[^/]+/.*|nfs://[^:/]+:/.*|cifs://.+|azblob://.+)$", value):
             raise ValueError("must look like s3://bucket@region/ or nfs://host:/path")
         return value or None
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not VERSION.fullmatch(value):
-            raise ValueError(f"{_short(value)!r} is not a release tag like {LONGHORN_VERSION}")
-        return value
 
 
 class GitServerConfig(Model):
@@ -179,7 +181,7 @@ class RepoConfig(Model):
 
 
 class FluxConfig(Model):
-    version: str = Field(FLUX_VERSION, description="Flux release tag.")
+    version: ReleaseTag = Field(FLUX_VERSION, description="Flux release tag.")
     path: str | None = Field(None, description="Folder in the repository; default clusters/<cluster name>.")
     secret: str = Field("flux-system/flux-system", description="namespace/name of Flux's Git credentials.")
     interval: str = Field("1m", description="How often Flux polls the repository.")
@@ -190,13 +192,6 @@ class FluxConfig(Model):
     def _ns_name(cls, value: str) -> str:
         if value.count("/") != 1:
             raise ValueError("must be namespace/name, e.g. flux-system/flux-system")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not VERSION.fullmatch(value):
-            raise ValueError(f"{_short(value)!r} is not a release tag like {FLUX_VERSION}")
         return value
 
 
