@@ -209,3 +209,32 @@ def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
 
         report = json.loads(out)
         assert {c["component"]: c["state"] for c in report["components"]}["flux"] == "ok"
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "cannot read"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+     "private key"),
+    ("hello world\n", "not"),
+])
+def test_a_bad_operator_key_file_is_one_clear_error(lab, tmp_path, capsys, content, needle):
+    key = tmp_path / "id_ed25519.pub"
+    if content is not None:
+        key.write_text(content)
+    config = lab.write_config(make_worktree(tmp_path / "gitops"), repo={"authorizedKeys": [str(key)]})
+    code, _, err = bootstrap(capsys, lab, config)
+    assert code == 2, err
+    assert str(key) in err and needle in err and "fix:" in err and "Traceback" not in err
+    assert lab.emu.writes() == 0  # found while planning, before the first write
+
+
+def test_operator_keys_are_added_once(lab, tmp_path, capsys):
+    from seedbed.sshkeys import generate_ed25519
+
+    key = tmp_path / "id_ed25519.pub"
+    key.write_text(generate_ed25519("op@laptop").public_openssh + "\n")
+    config = lab.write_config(make_worktree(tmp_path / "gitops"), repo={"authorizedKeys": [str(key)]})
+    assert bootstrap(capsys, lab, config)[0] == 0
+    assert bootstrap(capsys, lab, config)[0] == 0
+    keys = [k for u in lab.gitea.users for k in lab.gitea.user_keys(u)]
+    assert len(keys) == 1

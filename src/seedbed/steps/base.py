@@ -157,10 +157,12 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
     """Run steps in order, skipping the ones already done; stop at the first failure."""
     reports: list[StepReport] = []
     done: list[str] = []
+    # Plan every step before running the first: a bad input anywhere (a key file, a manifest)
+    # then stops the bootstrap before it has written anything.
+    plans = [step.plan(ctx.cfg, ctx.manifests, ctx.options) for step in steps]
     await state.load()
-    for step in steps:
+    for step, planned in zip(steps, plans, strict=True):
         started = time.monotonic()
-        planned = step.plan(ctx.cfg, ctx.manifests, ctx.options)
         digest = planned.digest()
         if step.record and state.digest(step.name) == digest and await step.verify(ctx):
             ctx.out.skip(f"{step.title}: unchanged")

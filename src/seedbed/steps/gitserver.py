@@ -22,7 +22,7 @@ from ..errors import GitServerError, Refused, SeedbedError
 from ..kube.wait import rollout_complete
 from ..render import flux as flux_render
 from ..render import gitserver as render
-from ..sshkeys import KeyPair, generate_ed25519, parse_public_key
+from ..sshkeys import KeyPair, generate_ed25519
 from .base import Context, Options, Outcome, Planned, Step
 
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
@@ -207,7 +207,7 @@ class RepositoryStep(Step):
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         r = cfg.repo
-        keys = [parse_public_key(cfg.resolve(p).read_text(), str(p)) for p in _key_files(cfg)]
+        keys = operator_keys(cfg)
         return Planned(
             waits=[f"{cfg.git_server.flavor} API through a port-forward to {cfg.git_server.http_service}:3000"],
             inputs={"owner": r.owner, "ownerType": r.owner_type, "repo": r.name, "branch": r.branch,
@@ -232,18 +232,7 @@ class RepositoryStep(Step):
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
-        keys = []
-        for p in _key_files(cfg):
-            path = cfg.resolve(p)
-            try:
-                text = path.read_text()
-            except OSError as e:
-                from ..errors import ConfigError
-
-                raise ConfigError(f"repo.authorizedKeys: cannot read {path}: {e.strerror}",
-                                  fix="point repo.authorizedKeys at your public key file (e.g. ~/.ssh/id_ed25519.pub)"
-                                  ) from None
-            keys.append(parse_public_key(text, str(path)))
+        keys = operator_keys(cfg)
         changes: list[str] = []
         async with gitea_session(ctx) as (client, _port):
             await session_token(ctx, client)
@@ -263,8 +252,23 @@ class RepositoryStep(Step):
         return Outcome(bool(changes), ("created " + ", ".join(changes)) if changes else "all in place")
 
 
-def _key_files(cfg: Any) -> list[str]:
-    return list(cfg.repo.authorized_keys)
+def operator_keys(cfg: Any) -> list[str]:
+    """The operator's SSH public keys from the files repo.authorizedKeys names, each checked."""
+    from ..errors import ConfigError
+    from ..sshkeys import parse_public_keys
+
+    keys: list[str] = []
+    for name in cfg.repo.authorized_keys:
+        path = cfg.resolve(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or "not a text file"
+            raise ConfigError(f"repo.authorizedKeys: cannot read {path}: {why}",
+                              fix="point repo.authorizedKeys at your public key file, e.g. ~/.ssh/id_ed25519.pub"
+                              ) from None
+        keys += parse_public_keys(text, str(path))
+    return keys
 
 
 async def _deploy_key(ctx: Context, client: Any) -> tuple[KeyPair, bool]:
