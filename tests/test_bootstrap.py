@@ -238,3 +238,41 @@ def test_operator_keys_are_added_once(lab, tmp_path, capsys):
     assert bootstrap(capsys, lab, config)[0] == 0
     keys = [k for u in lab.gitea.users for k in lab.gitea.user_keys(u)]
     assert len(keys) == 1
+
+
+def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_lets_encrypt_limits(
+        lab, tmp_path, capsys):
+    """Five certificates for git.example.org this week (from the backup's ledger), a sixth would be
+    requested because its Secret is not in the backup: with production issuers, bootstrap refuses."""
+    from datetime import UTC, datetime, timedelta
+
+    from seedbed.backup.archive import build, encrypt, keygen, write
+    from seedbed.certs.ledger import Issuance, Ledger
+
+    key = tmp_path / "age.key"
+    recipient = keygen(key)
+    now = datetime.now(UTC)
+    ledger = Ledger.merge([Issuance(frozenset({"git.example.org"}), now - timedelta(hours=24 * i + 1), "cluster",
+                                    serial=f"0{i}", ca="production") for i in range(5)])
+    archive = tmp_path / "old.age"
+    write(archive, encrypt(build({"ledger.json": ledger.to_json().encode()}, cluster="homelab", created=now),
+                           [recipient]))
+    certificate = """apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: git
+  namespace: apps
+spec:
+  secretName: git-tls
+  dnsNames: ["git.${CLUSTER_DOMAIN}"]
+  issuerRef: {kind: ClusterIssuer, name: "${CLUSTER_ISSUER}"}
+"""
+    config = lab.write_config(make_worktree(tmp_path / "gitops", {"apps/git-cert.yaml": certificate}),
+                              backup={"recipients": [recipient], "identityFile": str(key)})
+    code, _, err = bootstrap(capsys, lab, config, "--restore", str(archive), "--acme", "production")
+    assert code == 1, err
+    assert "git.example.org" in err and "5" in err
+    assert "--acme staging" in err and "--ignore-budget" in err and "--restore" in err
+    assert lab.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system") is None
+    # The remedies work: staging, or going ahead knowingly.
+    assert bootstrap(capsys, lab, config, "--restore", str(archive), "--acme", "staging")[0] == 0
