@@ -157,10 +157,11 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
     """Run steps in order, skipping the ones already done; stop at the first failure."""
     reports: list[StepReport] = []
     done: list[str] = []
+    # First contact with the cluster, so an unreachable one is reported before anything else.
+    await state.load()
     # Plan every step before running the first: a bad input anywhere (a key file, a manifest)
     # then stops the bootstrap before it has written anything.
     plans = [step.plan(ctx.cfg, ctx.manifests, ctx.options) for step in steps]
-    await state.load()
     for step, planned in zip(steps, plans, strict=True):
         started = time.monotonic()
         digest = planned.digest()
