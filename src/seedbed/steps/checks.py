@@ -77,11 +77,15 @@ class HandoffStep(Step):
         report = check_handoff(tree, ctx.cfg)
         for f in report.findings:
             if f.severity != "error":
-                ctx.out.warn(f"{f.file}:{f.line}: {f.message}")
+                ctx.out.warn(_where(f) + f.message)
         errors = [f for f in report.findings if f.severity == "error"]
         if errors:
-            lines = "\n".join(f"{f.file}:{f.line}: {f.message}" for f in errors)
+            lines = "\n".join(_where(f) + f.message for f in errors)
             raise Refused(f"Flux's re-deploy of the Git server would break it:\n{lines}",
                           fix=errors[0].fix + " (see `seedbed check-handoff` and the README's hand-over section)")
         return Outcome(False, "the Git server's hand-over to Flux is safe" if report.found
                        else "no Git server manifests in the repository yet")
+
+
+def _where(finding: Any) -> str:
+    return f"{finding.file}:{finding.line}: " if finding.line else ""
