@@ -179,12 +179,38 @@ class Ledger:
 
     def add(self, issuance: Issuance) -> bool:
         """Add one; False when it is a certificate already in the ledger (then its details are merged)."""
-        for i, known in enumerate(self.issuances):
+        # Only entries with the same serial or the same names can be the same certificate: look
+        # those up instead of comparing with every entry (a cluster has hundreds of certificates).
+        by_serial, by_names = self._index()
+        candidates = set(by_names.get(issuance.names, ()))
+        if issuance.serial and issuance.serial in by_serial:
+            candidates.add(by_serial[issuance.serial])
+        for i in sorted(candidates):
+            known = self.issuances[i]
             if known.same_certificate(issuance):
-                self.issuances[i] = known.merged(issuance)
+                self.issuances[i] = merged = known.merged(issuance)
+                self._remember(i, merged)
                 return False
         self.issuances.append(issuance)
+        self._remember(len(self.issuances) - 1, issuance)
         return True
+
+    def _index(self) -> tuple[dict[str, int], dict[frozenset[str], list[int]]]:
+        if getattr(self, "_indexed", -1) != len(self.issuances):
+            self._by_serial: dict[str, int] = {}
+            self._by_names: dict[frozenset[str], list[int]] = {}
+            self._indexed = 0
+            for i, known in enumerate(self.issuances):
+                self._remember(i, known)
+        return self._by_serial, self._by_names
+
+    def _remember(self, i: int, issuance: Issuance) -> None:
+        if issuance.serial:
+            self._by_serial.setdefault(issuance.serial, i)
+        slots = self._by_names.setdefault(issuance.names, [])
+        if i not in slots:
+            slots.append(i)
+        self._indexed = max(self._indexed, i + 1)
 
     def extend(self, issuances: Iterable[Issuance]) -> int:
         """Add many; returns how many were new certificates."""
@@ -369,6 +395,9 @@ def scan_cluster(certificates: list[dict[str, Any]], certificate_requests: list[
         out.append(Issuance(names=frozenset(names), issued_at=issued_at, source="cluster",
                             serial=format(serial, "x") if serial is not None else None,
                             issuer=issuer_dn, ca=ca, not_before=not_before, where=where))
+    seen_names: dict[frozenset[str], list[Issuance]] = {}
+    for known in out:
+        seen_names.setdefault(known.names, []).append(known)
     for cert_obj in certificates:
         meta = cert_obj.get("metadata") or {}
         where = f"Certificate {meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -384,8 +413,9 @@ def scan_cluster(certificates: list[dict[str, Any]], certificate_requests: list[
         ca = _issuer_ca(spec.get("issuerRef") or {}, kinds)
         candidate = Issuance(names=frozenset(names), issued_at=not_before + LE_BACKDATE, source="cluster",
                              ca=ca, not_before=not_before, where=where)
-        if any(candidate.same_certificate(i) for i in out):
+        if any(candidate.same_certificate(i) for i in seen_names.get(candidate.names, ())):
             continue  # its CertificateRequest already told us more
+        seen_names.setdefault(candidate.names, []).append(candidate)
         unknown += ca == "unknown"
         out.append(candidate)
     if unknown:
