@@ -45,22 +45,6 @@ PUBLIC_KEYS = re.compile(r"(\.pub|known_hosts|^username)$")  # Secret keys that 
 # Objects whose names the emulator's controllers make up (hash or random suffixes).
 VOLATILE_KINDS = {"Pod", "ReplicaSet", "Event", "Lease", "EndpointSlice", "Endpoints", "ControllerRevision"}
 
-# Python 3.11's asyncio logs "Exception in callback ... connection_made" with a CancelledError
-# traceback whenever a port-forward connection handler is cancelled (seedbed/kube/portforward.py).
-# test_reliability.py::test_a_successful_bootstrap_prints_no_traceback pins that bug (xfail); the other
-# tests set that known noise aside so that they still catch any *other* traceback.
-_PORTFORWARD_NOISE = re.compile(
-    r"^Exception in callback StreamReaderProtocol\.connection_made\.<locals>\.callback\(.*?\n"
-    r"(?:handle: .*\n)?"
-    r"(?:(?:Traceback \(most recent call last\):|During handling of the above exception.*|  .*|\s*|"
-    r"[\w.]+(?:Error|WouldBlock)(?::.*)?)\n)*",
-    re.MULTILINE)
-
-
-def without_known_noise(text: str) -> str:
-    return _PORTFORWARD_NOISE.sub("", text)
-
-
 # --------------------------------------------------------------------------- request interception
 
 
@@ -538,7 +522,7 @@ def converged(h: Homelab, reference: set[tuple[str, str, str, str]] | None) -> l
 def clean_failure(result: RunResult) -> list[str]:
     """What is wrong with how a failed run stopped (a run that failed must say why and what to do)."""
     problems = []
-    err = without_known_noise(result.err)
+    err = result.err
     if "Traceback" in err or "Traceback" in result.out:
         problems.append("a traceback")
     if "✗ error:" not in err:

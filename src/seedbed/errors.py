@@ -48,6 +48,11 @@ class GitServerError(SeedbedError):
 class GitError(SeedbedError):
     """A git command failed (for example a rejected push)."""
 
+    def __init__(self, message: str, *, fix: str | None = None, transient: bool = False) -> None:
+        super().__init__(message, fix=fix)
+        # The connection broke (a dropped port-forward stream, say): the same command may well work.
+        self.transient = transient
+
 
 class ArchiveError(SeedbedError):
     """A backup archive cannot be read, decrypted or trusted."""

@@ -21,12 +21,15 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, GitError
+
+T = TypeVar("T")
 
 DEFAULT_AUTHOR = ("seedbed", "seedbed@noreply.localhost")
 GIT_TIMEOUT = 600.0
@@ -159,9 +162,30 @@ def _transport_error(run: _Run, what: str, url: str) -> GitError:
                         fix="check repo.owner and repo.name in seedbed.yaml")
     if "failed to connect" in low or "couldn't connect" in low or "connection refused" in low:
         return GitError(f"{what}: cannot connect to {url}",
-                        fix="check that the port-forward is open and the Git server pod is running")
+                        fix="check that the port-forward is open and the Git server pod is running", transient=True)
     last = err.splitlines()[-1] if err else f"exit status {run.rc}"
-    return GitError(f"{what} failed: {last}", fix="see the git message above; re-run when it is fixed")
+    broken = any(s in low for s in _BROKEN_CONNECTION)
+    return GitError(f"{what} failed: {last}", fix="see the git message above; re-run when it is fixed",
+                    transient=broken)
+
+
+# What git says when the connection (here: one port-forward stream) breaks under it.
+_BROKEN_CONNECTION = ("empty reply from server", "unexpected disconnect", "the remote end hung up",
+                      "rpc failed", "early eof", "connection reset", "recv failure", "send failure",
+                      "transfer closed", "expected 'packfile'", "expected flush")
+
+
+async def retrying(operation: Callable[[], Awaitable[T]], *, attempts: int = 3, delay: float = 0.5) -> T:
+    """Run a git operation again when its connection broke; every operation here is idempotent
+    (a push that did land is "up to date" the second time, commit_files commits only changes)."""
+    for attempt in range(attempts):
+        try:
+            return await operation()
+        except GitError as e:
+            if not e.transient or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 _FORCE_FIX = "pull/rebase first, or set repo.forcePush / --force-push if you mean to overwrite them"

@@ -109,8 +109,9 @@ async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
                 # The bundle holds the GitOps tree, which is in Git anyway (and holds no Secrets);
                 # it is read back into memory and the temporary copy removed at once.
                 dest = Path(tmp) / "repo.bundle"
-                if not await git.bundle_create(repo_http_url(ctx, port), dest,
-                                               username=cfg.git_server.admin_user, token=token):
+                url = repo_http_url(ctx, port)
+                if not await git.retrying(lambda: git.bundle_create(url, dest, username=cfg.git_server.admin_user,
+                                                                    token=token)):
                     return None
                 return dest.read_bytes()
     except SeedbedError as e:

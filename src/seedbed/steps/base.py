@@ -174,12 +174,12 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
         ctx.out.begin(step.title)
         try:
             outcome = await step.run(ctx)
+            if step.record and not ctx.options.dry_run and state.digest(step.name) != digest:
+                await state.record(step.name, digest)
         except SeedbedError as e:
             ctx.out.fail(f"{step.title}: {e.message}")
             reports.append(StepReport(step.name, step.title, "failed", e.message, time.monotonic() - started))
             raise StepFailed(step, e, done) from None
-        if step.record and not ctx.options.dry_run and state.digest(step.name) != digest:
-            await state.record(step.name, digest)
         ctx.out.done(f"{step.title}: {outcome.summary}")
         reports.append(StepReport(step.name, step.title, "changed" if outcome.changed else "unchanged",
                                   outcome.summary, time.monotonic() - started))

@@ -67,10 +67,10 @@ class FluxStep(Step):
         ctx.out.activity(f"committing {len(files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         async with gitea_session(ctx) as (client, port):
             token = await session_token(ctx, client)
-            revision = await git.commit_files(
+            revision = await git.retrying(lambda: git.commit_files(
                 repo_http_url(ctx, port), cfg.repo.branch, files,
                 f"Add Flux {cfg.flux.version} sync manifests for {cfg.cluster.name}",
-                username=cfg.git_server.admin_user, token=token)
+                username=cfg.git_server.admin_user, token=token))
         ctx.shared["repo.head"] = revision
 
         ns, secret_name = cfg.flux.secret.split("/")

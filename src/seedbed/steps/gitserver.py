@@ -336,14 +336,16 @@ class PushStep(Step):
         async with gitea_session(ctx) as (client, port):
             token = await session_token(ctx, client)
             url = repo_http_url(ctx, port)
+            user = cfg.git_server.admin_user
             restored = await _push_bundle_back(ctx, url, token)
-            if await git.contains(worktree, url, r.branch, username=cfg.git_server.admin_user, token=token):
-                head = await git.remote_head(url, r.branch, username=cfg.git_server.admin_user, token=token)
+            if await git.retrying(lambda: git.contains(worktree, url, r.branch, username=user, token=token)):
+                head = await git.retrying(lambda: git.remote_head(url, r.branch, username=user, token=token))
                 ctx.shared["repo.head"] = head
                 return Outcome(bool(restored), (restored + "; " if restored else "")
                                + f"{r.branch} is up to date on the server ({(head or '')[:12]})")
-            result = await git.push(worktree, url, r.branch, token=token, username=cfg.git_server.admin_user,
-                                    force=ctx.options.force_push or r.force_push)
+            force = ctx.options.force_push or r.force_push
+            result = await git.retrying(lambda: git.push(worktree, url, r.branch, token=token, username=user,
+                                                         force=force))
         ctx.shared["repo.head"] = result.new
         if result.dirty:
             ctx.out.warn(f"{worktree} has uncommitted changes; only committed work was pushed")
@@ -361,5 +363,6 @@ async def _push_bundle_back(ctx: Context, url: str, token: str) -> str:
     bundle = git_bundle(archive)
     if bundle is None:
         return ""
-    pushed = await git.push_bundle(bundle, url, username=ctx.cfg.git_server.admin_user, token=token)
+    user = ctx.cfg.git_server.admin_user
+    pushed = await git.retrying(lambda: git.push_bundle(bundle, url, username=user, token=token))
     return f"restored {pushed} branch(es) from the backup bundle" if pushed else ""
