@@ -116,3 +116,11 @@ def test_example_config_parses_to_its_documented_defaults():
     cfg = config.parse(EXAMPLE_CONFIG)
     assert cfg.longhorn.version == "v1.12.1" and cfg.flux.version == "v2.9.3" and cfg.git_server.version == "1.27"
     assert cfg.flux_path == "clusters/homelab"
+
+
+def test_the_readme_shows_the_values_check_handoff_checks():
+    from seedbed.config import Config
+    from seedbed.handoff import recommended_values
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert recommended_values(Config()).rstrip() in readme
