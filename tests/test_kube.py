@@ -411,3 +411,32 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+def test_in_cluster_configuration_is_used_when_there_is_no_kubeconfig(tmp_path, monkeypatch):
+    """Run as a Pod (a CronJob taking backups, say): the service account's token and CA."""
+    from urllib.parse import urlsplit
+
+    import seedbed.kube.connect as connect
+    from emulator import Emulator
+
+    with Emulator(tls=True, token="sa-token") as emu:
+        sa = tmp_path / "serviceaccount"
+        sa.mkdir()
+        (sa / "token").write_text("sa-token")
+        (sa / "namespace").write_text("seedbed")
+        (sa / "ca.crt").write_bytes(emu.ca_pem if isinstance(emu.ca_pem, bytes) else emu.ca_pem.encode())
+        url = urlsplit(emu.url)
+        monkeypatch.setattr(connect, "SERVICE_ACCOUNT", sa)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "localhost")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(url.port))
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+
+        async def go() -> dict | None:
+            kube = await Kube.connect(ClusterConfig())
+            async with kube:
+                assert kube.target.source == "in-cluster"
+                return await kube.get("v1", "Namespace", "default")
+
+        assert asyncio.run(go()) is not None
