@@ -55,3 +55,16 @@ def kubeconfig(emulator, tmp_path) -> Path:
     path = tmp_path / "kubeconfig"
     emulator.write_kubeconfig(path)
     return path
+
+
+@pytest.fixture
+def fake():
+    """A started fake Gitea with the admin user of tests/gitea_helpers.py."""
+    from fake_gitea import FakeGitea
+    from gitea_helpers import ADMIN, PASSWORD
+
+    server = FakeGitea(admin_user=ADMIN, admin_password=PASSWORD).start()
+    try:
+        yield server
+    finally:
+        server.stop()

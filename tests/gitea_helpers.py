@@ -53,3 +53,4 @@ def commit(path: Path, name: str, text: str, message: str = "change") -> str:
     git("add", "-A", cwd=path)
     git("commit", "-q", "-m", message, cwd=path)
     return git("rev-parse", "HEAD", cwd=path).stdout.strip()
+

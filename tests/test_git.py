@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,6 @@ from fake_gitea import FakeGitea
 from gitea_helpers import ADMIN, PASSWORD, basic_header, commit, git, make_worktree
 from seedbed.errors import ConfigError, GitError
 from seedbed.gitea import GiteaClient
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGitea]:
-    server = FakeGitea(admin_user=ADMIN, admin_password=PASSWORD).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

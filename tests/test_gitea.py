@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,15 +12,6 @@ from gitea_helpers import ADMIN, PASSWORD, ssh_public_key
 from openapi_check import Spec
 from seedbed.errors import ConfigError, GitServerError, SeedbedError
 from seedbed.gitea import TOKEN_NAME, TOKEN_SCOPES, GiteaClient, key_material
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGitea]:
-    server = FakeGitea(admin_user=ADMIN, admin_password=PASSWORD).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

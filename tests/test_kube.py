@@ -261,13 +261,7 @@ def test_expired_credentials_say_so():
             doc["users"][0]["user"]["token"] = "expired"
             path.write_text(yaml.safe_dump(doc))
 
-            async def go() -> ClusterError:
-                async with await connect(path) as kube:
-                    with pytest.raises(ClusterError) as e:
-                        await kube.get("v1", "Namespace", "default")
-                    return e.value
-
-            err = asyncio.run(go())
+            err = asyncio.run(_first_request_error(path))
     assert "401 Unauthorized" in err.message and "expired" in err.message
     assert "refresh your kubeconfig" in err.fix
 
@@ -284,6 +278,13 @@ async def test_rbac_denial_is_reported_with_the_fix(emulator, kubeconfig):
         with pytest.raises(Refused) as e:
             await PreflightStep().run(ctx)
     assert "may not: create namespaces" in e.value.message and "cluster-admin" in e.value.fix
+
+
+async def _first_request_error(path: Path) -> ClusterError:
+    async with await connect(path) as kube:
+        with pytest.raises(ClusterError) as e:
+            await kube.get("v1", "Namespace", "default")
+        return e.value
 
 
 def _ctx(kube: Kube):
@@ -339,13 +340,7 @@ def test_a_failing_exec_plugin_is_one_clear_message(tmp_path):
     with Emulator(token="x") as emu:
         path = _exec_kubeconfig(emu, tmp_path, plugin, "client.authentication.k8s.io/v1")
 
-        async def go() -> ClusterError:
-            async with await connect(path) as kube:
-                with pytest.raises(ClusterError) as e:
-                    await kube.get("v1", "Namespace", "default")
-                return e.value
-
-        err = asyncio.run(go())
+        err = asyncio.run(_first_request_error(path))
     assert "you must log in first" in err.message and "log in again" in err.fix
 
 
