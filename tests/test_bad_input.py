@@ -579,6 +579,8 @@ CLI_XFAIL = {
                                        if i in CLI_XFAIL else []) for i, a, c, n, f in CLI_CASES])
 def test_cli_flags(sandbox: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str], code: int,
                    needle: str | None, fix: bool) -> None:
+    if str(UPSTREAM) in argv and not UPSTREAM.exists():
+        pytest.skip(f"upstream fixtures not found in {UPSTREAM} (they live in ../shared/fixtures/upstream/)")
     _cli_setup(sandbox)
     if argv == ["config", "check"]:
         monkeypatch.setenv("SEEDBED_CONFIG", str(sandbox / "elsewhere" / "seedbed.yaml"))
