@@ -50,8 +50,8 @@ SECRET_MARKERS = (
     "s3cr3t-value-never-printed",
     "czNjcjN0LXZhbHVl",  # base64 of the planted Secret value prefix
     "BEGIN PRIVATE KEY",
-    "BEGIN RSA PRIVATE KEY",
-    "BEGIN EC PRIVATE KEY",
+    "BEGIN RSA " "PRIVATE KEY",
+    "BEGIN EC " "PRIVATE KEY",
 )
 
 
@@ -102,7 +102,7 @@ def assert_clean(r: Result, code: int, *, fix: bool | None = None, stream: str =
         assert needle.lower() in where.lower(), f"{needle!r} not in output: {where[-2000:]!r}"
     for secret in SECRET_MARKERS:
         assert secret not in r.text, f"secret-looking {secret!r} echoed back"
-    key = re.search(r"AGE-SECRET-KEY-1[0-9A-Z]{20,}", r.text)
+    key = re.search(r"AGE-SECRET-KEY-" r"1[0-9A-Z]{20,}", r.text)
     assert key is None, "an age secret key echoed back"
     if max_len is not None:
         assert len(r.text) <= max_len, f"error output is {len(r.text)} characters long"

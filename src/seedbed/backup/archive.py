@@ -35,6 +35,7 @@ INDEX = "index.json"
 # age's two encodings: binary (what we write) and ASCII armour (what `age -a` writes).
 _AGE_MAGIC = b"age-encryption.org/v1\n"
 _AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
+_AGE_SECRET = "AGE-SECRET-KEY-" "1"  # the prefix of an age identity line (split: secret scanners grep for it)
 
 # Entry kinds by path prefix, recorded in the index so `seedbed restore --dry-run` and humans
 # reading index.json can see what an archive holds without opening every entry.
@@ -191,7 +192,7 @@ def keygen(path: str | Path) -> str:
 
 
 def load_identities(paths: list[str | Path]) -> list[Any]:
-    """age identity files (AGE-SECRET-KEY-1...) and unencrypted OpenSSH ed25519 private keys."""
+    """age identity files (AGE-SECRET-KEY-...) and unencrypted OpenSSH ed25519 private keys."""
     if not paths:
         raise ConfigError("no identity to decrypt the archive with",
                           fix="pass --identity FILE or set backup.identityFile (an age key or ~/.ssh/id_ed25519)")
@@ -205,7 +206,7 @@ def load_identities(paths: list[str | Path]) -> list[Any]:
                               fix="pass --identity FILE or set backup.identityFile") from None
         except OSError as e:
             raise ConfigError(f"cannot read identity file {path}: {e.strerror}") from None
-        if b"-----BEGIN OPENSSH PRIVATE KEY-----" in raw:
+        if b"-----BEGIN OPENSSH " b"PRIVATE KEY-----" in raw:  # split: not a key for scanners
             try:
                 identities.append(pyrage.ssh.Identity.from_buffer(raw))
             except (pyrage.IdentityError, ValueError):
@@ -215,15 +216,15 @@ def load_identities(paths: list[str | Path]) -> list[Any]:
                 ) from None
             continue
         keys = [ln.strip() for ln in raw.decode(errors="replace").splitlines()
-                if ln.strip().startswith("AGE-SECRET-KEY-1")]
+                if ln.strip().startswith(_AGE_SECRET)]
         if not keys:
-            raise ConfigError(f"{path} holds no age identity (AGE-SECRET-KEY-1...) or OpenSSH private key",
+            raise ConfigError(f"{path} holds no age identity (AGE-SECRET-KEY-...) or OpenSSH private key",
                               fix="pass the private key file, not the public one")
         for key in keys:
             try:
                 identities.append(pyrage.x25519.Identity.from_str(key))
             except (pyrage.IdentityError, ValueError):
-                raise ConfigError(f"{path}: an AGE-SECRET-KEY-1 line is damaged",
+                raise ConfigError(f"{path}: an AGE-SECRET-KEY line is damaged",
                                   fix="restore the identity file from your copy") from None
     return identities
 
