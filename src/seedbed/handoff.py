@@ -41,31 +41,21 @@ CHARTS = ("gitea", "forgejo")
 
 # The upstream charts' defaults for the values the lint reads (gitea-charts/gitea, forgejo-helm).
 # A HelmRelease that does not set a value gets these, so they are checked like explicit values.
+_COMMON_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("image", "rootless"): True,
+    ("persistence", "enabled"): True,
+    ("persistence", "create"): True,
+    ("persistence", "mount"): True,
+    ("persistence", "claimName"): "gitea-shared-storage",
+    ("service", "ssh", "port"): 22,
+    ("service", "http", "port"): 3000,
+}
 _CHART_DEFAULTS: dict[str, dict[tuple[str, ...], Any]] = {
-    "gitea": {
-        ("image", "rootless"): True,
-        ("persistence", "enabled"): True,
-        ("persistence", "create"): True,
-        ("persistence", "mount"): True,
-        ("persistence", "claimName"): "gitea-shared-storage",
-        ("service", "ssh", "port"): 22,
-        ("service", "ssh", "clusterIP"): "None",
-        ("service", "http", "port"): 3000,
-        ("service", "http", "clusterIP"): "None",
-        ("postgresql-ha", "enabled"): True,
-        ("postgresql", "enabled"): False,
-    },
-    "forgejo": {
-        ("image", "rootless"): True,
-        ("persistence", "enabled"): True,
-        ("persistence", "create"): True,
-        ("persistence", "mount"): True,
-        ("persistence", "claimName"): "gitea-shared-storage",
-        ("service", "ssh", "port"): 22,
-        ("service", "ssh", "clusterIP"): None,
-        ("service", "http", "port"): 3000,
-        ("service", "http", "clusterIP"): None,
-    },
+    # gitea-charts/gitea: headless Services and a PostgreSQL HA sub-chart unless told otherwise.
+    "gitea": {**_COMMON_DEFAULTS, ("service", "ssh", "clusterIP"): "None", ("service", "http", "clusterIP"): "None",
+              ("postgresql-ha", "enabled"): True, ("postgresql", "enabled"): False},
+    # forgejo-helm: cluster IPs, SQLite by default.
+    "forgejo": {**_COMMON_DEFAULTS, ("service", "ssh", "clusterIP"): None, ("service", "http", "clusterIP"): None},
 }
 
 _DB_SUBCHARTS = ("postgresql-ha", "postgresql", "mariadb", "mysql")

@@ -5,68 +5,62 @@
 - cert-manager objects, after Flux: their CRDs exist only once Flux has installed cert-manager.
 
 The archive was decrypted and verified before the first step ran (bootstrap.py); these steps
-only write. Existing objects are kept unless --force.
+only write. Existing objects are kept unless --force. The repository bundle is pushed back by
+the push step, the ledger is read by the certificate guard.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Context, Options, Outcome, Planned, Step
 
 
-def _archive(ctx: Context) -> Any:
-    return ctx.shared["restore.archive"]
+class _RestoreStep(Step):
+    note: ClassVar[str]
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        return Planned(inputs={"archive": str(options.restore)}, notes=[self.note])
+
+    async def run(self, ctx: Context) -> Outcome:
+        summary = await self.restore(ctx, ctx.shared["restore.archive"])
+        return Outcome(bool(summary.restored), str(summary))
+
+    async def restore(self, ctx: Context, archive: Any) -> Any:
+        raise NotImplementedError
 
 
-def _outcome(summary: Any) -> Outcome:
-    for ref, reason in summary.skipped:
-        del ref, reason  # listed by `seedbed restore --dry-run`; here only counted
-    return Outcome(bool(summary.restored), str(summary))
-
-
-class RestoreVolumesStep(Step):
+class RestoreVolumesStep(_RestoreStep):
     name = "restore-volumes"
     title = "Restore volumes"
+    note = "Longhorn Volumes from their backups (fromBackup), then PV and PVC"
 
-    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        return Planned(inputs={"archive": str(options.restore)},
-                       notes=["Longhorn Volumes from their backups (fromBackup), then PV and PVC"])
-
-    async def run(self, ctx: Context) -> Outcome:
+    async def restore(self, ctx: Context, archive: Any) -> Any:
         from ..backup.restore import restore_volumes
 
-        return _outcome(await restore_volumes(ctx.kube, _archive(ctx), force=ctx.options.force))
+        return await restore_volumes(ctx.kube, archive, force=ctx.options.force)
 
 
-class RestoreSecretsStep(Step):
+class RestoreSecretsStep(_RestoreStep):
     name = "restore-secrets"
     title = "Restore Secrets"
+    note = "certificate, ACME account-key, DNS-01 and selected Secrets, before Flux"
 
-    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        return Planned(inputs={"archive": str(options.restore)},
-                       notes=["certificate, ACME account-key, DNS-01 and selected Secrets, before Flux"])
-
-    async def run(self, ctx: Context) -> Outcome:
+    async def restore(self, ctx: Context, archive: Any) -> Any:
         from ..backup.restore import restore_secrets, secrets
 
-        summary = await restore_secrets(ctx.kube, _archive(ctx), force=ctx.options.force)
         # The certificate guard counts these as restored: cert-manager will not re-issue them.
-        ctx.shared["restore.secrets"] = [
-            f"{(s.get('metadata') or {}).get('namespace', '')}/{s['metadata']['name']}"
-            for s in secrets(_archive(ctx))]
-        return _outcome(summary)
+        ctx.shared["restore.secrets"] = [f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}"
+                                         for s in secrets(archive)]
+        return await restore_secrets(ctx.kube, archive, force=ctx.options.force)
 
 
-class RestoreCertificatesStep(Step):
+class RestoreCertificatesStep(_RestoreStep):
     name = "restore-certificates"
     title = "Restore certificates"
+    note = "Certificates, Issuers, ClusterIssuers once cert-manager's CRDs exist"
 
-    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        return Planned(inputs={"archive": str(options.restore)},
-                       notes=["Certificates, Issuers, ClusterIssuers once cert-manager's CRDs exist"])
-
-    async def run(self, ctx: Context) -> Outcome:
+    async def restore(self, ctx: Context, archive: Any) -> Any:
         from ..backup.restore import restore_cert_manager
 
-        return _outcome(await restore_cert_manager(ctx.kube, _archive(ctx), force=ctx.options.force))
+        return await restore_cert_manager(ctx.kube, archive, force=ctx.options.force)
