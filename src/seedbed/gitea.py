@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.parse import quote
 import httpx2
 
 from .errors import ConfigError, GitServerError
+from .sshkeys import blob_fingerprint
 
 API = "/api/v1"
 TOKEN_NAME = "seedbed"
@@ -93,9 +93,8 @@ def _server_material(text: str) -> str:
 
 
 def key_fingerprint(public_openssh: str) -> str:
-    """``SHA256:...`` like ``ssh-keygen -l`` prints it."""
-    blob = base64.b64decode(key_material(public_openssh).split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    """``SHA256:...`` like ``ssh-keygen -l`` prints it (keys as the server lists them, too)."""
+    return blob_fingerprint(key_material(public_openssh).split()[1])
 
 
 def _key_title(public_openssh: str) -> str:

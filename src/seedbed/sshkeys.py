@@ -149,8 +149,13 @@ def known_hosts_line(hosts: list[str], public_openssh: str) -> str:
 
 
 def fingerprint(public_openssh: str) -> str:
-    """``SHA256:...`` like ``ssh-keygen -l``: base64 of the key blob's SHA-256, without padding."""
+    """``SHA256:...`` like ``ssh-keygen -l``, of a public key line (validated first)."""
     _, b64, _ = _split_public(public_openssh, "the public key")
+    return blob_fingerprint(b64)
+
+
+def blob_fingerprint(b64: str) -> str:
+    """``SHA256:...`` of a key blob in base64: its SHA-256, base64 without padding, as ssh-keygen -l."""
     digest = hashlib.sha256(base64.b64decode(b64)).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
