@@ -276,3 +276,48 @@ spec:
     assert lab.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system") is None
     # The remedies work: staging, or going ahead knowingly.
     assert bootstrap(capsys, lab, config, "--restore", str(archive), "--acme", "staging")[0] == 0
+
+
+def test_restore_on_a_running_cluster_lists_first_then_restores(tmp_path, upstream, capsys):
+    """`seedbed restore --dry-run --output json` names what it would do (never a value); the real
+    run restores Secrets and cert-manager objects and says why the repository was left alone."""
+    import json
+
+    from seedbed.backup.archive import keygen
+
+    key = tmp_path / "age.key"
+    backup_cfg = {"recipients": [keygen(key)], "identityFile": str(key)}
+    archive = tmp_path / "homelab.age"
+    tree = make_worktree(tmp_path / "gitops", _crds_tree(upstream))
+    (tmp_path / "old").mkdir()
+    with Lab(tmp_path / "old") as old:
+        config = old.write_config(tree, backup=backup_cfg)
+        assert bootstrap(capsys, old, config)[0] == 0
+        for obj in _cert_manager_objects():
+            old.emu.put(obj)
+        assert run_cli(capsys, "-c", str(config), "backup", "-o", str(archive))[0] == 0
+        key_value = old.emu.get("v1", "Secret", "letsencrypt-production-account-key", "cert-manager")["data"]
+
+    (tmp_path / "new").mkdir()
+    with Lab(tmp_path / "new") as new:
+        config = new.write_config(tree, backup=backup_cfg)
+        for crd in yamlutil_load(_crds_tree(upstream)["clusters/homelab/cert-manager/crds.yaml"]):
+            new.emu.put(crd)
+        code, out, err = run_cli(capsys, "-c", str(config), "restore", str(archive), "--dry-run", "--output", "json")
+        assert code == 0, err
+        phases = {p["phase"]: p for p in json.loads(out)}
+        names = {(i["kind"], i["name"]) for p in phases.values() for i in p["items"]}
+        assert ("Secret", "letsencrypt-production-account-key") in names and ("Certificate", "git") in names
+        assert "tls.key" not in out and key_value["tls.key"] not in out
+        assert new.emu.writes() == 0
+        code, out, err = run_cli(capsys, "-c", str(config), "restore", str(archive))
+        assert code == 0, err
+        assert new.emu.get("v1", "Secret", "letsencrypt-production-account-key", "cert-manager")["data"] == key_value
+        assert new.emu.get("cert-manager.io/v1", "Certificate", "git", "apps") is not None
+        assert "bootstrap --restore" in out  # no Git server yet: the repository waits for the bootstrap
+
+
+def yamlutil_load(text: str) -> list[dict]:
+    from seedbed import yamlutil
+
+    return yamlutil.load_all(text)

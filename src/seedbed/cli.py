@@ -329,22 +329,29 @@ def backup(state: State, output_file: Path, skip_volumes: bool) -> None:
 @click.option("--from-other-cluster", is_flag=True, help="Accept an archive made on a differently named cluster.")
 @click.option("--identity", "-i", "identities", multiple=True, type=click.Path(path_type=Path),
               help="age or ssh private key (default: backup.identityFile).")
+@output_option
 @pass_state
 def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_cluster: bool,
-            identities: tuple[Path, ...]) -> None:
-    """Restore Secrets, certificates and volumes from an archive (verified before anything is written).
+            identities: tuple[Path, ...], output: str) -> None:
+    """Restore volumes, Secrets, certificates and the repository from an archive.
+
+    The archive is decrypted and every entry checked before anything is written. Existing objects
+    are kept unless --force; the repository is pushed back only where the server's copy is missing
+    or behind.
 
     \b
     Examples:
       seedbed restore backups/lab.age --dry-run
       seedbed restore backups/lab.age
+      seedbed restore backups/lab.age --dry-run --output json | jq '.[].items[].name'
     """
-    from .backup.run import run_restore
+    from .backup.restore import dumps_summary
+    from .backup.run import restore_text, run_restore
 
     cfg = state.config()
-    summary = _run(run_restore(cfg, archive, state.out, dry_run=dry_run, force=force,
-                               from_other_cluster=from_other_cluster, identities=list(identities)))
-    click.echo(summary)
+    summaries = _run(run_restore(cfg, archive, state.out, dry_run=dry_run, force=force,
+                                 from_other_cluster=from_other_cluster, identities=list(identities)))
+    click.echo(dumps_summary(summaries) if output == "json" else restore_text(summaries, dry_run=dry_run))
 
 
 @cli.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
@@ -98,6 +99,12 @@ class Output:
             self._status.start()
         else:
             self._status.update(text)
+
+    def progress(self, what: str) -> Callable[[int, int], None]:
+        """A callback for work in counted pieces: shows "what (done/total)" as the activity."""
+        def update(done: int, total: int) -> None:
+            self.activity(f"{what} ({done}/{total})")
+        return update
 
     def close(self) -> None:
         self.activity(None)

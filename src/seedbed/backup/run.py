@@ -120,9 +120,11 @@ async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
 
 
 async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: bool, force: bool,
-                      from_other_cluster: bool, identities: list[Path], kube: Any = None) -> str:
+                      from_other_cluster: bool, identities: list[Path], kube: Any = None) -> list[Any]:
+    """Volumes, Secrets, cert-manager objects, then the repository if the server's copy is missing or
+    behind; returns one Summary per phase (names and reasons only, never a value)."""
     from ..kube import Kube
-    from .restore import ledger_text, restore_all
+    from .restore import PlanItem, Summary, git_bundle, git_bundle_name, ledger_text, restore_all
 
     archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities)
     out.done(f"{archive_path}: decrypted and verified ({len(archive.entries)} entries)")
@@ -131,6 +133,18 @@ async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: 
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
     try:
         summaries = await restore_all(kube, archive, force=force, dry_run=dry_run)
+        bundle, repo = git_bundle(archive), git_bundle_name(archive)
+        if bundle is not None and repo:
+            git = Summary("git", dry_run=dry_run)
+            if dry_run:
+                git.items.append(PlanItem("git", "Repository", "", repo, "restore",
+                                          "pushed back if the server's copy is missing or behind"))
+            else:
+                pushed = await _push_bundle(cfg, kube, out, bundle)
+                git.items.append(PlanItem("git", "Repository", "", repo, "restore" if pushed else "skip",
+                                          "" if pushed else "the server's copy is up to date, or no Git server "
+                                          "runs yet (`seedbed bootstrap --restore` pushes it then)"))
+            summaries.append(git)
         if not dry_run:
             text = ledger_text(archive)
             if text:
@@ -139,9 +153,32 @@ async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: 
         out.close()
         if own:
             await kube.close()
+    return summaries
+
+
+async def _push_bundle(cfg: Config, kube: Any, out: Output, bundle: bytes) -> int:
+    """Push the archived branches that the server is missing or behind on; 0 when there is no server."""
+    from .. import git
+    from ..errors import SeedbedError
+    from ..steps.base import Context, Options
+    from ..steps.gitserver import gitea_session, repo_http_url, session_token
+
+    ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=None, out=out)  # type: ignore[arg-type]
+    try:
+        async with gitea_session(ctx) as (client, port):
+            token = await session_token(ctx, client)
+            url = repo_http_url(ctx, port)
+            return await git.retrying(lambda: git.push_bundle(bundle, url, username=cfg.git_server.admin_user,
+                                                              token=token))
+    except SeedbedError as e:
+        out.warn(f"repository not restored: {e.message}")
+        return 0
+
+
+def restore_text(summaries: list[Any], *, dry_run: bool) -> str:
     lines = []
     for s in summaries:
         lines.append(str(s))
-        if dry_run:
-            lines += [f"  {line}" for line in s.lines()]
+        if dry_run or s.skipped:
+            lines += [f"  {line}" for line in s.lines() if dry_run or line.startswith("skip")]
     return "\n".join(lines)

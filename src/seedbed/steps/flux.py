@@ -82,7 +82,8 @@ class FluxStep(Step):
 
         components = render.component_objects(text)
         ctx.out.activity(f"applying {len(components)} Flux components")
-        applied = await kube.apply([render.cluster_vars(cfg, acme=acme, domain=domain), *components])
+        applied = await kube.apply([render.cluster_vars(cfg, acme=acme, domain=domain), *components],
+                                   on_progress=ctx.out.progress("applying the Flux components"))
         for dep in [o["metadata"]["name"] for o in components if o.get("kind") == "Deployment"]:
             ctx.out.activity(f"waiting for Deployment flux-system/{dep}")
             await kube.wait_rollout("Deployment", dep, FLUX_NAMESPACE, timeout=CONTROLLERS_WAIT)

@@ -175,7 +175,7 @@ class GitServerStep(Step):
         await _check_storage_class(ctx)
         objs = render.render_git_server(ctx.cfg, admin_password=password, host_key=host_key)
         ctx.out.activity(f"applying {len(objs)} objects")
-        result = await kube.apply(objs)
+        result = await kube.apply(objs, on_progress=ctx.out.progress("applying the Git server"))
         ctx.out.activity(f"waiting for Deployment {gs.namespace}/{render.DEPLOYMENT_NAME}")
         await kube.wait_rollout("Deployment", render.DEPLOYMENT_NAME, gs.namespace, timeout=gs.ready_timeout)
         ctx.shared["git_server.secrets"] = (password, host_key)

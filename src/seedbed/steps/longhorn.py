@@ -178,7 +178,7 @@ class LonghornStep(Step):
             return Outcome(False, f"would apply {len(objects)} objects (Longhorn {lh.version})")
 
         ctx.out.activity(f"applying Longhorn {lh.version}")
-        result = await kube.apply(objects)
+        result = await kube.apply(objects, on_progress=ctx.out.progress(f"applying Longhorn {lh.version}"))
         ctx.out.activity("waiting for Longhorn")
         await self._wait(ctx, ctx.cfg.longhorn.ready_timeout)
         ctx.out.activity(None)
