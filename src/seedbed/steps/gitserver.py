@@ -232,6 +232,7 @@ class RepositoryStep(Step):
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
+        ctx.shared.pop("git_server.probe", None)  # this step changes what a probe saw
         keys = operator_keys(cfg)
         changes: list[str] = []
         async with gitea_session(ctx) as (client, _port):
@@ -332,6 +333,7 @@ class PushStep(Step):
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
+        ctx.shared.pop("git_server.probe", None)  # this step changes what a probe saw
         worktree = cfg.resolve(r.path)
         async with gitea_session(ctx) as (client, port):
             token = await session_token(ctx, client)
