@@ -26,8 +26,9 @@ class BootstrapResult:
         return [r for r in self.reports if r.status == "changed"]
 
     def access(self) -> str:
-        gs = self.cfg.git_server
-        return f"kubectl -n {gs.namespace} port-forward svc/{gs.http_service} 3000:3000"
+        from .render.gitserver import port_forward_command
+
+        return port_forward_command(self.cfg)
 
     def as_dict(self) -> dict[str, Any]:
         return {"cluster": self.cfg.cluster.name, "changed": bool(self.changed), "head": self.head,

@@ -106,7 +106,9 @@ async def _longhorn(kube: Any, cfg: Config) -> Check:
 
 async def _git_server(kube: Any, cfg: Config) -> Check:
     gs = cfg.git_server
-    dep = await kube.get("apps/v1", "Deployment", "gitea", namespace=gs.namespace)
+    from .render.gitserver import DEPLOYMENT_NAME
+
+    dep = await kube.get("apps/v1", "Deployment", DEPLOYMENT_NAME, namespace=gs.namespace)
     pvc = await kube.get("v1", "PersistentVolumeClaim", gs.pvc_name, namespace=gs.namespace)
     if dep is None:
         return Check("git-server", "fail", "not deployed", f"no Deployment in namespace {gs.namespace}",
@@ -120,17 +122,20 @@ async def _git_server(kube: Any, cfg: Config) -> Check:
         return Check("git-server", "fail", f"data claim {gs.pvc_name} is {phase}",
                      f"the data claim {gs.namespace}/{gs.pvc_name} is {phase}",
                      "check Longhorn (seedbed status) and the StorageClass")
+    from .render.gitserver import port_forward_command
+
     return Check("git-server", "ok", f"ready; data on {gs.namespace}/{gs.pvc_name}; reach it with "
-                 f"kubectl -n {gs.namespace} port-forward svc/{gs.http_service} 3000:3000")
+                 f"{port_forward_command(cfg)}")
 
 
 async def _flux(kube: Any, cfg: Config) -> Check:
-    repo = await kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", namespace="flux-system")
-    ks = await kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", namespace="flux-system")
+    from .steps.flux import fetched_revision, sync_state
+
+    repo, ks = await sync_state(kube)
     if repo is None or ks is None:
         return Check("flux", "fail", "not installed", "Flux's flux-system sync objects do not exist",
                      "run `seedbed bootstrap`")
-    revision = ((repo.get("status") or {}).get("artifact") or {}).get("revision", "")
+    revision = fetched_revision(repo)
     applied = (ks.get("status") or {}).get("lastAppliedRevision", "")
     if not condition_is(repo, "Ready"):
         return Check("flux", "fail", f"GitRepository not ready: {describe_conditions(repo)}",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,9 +18,27 @@ except AttributeError:  # pragma: no cover
     _Dumper = yaml.SafeDumper
 
 
+# Release manifests are parsed more than once per run (plan, then run; rendering, then checks), and
+# PyYAML builds Python objects in Python: ~0.1 s for Longhorn + Flux. Large texts are remembered as
+# JSON, which gives back fresh objects (callers mutate them) in a few milliseconds.
+_CACHE_MIN = 64 * 1024
+_cache: dict[str, str] = {}
+
+
 def load_all(text: str) -> list[dict[str, Any]]:
-    """Every non-empty document of a bundle, in order."""
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    """Every non-empty document of a bundle, in order (fresh objects on every call)."""
+    if len(text) < _CACHE_MIN:
+        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    key = hashlib.sha256(text.encode()).hexdigest()
+    cached = _cache.get(key)
+    if cached is not None:
+        return json.loads(cached)
+    docs = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    with contextlib.suppress(TypeError, ValueError):  # a value JSON cannot hold: parsed every time
+        dumped = json.dumps(docs)
+        if json.loads(dumped) == docs:  # e.g. integer keys would come back as strings
+            _cache[key] = dumped
+    return docs
 
 
 def load(text: str) -> Any:

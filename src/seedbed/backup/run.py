@@ -94,29 +94,36 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
     return f"wrote {output_file} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
 
 
-async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
-    """The repository as a git bundle, through a port-forward; None when there is no Git server."""
-    from .. import git
+async def _on_repo(cfg: Config, kube: Any, out: Output, action: Any, failed: str) -> Any:
+    """``await action(url, token)`` on the in-cluster repository through a port-forward; without a
+    reachable Git server, a warning starting with ``failed`` and None (the rest of the work goes on)."""
     from ..errors import SeedbedError
     from ..steps.base import Context, Options
-    from ..steps.gitserver import gitea_session, repo_http_url, session_token
+    from ..steps.gitserver import repo_remote
 
     ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=None, out=out)  # type: ignore[arg-type]
     try:
-        async with gitea_session(ctx) as (client, port):
-            token = await session_token(ctx, client)
-            with tempfile.TemporaryDirectory(prefix="seedbed-bundle-") as tmp:
-                # The bundle holds the GitOps tree, which is in Git anyway (and holds no Secrets);
-                # it is read back into memory and the temporary copy removed at once.
-                dest = Path(tmp) / "repo.bundle"
-                url = repo_http_url(ctx, port)
-                if not await git.retrying(lambda: git.bundle_create(url, dest, username=cfg.git_server.admin_user,
-                                                                    token=token)):
-                    return None
-                return dest.read_bytes()
+        async with repo_remote(ctx) as (url, token):
+            return await action(url, token)
     except SeedbedError as e:
-        out.warn(f"repository not backed up: {e.message}")
+        out.warn(f"{failed}: {e.message}")
         return None
+
+
+async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
+    """The repository as a git bundle, through a port-forward; None when there is no Git server."""
+    from .. import git
+
+    async def bundle(url: str, token: str) -> bytes | None:
+        with tempfile.TemporaryDirectory(prefix="seedbed-bundle-") as tmp:
+            # The bundle holds the GitOps tree, which is in Git anyway (and holds no Secrets);
+            # it is read back into memory and the temporary copy removed at once.
+            dest = Path(tmp) / "repo.bundle"
+            made = await git.retrying(lambda: git.bundle_create(url, dest, username=cfg.git_server.admin_user,
+                                                                token=token))
+            return dest.read_bytes() if made else None
+
+    return await _on_repo(cfg, kube, out, bundle, "repository not backed up")
 
 
 async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: bool, force: bool,
@@ -159,20 +166,12 @@ async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: 
 async def _push_bundle(cfg: Config, kube: Any, out: Output, bundle: bytes) -> int:
     """Push the archived branches that the server is missing or behind on; 0 when there is no server."""
     from .. import git
-    from ..errors import SeedbedError
-    from ..steps.base import Context, Options
-    from ..steps.gitserver import gitea_session, repo_http_url, session_token
 
-    ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=None, out=out)  # type: ignore[arg-type]
-    try:
-        async with gitea_session(ctx) as (client, port):
-            token = await session_token(ctx, client)
-            url = repo_http_url(ctx, port)
-            return await git.retrying(lambda: git.push_bundle(bundle, url, username=cfg.git_server.admin_user,
-                                                              token=token))
-    except SeedbedError as e:
-        out.warn(f"repository not restored: {e.message}")
-        return 0
+    async def push(url: str, token: str) -> int:
+        return await git.retrying(lambda: git.push_bundle(bundle, url, username=cfg.git_server.admin_user,
+                                                          token=token))
+
+    return await _on_repo(cfg, kube, out, push, "repository not restored") or 0
 
 
 def restore_text(summaries: list[Any], *, dry_run: bool) -> str:

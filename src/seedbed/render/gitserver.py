@@ -118,6 +118,12 @@ def known_hosts(cfg: Config, host_public_openssh: str) -> str:
     return known_hosts_line([ssh_host(cfg), f"{short}.svc", short], host_public_openssh) + "\n"
 
 
+def port_forward_command(cfg: Config) -> str:
+    """How a person reaches the Git server's web UI before any ingress exists."""
+    gs = cfg.git_server
+    return f"kubectl -n {gs.namespace} port-forward svc/{gs.http_service} {HTTP_PORT}:{HTTP_PORT}"
+
+
 def image(cfg: Config) -> str:
     gs = cfg.git_server
     if gs.image:

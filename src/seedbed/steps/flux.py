@@ -12,9 +12,23 @@ from typing import Any
 from .. import git
 from ..render import flux as render
 from .base import Context, Options, Outcome, Planned, Step
-from .gitserver import gitea_session, repo_http_url, session_token
+from .gitserver import repo_remote
 
-FLUX_NAMESPACE = "flux-system"
+FLUX_NAMESPACE = render.FLUX_NAMESPACE
+SOURCE_API = "source.toolkit.fluxcd.io/v1"
+KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
+
+
+async def sync_state(kube: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The flux-system GitRepository and Kustomization as the cluster has them (None when absent)."""
+    repo = await kube.get(SOURCE_API, "GitRepository", render.SYNC_NAME, namespace=FLUX_NAMESPACE)
+    ks = await kube.get(KUSTOMIZE_API, "Kustomization", render.SYNC_NAME, namespace=FLUX_NAMESPACE)
+    return repo, ks
+
+
+def fetched_revision(repo: dict[str, Any] | None) -> str:
+    """What source-controller last fetched, e.g. ``main@sha1:<commit>`` ("" when nothing yet)."""
+    return str((((repo or {}).get("status") or {}).get("artifact") or {}).get("revision", ""))
 CONTROLLERS_WAIT = 300.0
 
 
@@ -51,13 +65,7 @@ class FluxStep(Step):
     async def verify(self, ctx: Context) -> bool:
         from ..kube.wait import condition_is
 
-        kube = ctx.kube
-        for kind, api in (("GitRepository", "source.toolkit.fluxcd.io/v1"),
-                          ("Kustomization", "kustomize.toolkit.fluxcd.io/v1")):
-            obj = await kube.get(api, kind, "flux-system", namespace=FLUX_NAMESPACE)
-            if obj is None or not condition_is(obj, "Ready"):
-                return False
-        return True
+        return all(obj is not None and condition_is(obj, "Ready") for obj in await sync_state(ctx.kube))
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, kube, options = ctx.cfg, ctx.kube, ctx.options
@@ -65,10 +73,9 @@ class FluxStep(Step):
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
         files = render.repo_files(cfg, text, acme=acme, domain=domain)
         ctx.out.activity(f"committing {len(files)} files to {cfg.repo.owner}/{cfg.repo.name}")
-        async with gitea_session(ctx) as (client, port):
-            token = await session_token(ctx, client)
+        async with repo_remote(ctx) as (url, token):
             revision = await git.retrying(lambda: git.commit_files(
-                repo_http_url(ctx, port), cfg.repo.branch, files,
+                url, cfg.repo.branch, files,
                 f"Add Flux {cfg.flux.version} sync manifests for {cfg.cluster.name}",
                 username=cfg.git_server.admin_user, token=token))
         ctx.shared["repo.head"] = revision
@@ -105,9 +112,9 @@ class FluxStep(Step):
             return check
 
         ctx.out.activity("waiting for GitRepository flux-system to fetch the pushed revision")
-        await ctx.kube.wait_condition("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system",
+        await ctx.kube.wait_condition(SOURCE_API, "GitRepository", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout, check=at_revision("artifact"))
         ctx.out.activity("waiting for Kustomization flux-system to apply it")
-        await ctx.kube.wait_condition("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system",
+        await ctx.kube.wait_condition(KUSTOMIZE_API, "Kustomization", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout,
                                       check=at_revision("lastAppliedRevision"))

@@ -22,7 +22,7 @@ from ..errors import GitServerError, Refused, SeedbedError
 from ..kube.wait import rollout_complete
 from ..render import flux as flux_render
 from ..render import gitserver as render
-from ..sshkeys import KeyPair, generate_ed25519
+from ..sshkeys import KeyPair, fingerprint, generate_ed25519
 from .base import Context, Options, Outcome, Planned, Step
 
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
@@ -39,23 +39,32 @@ def _b64(data: dict[str, str] | None, key: str) -> str | None:
 # --------------------------------------------------------------------------- shared helpers
 
 
-async def server_secrets(ctx: Context) -> tuple[str, KeyPair]:
-    """The admin password and the host key, from the cluster (cached for the run)."""
-    if "git_server.secrets" in ctx.shared:
-        return ctx.shared["git_server.secrets"]
+async def _stored_secrets(ctx: Context) -> tuple[str | None, KeyPair | None]:
+    """The admin password and host key the cluster holds, or None for each that is missing."""
     gs = ctx.cfg.git_server
     admin = await ctx.kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
     host = await ctx.kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
     password = _b64((admin or {}).get("data"), render.ADMIN_PASSWORD_KEY)
     host_private = _b64((host or {}).get("data"), render.HOST_KEY_FILE)
-    if password is None or host_private is None:
+    pair = None
+    if host_private is not None:
+        pair = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
+        ctx.out.secret(host_private)
+    ctx.out.secret(password)
+    return password, pair
+
+
+async def server_secrets(ctx: Context) -> tuple[str, KeyPair]:
+    """The admin password and the host key, from the cluster (cached for the run)."""
+    if "git_server.secrets" in ctx.shared:
+        return ctx.shared["git_server.secrets"]
+    gs = ctx.cfg.git_server
+    password, pair = await _stored_secrets(ctx)
+    if password is None or pair is None:
         raise GitServerError(
             f"the Git server's Secrets {gs.namespace}/{gs.admin_secret} and {gs.namespace}/{gs.host_key_secret} "
             "are missing or incomplete",
             fix="re-run `seedbed bootstrap`: the git-server step re-creates them")
-    pair = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
-    ctx.out.secret(password)
-    ctx.out.secret(host_private)
     ctx.shared["git_server.secrets"] = (password, pair)
     return password, pair
 
@@ -67,7 +76,7 @@ async def gitea_session(ctx: Context) -> AsyncIterator[tuple[Any, int]]:
 
     gs = ctx.cfg.git_server
     password, _ = await server_secrets(ctx)
-    async with ctx.kube.port_forward(gs.namespace, service=gs.http_service, port=3000) as port:
+    async with ctx.kube.port_forward(gs.namespace, service=gs.http_service, port=render.HTTP_PORT) as port:
         name = "Forgejo" if gs.flavor == "forgejo" else "Gitea"
         async with GiteaClient(f"http://127.0.0.1:{port}", username=gs.admin_user, password=password,
                                name=name) as client:
@@ -127,6 +136,13 @@ def repo_http_url(ctx: Context, port: int) -> str:
     return f"http://127.0.0.1:{port}/{r.owner}/{r.name}.git"
 
 
+@asynccontextmanager
+async def repo_remote(ctx: Context) -> AsyncIterator[tuple[str, str]]:
+    """(URL, token) of the repository through a port-forward, for the git CLI."""
+    async with gitea_session(ctx) as (client, port):
+        yield repo_http_url(ctx, port), await session_token(ctx, client)
+
+
 # --------------------------------------------------------------------------- git-server
 
 
@@ -157,19 +173,15 @@ class GitServerStep(Step):
     async def run(self, ctx: Context) -> Outcome:
         gs = ctx.cfg.git_server
         kube = ctx.kube
-        admin = await kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
-        host = await kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
-        password = _b64((admin or {}).get("data"), render.ADMIN_PASSWORD_KEY)
-        host_private = _b64((host or {}).get("data"), render.HOST_KEY_FILE)
+        # Generated once, then read back on every run: rendering never rotates them.
+        password, host_key = await _stored_secrets(ctx)
         generated = []
         if password is None:
             password = secrets.token_urlsafe(24)
             generated.append("admin password")
-        if host_private is None:
+        if host_key is None:
             host_key = generate_ed25519(f"{gs.ssh_service}.{gs.namespace}")
             generated.append("SSH host key")
-        else:
-            host_key = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
         ctx.out.secret(password)
         ctx.out.secret(host_key.private_openssh)
         await _check_storage_class(ctx)
@@ -180,15 +192,9 @@ class GitServerStep(Step):
         await kube.wait_rollout("Deployment", render.DEPLOYMENT_NAME, gs.namespace, timeout=gs.ready_timeout)
         ctx.shared["git_server.secrets"] = (password, host_key)
         ctx.out.log(f"SSH host key {host_key.public_openssh.split()[0]} pinned "
-                    f"({_fingerprint(host_key.public_openssh)})")
+                    f"({fingerprint(host_key.public_openssh)})")
         what = result.summary() + (f"; generated {', '.join(generated)}" if generated else "")
         return Outcome(result.changed or bool(generated), what)
-
-
-def _fingerprint(public: str) -> str:
-    from ..sshkeys import fingerprint
-
-    return fingerprint(public)
 
 
 async def _check_storage_class(ctx: Context) -> None:
@@ -209,7 +215,7 @@ class RepositoryStep(Step):
         r = cfg.repo
         keys = operator_keys(cfg)
         return Planned(
-            waits=[f"{cfg.git_server.flavor} API through a port-forward to {cfg.git_server.http_service}:3000"],
+            waits=[f"{cfg.git_server.flavor} API through a port-forward to {cfg.git_server.http_service}:{render.HTTP_PORT}"],
             inputs={"owner": r.owner, "ownerType": r.owner_type, "repo": r.name, "branch": r.branch,
                     "keys": keys, "readOnly": r.deploy_key_read_only, "secret": cfg.flux.secret,
                     "rotate": options.rotate_keys},
@@ -322,22 +328,19 @@ class PushStep(Step):
     async def verify(self, ctx: Context) -> bool:
         """The pushed commit is still what Flux last fetched from the server's branch."""
         from ..kube.wait import condition_is
+        from .flux import fetched_revision, sync_state
 
         head = (await probe(ctx))["head"]
         if head is None:
             return False
-        repo = await ctx.kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system",
-                                  namespace="flux-system")
-        revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision", "")
-        return repo is not None and condition_is(repo, "Ready") and revision.endswith(head)
+        repo, _ = await sync_state(ctx.kube)
+        return repo is not None and condition_is(repo, "Ready") and fetched_revision(repo).endswith(head)
 
     async def run(self, ctx: Context) -> Outcome:
         cfg, r = ctx.cfg, ctx.cfg.repo
         ctx.shared.pop("git_server.probe", None)  # this step changes what a probe saw
         worktree = cfg.resolve(r.path)
-        async with gitea_session(ctx) as (client, port):
-            token = await session_token(ctx, client)
-            url = repo_http_url(ctx, port)
+        async with repo_remote(ctx) as (url, token):
             user = cfg.git_server.admin_user
             restored = await _push_bundle_back(ctx, url, token)
             if await git.retrying(lambda: git.contains(worktree, url, r.branch, username=user, token=token)):

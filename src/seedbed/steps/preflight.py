@@ -10,18 +10,21 @@ from .base import Context, Options, Outcome, Planned, Step
 
 MIN_MINOR = 28  # the oldest Kubernetes the pinned Longhorn and Flux releases support
 
-# (verb, group, resource, namespace): what the bootstrap itself does.
-NEEDED = [
-    ("create", "", "namespaces", None),
-    ("create", "apiextensions.k8s.io", "customresourcedefinitions", None),
-    ("create", "rbac.authorization.k8s.io", "clusterroles", None),
-    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", None),
-    ("patch", "apps", "deployments", "longhorn-system"),
-    ("patch", "apps", "daemonsets", "longhorn-system"),
-    ("create", "", "secrets", "flux-system"),
-    ("create", "", "pods/portforward", "gitea"),
-    ("patch", "", "configmaps", "kube-system"),
-]
+def needed(cfg: Any) -> list[tuple[str, str, str, str | None]]:
+    """(verb, group, resource, namespace): what the bootstrap itself does."""
+    from .base import STATE_NAMESPACE
+
+    return [
+        ("create", "", "namespaces", None),
+        ("create", "apiextensions.k8s.io", "customresourcedefinitions", None),
+        ("create", "rbac.authorization.k8s.io", "clusterroles", None),
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings", None),
+        ("patch", "apps", "deployments", "longhorn-system"),
+        ("patch", "apps", "daemonsets", "longhorn-system"),
+        ("create", "", "secrets", cfg.flux.secret.split("/")[0]),
+        ("create", "", "pods/portforward", cfg.git_server.namespace),
+        ("patch", "", "configmaps", STATE_NAMESPACE),
+    ]
 
 
 class PreflightStep(Step):
@@ -40,7 +43,7 @@ class PreflightStep(Step):
         if str(version.get("major")) != "1" or minor < MIN_MINOR:
             raise Refused(f"Kubernetes {version.get('gitVersion')} is too old for seedbed",
                           fix=f"upgrade the cluster to 1.{MIN_MINOR} or newer")
-        denied = [d for d in await asyncio.gather(*(self._allowed(ctx, *n) for n in NEEDED)) if d]
+        denied = [d for d in await asyncio.gather(*(self._allowed(ctx, *n) for n in needed(ctx.cfg))) if d]
         if denied:
             raise Refused(f"the kubeconfig's user may not: {'; '.join(denied)}",
                           fix="use a context bound to cluster-admin for the bootstrap")
