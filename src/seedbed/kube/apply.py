@@ -37,9 +37,8 @@ async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency:
     async def one(obj: Obj) -> None:
         nonlocal done
         async with sem:
-            applied, created = await kube.apply_one(obj, force=force)
+            _, created = await kube.apply_one(obj, force=force)
         (result.created if created else result.configured).append(ref(obj))
-        result.objects.append(applied)
         done += 1
         if on_progress:
             on_progress(done, total)

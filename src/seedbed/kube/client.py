@@ -87,7 +87,6 @@ class Resource:
 class ApplyResult:
     created: list[str] = field(default_factory=list)
     configured: list[str] = field(default_factory=list)
-    objects: list[Obj] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -116,7 +115,6 @@ class Kube:
         self.backoff = backoff
         self.stats = Stats()
         self._resources: dict[tuple[str, str], Resource] = {}
-        self._group_versions: dict[str, dict[str, Resource] | None] = {}
         self._discovery_lock = asyncio.Lock()
 
     @classmethod
@@ -247,7 +245,6 @@ class Kube:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         resp = await self.request("GET", path)
         if resp.status_code == 404:
-            self._group_versions[api_version] = None
             return
         subs = set()
         items = resp.json().get("resources", [])
