@@ -1,4 +1,14 @@
-"""YAML for multi-document Kubernetes bundles, using libyaml when PyYAML has it (5-10x faster)."""
+"""YAML and JSON: fast loading of trusted bundles, bounded loading of everything from outside.
+
+Two ways in, on purpose:
+
+- :func:`load_all` / :func:`load` for texts already trusted (release manifests verified against a
+  pinned sha256, seedbed's own renders): libyaml when PyYAML has it (5-10x faster).
+- :func:`safe_load` / :func:`safe_load_all` / :func:`safe_json` for anything from outside (config,
+  kubeconfig, GitOps tree, HelmRelease values, archive indexes, cluster state): alias expansion
+  ("billion laughs") and nesting depth are bounded *before* any Python object is built, so a
+  hostile file is a clear error, never a hang, a MemoryError or a RecursionError.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import yaml
+
+from .errors import ConfigError, SeedbedError
 
 try:  # libyaml bindings ship in PyYAML's wheels; fall back to pure Python when built without them
     _Loader: type = yaml.CSafeLoader
@@ -54,3 +66,92 @@ def dump_all(objs: Iterable[dict[str, Any]]) -> str:
         list(objs), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
         explicit_start=True,
     )
+
+
+# --------------------------------------------------------------------------- untrusted input
+
+MAX_DEPTH = 64  # Kubernetes objects nest a dozen levels; 64 leaves room for any real values file
+MAX_NODES = 2_000_000  # nodes after alias expansion: ~40x the largest real manifest bundle
+
+
+def _bounds(text: str, what: str, error: type[SeedbedError]) -> None:
+    """Walk the parser's events (no objects built) counting depth and nodes *after* alias expansion."""
+    anchors: dict[str, int] = {}
+    stack: list[list[Any]] = []  # [anchor, node count] per open collection
+    total = 0
+
+    def add(size: int) -> None:
+        nonlocal total
+        total += size
+        if total > MAX_NODES:
+            raise error(f"{what}: expands to more than {MAX_NODES:,} nodes (aliases repeated many times)",
+                        fix="remove the repeated aliases; write the values out")
+        if stack:
+            stack[-1][1] += size
+
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if isinstance(ev, yaml.CollectionStartEvent):
+                stack.append([ev.anchor, 1])
+                if len(stack) > MAX_DEPTH:
+                    raise error(f"{what}: nested more than {MAX_DEPTH} levels deep",
+                                fix="flatten the structure; no real file nests this deep")
+            elif isinstance(ev, yaml.CollectionEndEvent):
+                anchor, size = stack.pop()
+                if anchor:
+                    anchors[anchor] = size
+                add(size)
+            elif isinstance(ev, yaml.ScalarEvent):
+                if ev.anchor:
+                    anchors[ev.anchor] = 1
+                add(1)
+            elif isinstance(ev, yaml.AliasEvent):
+                add(anchors.get(ev.anchor, 1))
+    except yaml.YAMLError:
+        return  # a syntax error: the loader below reports it with its line
+
+
+def _parse(text: str, what: str, error: type[SeedbedError], docs: bool) -> Any:
+    _bounds(text, what, error)
+    try:
+        if docs:
+            return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{what}{where}: not valid YAML: {problem}", fix="fix the YAML syntax") from None
+    except RecursionError:  # pragma: no cover - _bounds stops this first
+        raise error(f"{what}: nested too deeply", fix="flatten the structure") from None
+
+
+def safe_load(text: str, *, what: str, error: type[SeedbedError] = ConfigError) -> Any:
+    """One YAML document from outside, bounded; a problem is ``error`` naming ``what``."""
+    return _parse(text, what, error, docs=False)
+
+
+def safe_load_all(text: str, *, what: str, error: type[SeedbedError] = ConfigError) -> list[Any]:
+    """Every non-empty document of a YAML stream from outside, bounded."""
+    return _parse(text, what, error, docs=True)
+
+
+def safe_json(text: str | bytes, *, what: str, error: type[SeedbedError] = ConfigError) -> Any:
+    """JSON from outside (archive indexes, cluster state, API answers): bounded depth, clear errors."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{what}: not valid JSON ({str(e).splitlines()[0][:120]})",
+                    fix="the data is damaged; see the fix for where it came from") from None
+    except RecursionError:
+        raise error(f"{what}: nested too deeply", fix="the data is damaged or hostile") from None
+    depth_stack: list[tuple[Any, int]] = [(data, 1)]
+    while depth_stack:
+        node, depth = depth_stack.pop()
+        if depth > MAX_DEPTH:
+            raise error(f"{what}: nested more than {MAX_DEPTH} levels deep", fix="the data is damaged or hostile")
+        if isinstance(node, dict):
+            depth_stack += [(v, depth + 1) for v in node.values()]
+        elif isinstance(node, list):
+            depth_stack += [(v, depth + 1) for v in node]
+    return data

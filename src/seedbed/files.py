@@ -1,0 +1,202 @@
+"""The one way seedbed reads a file it was given and writes a file it was asked to write.
+
+Everything from outside is hostile until checked: a FIFO would block a plain ``open()`` forever,
+``/dev/zero`` never ends, a 50 MB "config" is a mistake. So inputs are opened without blocking,
+must be regular files, and are read up to a size cap chosen per kind of file. Outputs are checked
+*before* the work that produces them, and only a regular file is ever replaced (a rename over
+``/dev/null`` run as root would turn the system's null device into a file); pipes and character
+devices are written by streaming into them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, SeedbedError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of input file: what to call it in a message, its size cap, and the fix to offer."""
+
+    what: str
+    limit: int
+    fix: str
+
+
+CONFIG = Kind("config file", 1 * MiB, "pass the seedbed.yaml file with --config")
+KUBECONFIG = Kind("kubeconfig", 4 * MiB, "pass a kubeconfig file with --kubeconfig or $KUBECONFIG")
+CREDENTIAL = Kind("credential file", 1 * MiB, "point the kubeconfig at a regular file")
+KEY = Kind("key file", 256 * KiB, "pass the path of a key file")
+MANIFEST = Kind("release manifest", 32 * MiB, "pass the release manifest file or a folder of them with --manifests")
+ARCHIVE = Kind("backup archive", 8 * 1024 * MiB, "pass a file written by `seedbed backup`")
+REPO_FILE = Kind("repository file", 4 * MiB, "keep manifests in the GitOps tree below 4 MiB")
+
+
+def expand(path: str | os.PathLike[str]) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is a clear error, not a traceback."""
+    text = os.fspath(path)
+    if text == "":
+        raise ConfigError("an empty path was given", fix="name a file")
+    if text.startswith("~"):
+        expanded = os.path.expanduser(text)
+        if expanded.startswith("~"):
+            user = text[1:].split("/", 1)[0]
+            raise ConfigError(f"{text}: there is no user {user!r} on this machine to expand ~{user}",
+                              fix="write the path out in full")
+        return Path(expanded)
+    return Path(text)
+
+
+def _refuse(path: Path, kind: Kind, why: str) -> SeedbedError:
+    return ConfigError(f"{kind.what} {path}: {why}", fix=kind.fix)
+
+
+def read_bytes(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = None) -> bytes:
+    """The whole of a regular file, at most ``limit`` (default: the kind's cap) bytes, or a ConfigError."""
+    p = expand(path)
+    cap = kind.limit if limit is None else limit
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not hang; it is refused below as not regular.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise _refuse(p, kind, "no such file") from None
+    except IsADirectoryError:
+        raise _refuse(p, kind, "is a folder, not a file") from None
+    except PermissionError:
+        raise _refuse(p, kind, "permission denied") from None
+    except OSError as e:
+        raise _refuse(p, kind, f"cannot open: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _refuse(p, kind, "is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(p, kind, f"is a {_type_name(st.st_mode)}, not a regular file")
+        if st.st_size > cap:
+            raise _refuse(p, kind, f"is {_size(st.st_size)}; a {kind.what} may be at most {_size(cap)}")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 * MiB, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:  # the file grew while we read it
+                raise _refuse(p, kind, f"is larger than {_size(cap)}, the most a {kind.what} may be")
+        return b"".join(chunks)
+    except OSError as e:
+        raise _refuse(p, kind, f"cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = None) -> str:
+    """:func:`read_bytes` decoded as UTF-8 (a BOM is tolerated), or a ConfigError."""
+    data = read_bytes(path, kind, limit=limit)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _refuse(expand(path), kind, "is not UTF-8 text") from None
+
+
+def _type_name(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where an output goes, checked before the work: a regular file (new or replaced) or a stream."""
+
+    path: Path
+    stream: bool  # a pipe, character device or /dev/fd/N: written in place, never renamed over
+
+
+def check_output(path: str | os.PathLike[str], what: str, *, overwrite: bool = True) -> OutputTarget:
+    """Refuse, before any work, an output seedbed could not write or must not replace."""
+    p = expand(path)
+    fix = f"choose another path for the {what}"
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise ConfigError(f"{what} {p}: a part of the path is a file, not a folder", fix=fix) from None
+    except OSError as e:
+        raise ConfigError(f"{what} {p}: {e.strerror or e}", fix=fix) from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{what} {p} is a folder", fix=f"name a file inside it, e.g. {p / 'out'}")
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+            if not os.access(p, os.W_OK):
+                raise ConfigError(f"{what} {p}: permission denied", fix=fix)
+            return OutputTarget(p, stream=True)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {p} is a {_type_name(st.st_mode)}; only a regular file is replaced",
+                              fix=fix)
+        if not overwrite:
+            raise ConfigError(f"{p} already exists", fix="pass --force to overwrite it, or choose another path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        if parent.exists():
+            raise ConfigError(f"{what} {p}: {parent} is not a folder", fix=fix)
+        raise ConfigError(f"{what} {p}: the folder {parent} does not exist", fix=f"create it first: mkdir -p {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {p}: the folder {parent} is not writable", fix=fix)
+    return OutputTarget(p, stream=False)
+
+
+def write_output(target: OutputTarget, data: bytes | str, *, mode: int = 0o644) -> None:
+    """Write ``data``: into a stream in place; to a regular file atomically (temp file, fsync, rename)."""
+    raw = data.encode() if isinstance(data, str) else data
+    p = target.path
+    try:
+        if target.stream:
+            with open(p, "wb", buffering=0) as f:
+                f.write(raw)
+            return
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise ConfigError(f"cannot write {p}: {e.strerror or e}", fix="check the path and free disk space") from None
+
+
+def write_file(path: str | os.PathLike[str], data: bytes | str, what: str, *, mode: int = 0o644,
+               overwrite: bool = True) -> Path:
+    """:func:`check_output` then :func:`write_output`, for outputs that need no work in between."""
+    target = check_output(path, what, overwrite=overwrite)
+    write_output(target, data, mode=mode)
+    return target.path

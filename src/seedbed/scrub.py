@@ -1,0 +1,69 @@
+"""The one scrubber: every line that leaves seedbed (progress, errors, JSON) passes through it.
+
+It knows two things: the exact credentials in play this run (registered with :func:`secret` by
+whoever loads them: tokens, passwords, private keys, backup credentials) and the shapes that only
+credentials have (PEM private-key blocks, age secret keys, bearer headers), so that text that came
+from a server or a library (an HTTP library echoing a header, a 403 body repeating a token) is
+cleaned too.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+REDACTED = "<redacted>"
+_MIN_LEN = 8  # shorter fragments would blank out ordinary words
+
+_SHAPES = [
+    # PEM and OpenSSH private keys, whole blocks (or what is left of one).
+    re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
+    re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20,}", re.I),
+    re.compile(r"(?i)\b((?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',]{8,}"),
+    # JSON Web Tokens (service-account tokens): three base64url parts.
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+]
+
+
+class Scrubber:
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def secret(self, value: str | bytes | None) -> None:
+        """Never show this value (nor any of its lines, stripped) in any output."""
+        if not value:
+            return
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        parts = {text.strip(), *(line.strip() for line in text.splitlines())}
+        with self._lock:
+            self._values |= {p for p in parts if len(p) >= _MIN_LEN}
+
+    def scrub(self, text: str) -> str:
+        with self._lock:
+            values = sorted(self._values, key=len, reverse=True)
+        for v in values:
+            if v in text:
+                text = text.replace(v, REDACTED)
+        for shape in _SHAPES:
+            text = shape.sub(_keep_label, text)
+        return text
+
+
+def _keep_label(m: re.Match[str]) -> str:
+    # "Bearer abc..." keeps "Bearer ", "authorization: xyz" keeps "authorization: ".
+    return (m.group(1) if m.lastindex else "") + REDACTED
+
+
+_default = Scrubber()
+
+
+def secret(value: str | bytes | None) -> None:
+    """Register a credential with the process's scrubber."""
+    _default.secret(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered credential and every credential-shaped string replaced."""
+    return _default.scrub(text)
