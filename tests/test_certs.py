@@ -646,7 +646,10 @@ class FakeArchive:
 
 
 async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.MonkeyPatch) -> None:
-    from seedbed.certs.report import archive_ledger, budget_report
+    from types import SimpleNamespace
+
+    from seedbed.certs.history import archive_ledger
+    from seedbed.commands.certs import budget_report
 
     nb = NOW - 10 * H
     kube = FakeKube([_cr("web-1", ["web.example.com"], ready=nb + H,
@@ -655,19 +658,20 @@ async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.Mo
     backup = Ledger([iss("web.example.com", ago=10 * H, serial="abc"),  # the same certificate as web-1
                      iss("old.example.com", ago=100 * H)])
     cfg = Config(certificates=_cfg(domain="home.example.com"))
-    assert archive_ledger(cfg, FakeArchive(json.loads(backup.to_json()))) is not None
-    assert archive_ledger(cfg, FakeArchive(None)) is None
+    assert archive_ledger(FakeArchive(json.loads(backup.to_json()))) is not None
+    assert archive_ledger(FakeArchive(None)) is None
     async with FakeCrtSh() as fake:
         fake.add("web.example.com", issued_at=nb + H - timedelta(seconds=20), serial="0abc")
         fake.add("laptop.example.com", issued_at=NOW - 2 * H)
         monkeypatch.setenv("SEEDBED_CRTSH_URL", fake.url)
-        monkeypatch.setattr("seedbed.certs.report.backup_ledger", lambda cfg, archive: backup)
-        report = await budget_report(cfg, ct=True, archive=Path("x.age"), kube=kube, now=NOW)
+        report = await budget_report(cfg, SimpleNamespace(kube=kube), ct=True,  # type: ignore[arg-type]
+                                     archive=FakeArchive(json.loads(backup.to_json())), now=NOW)
         assert {r["q"] for r in fake.requests} == {"%.example.com", "example.com"}
     doc = report.to_json()
     [dom] = doc["domains"]
     assert (dom["domain"], dom["used"]) == ("example.com", 3)  # web (3 sightings), old, laptop
     assert "example.com: 3/50" in report.render_text()
     assert ("cert-manager.io/v1", "CertificateRequest") in kube.calls
-    only = await budget_report(cfg, domains=["x.example.org"], kube=FakeKube([]), now=NOW)
+    only = await budget_report(cfg, SimpleNamespace(kube=FakeKube([])), domains=["x.example.org"],  # type: ignore[arg-type]
+                               now=NOW)
     assert [d["domain"] for d in only.to_json()["domains"]] == ["example.org"]

@@ -276,7 +276,7 @@ async def test_rbac_denial_is_reported_with_the_fix(emulator, kubeconfig):
         assert (await kube.create(review))["status"]["allowed"] is False
         ctx = _ctx(kube)
         with pytest.raises(Refused) as e:
-            await PreflightStep().run(ctx)
+            await PreflightStep().run(ctx, PreflightStep().plan(ctx.cfg, None, ctx.options))
     assert "may not: create namespaces" in e.value.message and "cluster-admin" in e.value.fix
 
 
@@ -289,10 +289,13 @@ async def _first_request_error(path: Path) -> ClusterError:
 
 def _ctx(kube: Kube):
     from seedbed.config import Config
+    from seedbed.gitserver import GitServer
     from seedbed.output import Output
     from seedbed.steps.base import Context, Options
 
-    return Context(cfg=Config(), kube=kube, options=Options(), manifests=None, out=Output(quiet=True))
+    cfg, out = Config(), Output(quiet=True)
+    return Context(cfg=cfg, kube=kube, options=Options(), manifests=None, out=out,  # type: ignore[arg-type]
+                   gitserver=GitServer(cfg, kube, out))
 
 
 def _exec_plugin(tmp_path: Path, body: str) -> Path:

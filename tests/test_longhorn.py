@@ -367,20 +367,34 @@ def test_plan_never_shows_credentials(manifest: str, monkeypatch: pytest.MonkeyP
         assert "longhorn-manager" in " ".join(planned.waits)
 
 
+def _context(cfg: Config, kube: Any, manifest: str, options: Any, out: Any) -> Any:
+    from seedbed.gitserver import GitServer
+    from seedbed.steps.base import Context
+
+    return Context(cfg=cfg, kube=kube, options=options, manifests=FixedManifests(manifest),  # type: ignore[arg-type]
+                   out=out, gitserver=GitServer(cfg, kube, out))
+
+
+async def _run(ctx: Any) -> Any:
+    """Plan the Longhorn step as the runner does, then run that plan."""
+    from seedbed.steps.longhorn import LonghornStep
+
+    step = LonghornStep()
+    return await step.run(ctx, step.plan(ctx.cfg, ctx.manifests, ctx.options))
+
+
 async def _run_step(kubeconfig: Path, manifest: str, lh: dict[str, Any], *, options: Any = None,
                     tmp_path: Path) -> tuple[Any, str]:
     from seedbed.kube import Kube
     from seedbed.output import Output
-    from seedbed.steps.base import Context, Options
-    from seedbed.steps.longhorn import LonghornStep
+    from seedbed.steps.base import Options
 
     cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
     stream = io.StringIO()
     async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
-        ctx = Context(cfg=cfg, kube=kube, options=options or Options(), manifests=FixedManifests(manifest),  # type: ignore[arg-type]
-                      out=Output(stream=stream, color=False))
+        ctx = _context(cfg, kube, manifest, options or Options(), Output(stream=stream, color=False))
         try:
-            outcome = await LonghornStep().run(ctx)
+            outcome = await _run(ctx)
         finally:
             ctx.out.close()
     return outcome, stream.getvalue()
@@ -491,7 +505,7 @@ async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Pat
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from seedbed.kube import Kube
     from seedbed.output import Output
-    from seedbed.steps.base import Context, Options
+    from seedbed.steps.base import Options
     from seedbed.steps.longhorn import LonghornStep
 
     simulate_manager(emulator)
@@ -499,10 +513,9 @@ async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Pat
     lh = {"backupTarget": "s3://b@r/", "backupCredentials": {"fromEnv": {"AWS_SECRET_ACCESS_KEY": "LH_SECRET"}}}
     cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
     async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
-        ctx = Context(cfg=cfg, kube=kube, options=Options(), manifests=FixedManifests(manifest),  # type: ignore[arg-type]
-                      out=Output(stream=io.StringIO(), color=False))
+        ctx = _context(cfg, kube, manifest, Options(), Output(stream=io.StringIO(), color=False))
         assert not await LonghornStep().verify(ctx)  # nothing installed yet
-        await LonghornStep().run(ctx)
+        await _run(ctx)
         before = kube.stats.writes
         assert await LonghornStep().verify(ctx)
         assert kube.stats.writes == before  # verify is read-only

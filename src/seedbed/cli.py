@@ -177,12 +177,13 @@ def plan(state: State, out_dir: Path | None, output: str, manifests: Path | None
       seedbed plan --out out/ --manifests ../shared/fixtures/upstream
       seedbed plan --output json | jq '.steps[].name'
     """
-    from .plan import render_plan, write_bundle
+    from .commands.clients import manifest_store
+    from .commands.plan import render_plan, write_bundle
     from .steps.base import Options
 
     cfg = state.config()
     options = Options(manifests=manifests, offline=offline, acme=acme, domain=domain)
-    result = render_plan(cfg, options)
+    result = render_plan(cfg, options, manifest_store(cfg, manifests=manifests, offline=offline))
     if out_dir is not None:
         write_bundle(result, out_dir)
     if output == "json":
@@ -223,12 +224,14 @@ def bootstrap(state: State, output: str, **flags: Any) -> None:
       seedbed bootstrap --restore backups/lab-2026-11-20.age
       seedbed bootstrap --acme staging --domain dev.example.org
     """
-    from .bootstrap import run_bootstrap
+    from .commands.bootstrap import run_bootstrap
+    from .commands.clients import manifest_store
     from .steps.base import Options
 
     cfg = state.config()
     options = Options(**flags)
-    result = _run(run_bootstrap(cfg, options, state.out))
+    manifests = manifest_store(cfg, manifests=options.manifests, offline=options.offline)
+    result = _connected(state, cfg, lambda clients: run_bootstrap(cfg, options, manifests, clients))
     if output == "json":
         from .output import print_json
 
@@ -251,9 +254,7 @@ def status(state: State, output: str) -> None:
       seedbed status
       seedbed status --output json
     """
-    from .status import collect_status
-
-    report = _run(collect_status(state.config()))
+    report = _status(state)
     _report(report, output, report.as_text)
 
 
@@ -266,9 +267,7 @@ def doctor(state: State) -> None:
     Example:
       seedbed doctor
     """
-    from .status import collect_status
-
-    report = _run(collect_status(state.config()))
+    report = _status(state)
     _report(report, "text", report.as_doctor_text)
 
 
@@ -315,10 +314,12 @@ def backup(state: State, output_file: Path, skip_volumes: bool) -> None:
       seedbed backup -o backups/lab-$(date +%F).age
       age -d -i ~/.config/seedbed/age.key backups/lab.age | tar -t
     """
-    from .backup.run import run_backup
+    from .commands.backup import check_backup, run_backup
 
     cfg = state.config()
-    summary = _run(run_backup(cfg, output_file, state.out, skip_volumes=skip_volumes))
+    check_backup(cfg, output_file)
+    summary = _connected(state, cfg, lambda clients: run_backup(cfg, output_file, clients,
+                                                                skip_volumes=skip_volumes))
     state.out.done(summary)
 
 
@@ -346,11 +347,12 @@ def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_
       seedbed restore backups/lab.age --dry-run --output json | jq '.[].items[].name'
     """
     from .backup.restore import dumps_summary
-    from .backup.run import restore_text, run_restore
+    from .commands.backup import open_verified, restore_text, run_restore
 
     cfg = state.config()
-    summaries = _run(run_restore(cfg, archive, state.out, dry_run=dry_run, force=force,
-                                 from_other_cluster=from_other_cluster, identities=list(identities)))
+    opened = open_verified(cfg, archive, state.out, from_other_cluster=from_other_cluster,
+                           identities=list(identities))
+    summaries = _connected(state, cfg, lambda clients: run_restore(opened, clients, dry_run=dry_run, force=force))
     click.echo(dumps_summary(summaries) if output == "json" else restore_text(summaries, dry_run=dry_run))
 
 
@@ -365,7 +367,7 @@ def keygen(output_file: Path | None) -> None:
       seedbed keygen            # then add the printed age1... line to backup.recipients
     """
     from .backup.archive import keygen as make_key
-    from .backup.run import default_identity_path
+    from .commands.backup import default_identity_path
 
     path = output_file or default_identity_path()
     if path.exists():
@@ -427,10 +429,17 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
       seedbed certs budget
       seedbed certs budget --ct --domain example.org --output json
     """
-    from .certs.report import budget_report
+    from .commands.backup import open_for_restore
+    from .commands.certs import budget_report
 
     cfg = state.config()
-    report = _run(budget_report(cfg, ct=ct, archive=ledger_file, domains=list(domains), out=state.out))
+    # The ledger counts for the domain whatever cluster wrote the archive: accept other clusters'.
+    archive = open_for_restore(cfg, ledger_file, from_other_cluster=True) if ledger_file is not None else None
+
+    async def report_from(clients: Any) -> Any:
+        return await budget_report(cfg, clients, ct=ct, archive=archive, domains=list(domains), out=state.out)
+
+    report = _connected(state, cfg, report_from, optional="budget from the other sources only")
     if output == "json":
         from .output import print_json
 
@@ -457,6 +466,41 @@ def _run(coro: Any) -> Any:
     import asyncio
 
     return asyncio.run(coro)
+
+
+def _connected(state: State, cfg: Any, command: Callable[[Any], Any], *, optional: str = "") -> Any:
+    """Run ``command(clients)`` with the clients built once, here (the composition root).
+
+    With ``optional``, an unreachable cluster is a warning and the command gets None instead.
+    """
+    from .commands.clients import connect
+
+    async def main() -> Any:
+        try:
+            clients = await connect(cfg, state.out)
+        except SeedbedError as e:
+            if not optional:
+                raise
+            state.out.warn(f"cluster not reachable ({e.message}); {optional}")
+            return await command(None)
+        try:
+            return await command(clients)
+        finally:
+            await clients.aclose()
+
+    return _run(main())
+
+
+def _status(state: State) -> Any:
+    from .commands.status import Check, StatusReport, collect_status
+
+    cfg = state.config()
+    try:
+        return _connected(state, cfg, lambda clients: collect_status(cfg, clients))
+    except ConfigError:
+        raise  # a broken kubeconfig is a config error: exit 2 with its fix
+    except SeedbedError as e:  # an unreachable cluster is a failed check, exit 1
+        return StatusReport(cfg.cluster.name, [Check("cluster", "fail", e.message, e.message, e.fix or "")])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,15 +1,18 @@
 """Steps and the runner, after Flux's `pkg/bootstrap`: a short sequence of idempotent steps.
 
 A step knows how to *plan* (pure: the objects it would apply, what it waits for, and the inputs
-that decide its result) and how to *run* against a cluster. The runner records each finished
-step with a digest of its plan, in the cluster (ConfigMap ``kube-system/seedbed-state``) and
-locally. A re-run skips a step whose digest is unchanged *and* whose result is still in place
-(``verify``, read-only), so a finished bootstrap re-runs quickly with no writes, while a
-half-finished one resumes at the first step that is not done.
+that decide its result) and how to *run* that plan against a cluster. The runner records each
+finished step with a digest of its plan in the cluster (``state.StepRecords``). A re-run skips a
+step whose digest is unchanged *and* whose result is still in place (``verify``, read-only), so a
+finished bootstrap re-runs quickly with no writes, while a half-finished one resumes at the first
+step that is not done.
+
+Steps hand values on through typed fields of :class:`Context`, never through a loose dict.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -20,13 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import SeedbedError
 
 if TYPE_CHECKING:
+    from ..backup.archive import Archive
     from ..config import Config
+    from ..gitserver import GitServer
     from ..kube import Kube
     from ..manifests import ManifestStore
     from ..output import Output
-
-STATE_NAMESPACE = "kube-system"
-STATE_CONFIGMAP = "seedbed-state"
+    from ..state import StepRecords
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class Options:
     offline: bool = False
 
 
+def acme_of(cfg: Config, options: Options) -> str:
+    """The Let's Encrypt environment of this run: --acme, else certificates.acme."""
+    return options.acme or cfg.certificates.acme
+
+
+def domain_of(cfg: Config, options: Options) -> str | None:
+    """The cluster domain of this run: --domain, else certificates.domain."""
+    return options.domain or cfg.certificates.domain
+
+
 @dataclass
 class Planned:
     """What a step would do: objects to apply, waits, and the inputs its result depends on."""
@@ -55,6 +68,9 @@ class Planned:
     waits: list[str] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Files the step commits to the repository (path in the repository -> text): derived from the
+    # same inputs as the objects, so not part of the digest.
+    repo_files: dict[str, str] = field(default_factory=dict)
 
     def digest(self) -> str:
         payload = json.dumps({"objects": self.objects, "inputs": self.inputs}, sort_keys=True, default=str)
@@ -69,13 +85,20 @@ class Outcome:
 
 @dataclass
 class Context:
+    """What every step gets: the clients the command built once, and what earlier steps handed on."""
+
     cfg: Config
     kube: Kube
     options: Options
     manifests: ManifestStore
     out: Output
-    # Values one step hands to a later one (host key, deploy key, pushed revision...). In memory only.
-    shared: dict[str, Any] = field(default_factory=dict)
+    gitserver: GitServer
+    # With --restore: the archive, decrypted and verified before the first step ran.
+    archive: Archive | None = None
+    # Handed on: the Secrets restore-secrets put back (the certificate guard counts them as not
+    # re-issued), and the commit the server's branch points at (push, then flux).
+    restored_secrets: list[dict[str, Any]] = field(default_factory=list)
+    head: str | None = None
 
 
 class Step:
@@ -92,7 +115,8 @@ class Step:
         """Read-only: is this step's result still in place? Used to skip a re-run safely."""
         return False
 
-    async def run(self, ctx: Context) -> Outcome:
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
+        """Carry out ``planned`` (what :meth:`plan` returned for this run's inputs)."""
         raise NotImplementedError
 
 
@@ -109,6 +133,17 @@ class StepReport:
                 "seconds": round(self.seconds, 3)}
 
 
+class Interrupted(SeedbedError):
+    """The run was stopped (Ctrl-C) inside a step: what finished, and that a re-run resumes."""
+
+    exit_code = 130
+
+    def __init__(self, step: Step, done: list[str]) -> None:
+        finished = ", ".join(done) if done else "none"
+        super().__init__(f"interrupted during step '{step.name}' (finished steps: {finished})",
+                         fix="re-run the same command to resume there; every step is idempotent")
+
+
 class StepFailed(SeedbedError):
     """A step stopped; the message says which, and that a re-run resumes there."""
 
@@ -123,49 +158,21 @@ class StepFailed(SeedbedError):
         self.cause = cause
 
 
-class StateStore:
-    """Which steps finished, with the digest of their plan: in the cluster and in a local file."""
-
-    def __init__(self, kube: Kube, local: Path | None) -> None:
-        self.kube = kube
-        self.local = local
-        self._records: dict[str, dict[str, Any]] = {}
-
-    async def load(self) -> None:
-        cm = await self.kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=STATE_NAMESPACE)
-        data = (cm or {}).get("data") or {}
-        self._records = {k: json.loads(v) for k, v in data.items() if k != "backup"}
-
-    def digest(self, name: str) -> str | None:
-        return (self._records.get(name) or {}).get("digest")
-
-    async def record(self, name: str, digest: str) -> None:
-        from .. import __version__
-
-        self._records[name] = {"digest": digest, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "seedbedVersion": __version__}
-        await self.kube.set_configmap_data(STATE_NAMESPACE, STATE_CONFIGMAP,
-                                           {name: json.dumps(self._records[name], sort_keys=True)})
-        if self.local is not None:
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.local.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._records, indent=2, sort_keys=True))
-            tmp.replace(self.local)
+def plan_steps(steps: list[Step], cfg: Config, manifests: ManifestStore, options: Options) -> list[tuple[Step, Planned]]:
+    """Plan every step, before anything runs: a bad input anywhere (a key file, a manifest) then
+    stops the bootstrap before it has written anything, and ``seedbed plan`` shows the same plan."""
+    return [(step, step.plan(cfg, manifests, options)) for step in steps]
 
 
-async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[StepReport]:
-    """Run steps in order, skipping the ones already done; stop at the first failure."""
+async def run_steps(plan: list[tuple[Step, Planned]], ctx: Context, records: StepRecords) -> list[StepReport]:
+    """Run planned steps in order, skipping the ones already done (``records``, loaded); stop at the
+    first failure."""
     reports: list[StepReport] = []
     done: list[str] = []
-    # First contact with the cluster, so an unreachable one is reported before anything else.
-    await state.load()
-    # Plan every step before running the first: a bad input anywhere (a key file, a manifest)
-    # then stops the bootstrap before it has written anything.
-    plans = [step.plan(ctx.cfg, ctx.manifests, ctx.options) for step in steps]
-    for step, planned in zip(steps, plans, strict=True):
+    for step, planned in plan:
         started = time.monotonic()
         digest = planned.digest()
-        if step.record and state.digest(step.name) == digest and await step.verify(ctx):
+        if step.record and records.digest(step.name) == digest and await step.verify(ctx):
             ctx.out.skip(f"{step.title}: unchanged")
             reports.append(StepReport(step.name, step.title, "unchanged", "already done",
                                       time.monotonic() - started))
@@ -173,13 +180,17 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
             continue
         ctx.out.begin(step.title)
         try:
-            outcome = await step.run(ctx)
-            if step.record and not ctx.options.dry_run and state.digest(step.name) != digest:
-                await state.record(step.name, digest)
+            outcome = await step.run(ctx, planned)
+            if step.record and not ctx.options.dry_run and records.digest(step.name) != digest:
+                await records.record(step.name, digest)
         except SeedbedError as e:
             ctx.out.fail(f"{step.title}: {e.message}")
             reports.append(StepReport(step.name, step.title, "failed", e.message, time.monotonic() - started))
             raise StepFailed(step, e, done) from None
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # Ctrl-C mid-step (asyncio.run turns SIGINT into a cancellation): say what finished.
+            ctx.out.fail(f"{step.title}: interrupted")
+            raise Interrupted(step, done) from None
         ctx.out.done(f"{step.title}: {outcome.summary}")
         reports.append(StepReport(step.name, step.title, "changed" if outcome.changed else "unchanged",
                                   outcome.summary, time.monotonic() - started))

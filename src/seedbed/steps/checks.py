@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import Refused
-from .base import Context, Options, Outcome, Planned, Step
-from .flux import acme_of, domain_of
+from .base import Context, Options, Outcome, Planned, Step, acme_of, domain_of
 
 
 class CertGuardStep(Step):
@@ -21,11 +20,11 @@ class CertGuardStep(Step):
         return Planned(notes=[f"ACME {acme_of(cfg, options)}: Certificates in the repository whose Secrets were "
                               "not restored must fit the Let's Encrypt budget"])
 
-    async def run(self, ctx: Context) -> Outcome:
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
         from ..certs.budget import compute
         from ..certs.guard import assess, refusal, scan_repo, would_issue
+        from ..certs.history import archive_ledger, cluster_issuances
         from ..certs.ledger import Ledger
-        from ..certs.report import archive_ledger, cluster_issuances
         from ..render.certs import PRODUCTION_ISSUER
         from ..render.flux import cluster_vars
 
@@ -35,7 +34,7 @@ class CertGuardStep(Step):
         scan = scan_repo(cfg.resolve(cfg.repo.path), variables)
         for w in scan.warnings:
             ctx.out.warn(w)
-        restored = ctx.shared.get("restore.secrets", [])
+        restored = [f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}" for s in ctx.restored_secrets]
         # ${CLUSTER_ISSUER} resolves to the production issuer under --acme production, even when the
         # repository does not (yet) define that ClusterIssuer itself.
         issuers = set(scan.production_issuers)
@@ -43,9 +42,8 @@ class CertGuardStep(Step):
             issuers.add(f"ClusterIssuer/{PRODUCTION_ISSUER}")
         planned = would_issue(scan.certificates, restored, production_issuers=issuers) if issuers else []
         sources: list[Any] = [(await cluster_issuances(ctx.kube))[0]]
-        archive = ctx.shared.get("restore.archive")
-        if archive is not None:
-            ledger = archive_ledger(cfg, archive)
+        if ctx.archive is not None:
+            ledger = archive_ledger(ctx.archive)
             if ledger is not None:
                 sources.append(list(ledger))
         budget = compute(Ledger.merge(*sources), datetime.now(UTC))
@@ -70,7 +68,7 @@ class HandoffStep(Step):
         return Planned(notes=["the repository's Git server manifests keep the data claim, image flavour, "
                               "host key Secret and SSH service"])
 
-    async def run(self, ctx: Context) -> Outcome:
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
         from ..handoff import check_handoff
 
         tree = ctx.cfg.resolve(ctx.cfg.repo.path)

@@ -23,6 +23,7 @@ from ..render.longhorn import (
     SETTING_CONFIGMAP,
     STORAGE_CLASS,
     check_existing,
+    credentials_secret,
     daemonset_version,
     default_storage_classes,
     node_disk_paths,
@@ -144,7 +145,7 @@ class LonghornStep(Step):
                 return False
         return True
 
-    async def run(self, ctx: Context) -> Outcome:
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
         cfg, lh, kube = ctx.cfg, ctx.cfg.longhorn, ctx.kube
 
         ctx.out.activity("reading the cluster's storage")
@@ -173,7 +174,12 @@ class LonghornStep(Step):
             if loose:
                 ctx.out.warn(f"{loose} can be read by other users; `chmod 600 {loose}`")
 
-        objects = render_longhorn(lh, ctx.manifests.text("longhorn", lh.version), backup_credentials=values)
+        objects = planned.objects
+        if values is not None and lh.backup_credentials is not None:
+            # The plan holds the credentials Secret with redacted values: put the real one in its place.
+            real = credentials_secret(lh.backup_credentials, values, redact=False)
+            objects = [real if o.get("kind") == "Secret" and o["metadata"] == real["metadata"] else o
+                       for o in objects]
         if ctx.options.dry_run:
             return Outcome(False, f"would apply {len(objects)} objects (Longhorn {lh.version})")
 

@@ -12,7 +12,7 @@ MIN_MINOR = 28  # the oldest Kubernetes the pinned Longhorn and Flux releases su
 
 def needed(cfg: Any) -> list[tuple[str, str, str, str | None]]:
     """(verb, group, resource, namespace): what the bootstrap itself does."""
-    from .base import STATE_NAMESPACE
+    from ..state import NAMESPACE as STATE_NAMESPACE
 
     return [
         ("create", "", "namespaces", None),
@@ -35,7 +35,7 @@ class PreflightStep(Step):
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         return Planned(notes=["API reachable, server version, RBAC (SelfSubjectAccessReview), nodes Ready"])
 
-    async def run(self, ctx: Context) -> Outcome:
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
         kube = ctx.kube
         resp = await kube.request("GET", "/version")
         version = resp.json()

@@ -2,18 +2,31 @@
 
 - volumes, before the Git server: a restored Gitea comes back with its repository;
 - Secrets, before Flux: cert-manager finds its ACME account keys and certificates in place;
-- cert-manager objects, after Flux: their CRDs exist only once Flux has installed cert-manager.
+- cert-manager objects, after Flux: their CRDs exist only once Flux has installed cert-manager;
+  then the issuance ledger is kept in the cluster.
 
-The archive was decrypted and verified before the first step ran (bootstrap.py); these steps
-only write. Existing objects are kept unless --force. The repository bundle is pushed back by
-the push step, the ledger is read by the certificate guard.
+Each step is one phase of the same restore sequence `seedbed restore` runs
+(``backup/sequence.py``); the push step runs its repository phase. The archive was decrypted and
+verified before the first step ran (``commands/bootstrap.py``). Existing objects are kept unless --force.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import Context, Options, Outcome, Planned, Step
+
+if TYPE_CHECKING:
+    from ..backup.restore import Summary
+    from ..backup.sequence import Restore
+
+
+def restore_of(ctx: Context) -> Restore:
+    """The restore sequence over this run's archive and clients."""
+    from ..backup.sequence import Restore
+
+    assert ctx.archive is not None, "restore phases are planned only with --restore"
+    return Restore(ctx.archive, ctx.kube, ctx.gitserver, force=ctx.options.force)
 
 
 class _RestoreStep(Step):
@@ -22,11 +35,11 @@ class _RestoreStep(Step):
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         return Planned(inputs={"archive": str(options.restore)}, notes=[self.note])
 
-    async def run(self, ctx: Context) -> Outcome:
-        summary = await self.restore(ctx, ctx.shared["restore.archive"])
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
+        summary = await self.restore(ctx, restore_of(ctx))
         return Outcome(bool(summary.restored), str(summary))
 
-    async def restore(self, ctx: Context, archive: Any) -> Any:
+    async def restore(self, ctx: Context, restore: Restore) -> Summary:
         raise NotImplementedError
 
 
@@ -35,10 +48,8 @@ class RestoreVolumesStep(_RestoreStep):
     title = "Restore volumes"
     note = "Longhorn Volumes from their backups (fromBackup), then PV and PVC"
 
-    async def restore(self, ctx: Context, archive: Any) -> Any:
-        from ..backup.restore import restore_volumes
-
-        return await restore_volumes(ctx.kube, archive, force=ctx.options.force)
+    async def restore(self, ctx: Context, restore: Restore) -> Summary:
+        return await restore.volumes()
 
 
 class RestoreSecretsStep(_RestoreStep):
@@ -46,21 +57,20 @@ class RestoreSecretsStep(_RestoreStep):
     title = "Restore Secrets"
     note = "certificate, ACME account-key, DNS-01 and selected Secrets, before Flux"
 
-    async def restore(self, ctx: Context, archive: Any) -> Any:
-        from ..backup.restore import restore_secrets, secrets
+    async def restore(self, ctx: Context, restore: Restore) -> Summary:
+        from ..backup.restore import secrets
 
-        # The certificate guard counts these as restored: cert-manager will not re-issue them.
-        ctx.shared["restore.secrets"] = [f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}"
-                                         for s in secrets(archive)]
-        return await restore_secrets(ctx.kube, archive, force=ctx.options.force)
+        # The certificate guard decides from these whether cert-manager will re-issue.
+        ctx.restored_secrets = secrets(restore.archive)
+        return await restore.secrets()
 
 
 class RestoreCertificatesStep(_RestoreStep):
     name = "restore-certificates"
     title = "Restore certificates"
-    note = "Certificates, Issuers, ClusterIssuers once cert-manager's CRDs exist"
+    note = "Certificates, Issuers, ClusterIssuers once cert-manager's CRDs exist; the issuance ledger"
 
-    async def restore(self, ctx: Context, archive: Any) -> Any:
-        from ..backup.restore import restore_cert_manager
-
-        return await restore_cert_manager(ctx.kube, archive, force=ctx.options.force)
+    async def restore(self, ctx: Context, restore: Restore) -> Summary:
+        summary = await restore.cert_manager()
+        await restore.ledger()
+        return summary

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import ClusterError
-from .kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
+from ..errors import ClusterError
+from ..kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
+    from .clients import Clients
 
 BACKUP_STALE_DAYS = 7
-STATE_KEY_BACKUP = "backup"
 
 
 @dataclass
@@ -60,22 +59,15 @@ class StatusReport:
         return "\n".join(out)
 
 
-async def collect_status(cfg: Config, *, kube: Any = None, now: datetime | None = None) -> StatusReport:
-    from .kube import Kube
-
-    own = kube is None
+async def collect_status(cfg: Config, clients: Clients, *, now: datetime | None = None) -> StatusReport:
+    kube = clients.kube
     try:
-        if own:
-            kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
         checks = [await _api(kube)]
         if checks[0].state == "ok":
-            checks += [await _longhorn(kube, cfg), await _git_server(kube, cfg), await _flux(kube, cfg),
+            checks += [await _longhorn(kube, cfg), await _git_server(kube, cfg), await _flux(clients),
                        await _backup(kube, now or datetime.now(UTC))]
     except ClusterError as e:  # a config error is not a status: it propagates to a clean exit 2
         checks = [Check("cluster", "fail", e.message, e.message, e.fix or "")]
-    finally:
-        if own and kube is not None:
-            await kube.close()
     return StatusReport(cfg.cluster.name, checks)
 
 
@@ -106,7 +98,7 @@ async def _longhorn(kube: Any, cfg: Config) -> Check:
 
 async def _git_server(kube: Any, cfg: Config) -> Check:
     gs = cfg.git_server
-    from .render.gitserver import DEPLOYMENT_NAME
+    from ..render.gitserver import DEPLOYMENT_NAME
 
     dep = await kube.get("apps/v1", "Deployment", DEPLOYMENT_NAME, namespace=gs.namespace)
     pvc = await kube.get("v1", "PersistentVolumeClaim", gs.pvc_name, namespace=gs.namespace)
@@ -122,16 +114,16 @@ async def _git_server(kube: Any, cfg: Config) -> Check:
         return Check("git-server", "fail", f"data claim {gs.pvc_name} is {phase}",
                      f"the data claim {gs.namespace}/{gs.pvc_name} is {phase}",
                      "check Longhorn (seedbed status) and the StorageClass")
-    from .render.gitserver import port_forward_command
+    from ..render.gitserver import port_forward_command
 
     return Check("git-server", "ok", f"ready; data on {gs.namespace}/{gs.pvc_name}; reach it with "
                  f"{port_forward_command(cfg)}")
 
 
-async def _flux(kube: Any, cfg: Config) -> Check:
-    from .steps.flux import fetched_revision, sync_state
+async def _flux(clients: Clients) -> Check:
+    from ..gitserver import fetched_revision
 
-    repo, ks = await sync_state(kube)
+    repo, ks = await clients.gitserver.sync_state()
     if repo is None or ks is None:
         return Check("flux", "fail", "not installed", "Flux's flux-system sync objects do not exist",
                      "run `seedbed bootstrap`")
@@ -151,18 +143,15 @@ async def _flux(kube: Any, cfg: Config) -> Check:
 
 
 async def _backup(kube: Any, now: datetime) -> Check:
-    from .steps.base import STATE_CONFIGMAP, STATE_NAMESPACE
+    from ..state import read_backup_record
 
-    cm = await kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=STATE_NAMESPACE)
-    raw = ((cm or {}).get("data") or {}).get(STATE_KEY_BACKUP)
-    if not raw:
+    record = await read_backup_record(kube)
+    if record is None:
         return Check("backup", "warn", "no backup yet", "no backup has been taken of this cluster",
                      "seedbed backup -o backups/$(date +%F).age")
-    record = json.loads(raw)
-    taken = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
-    age = now - taken
+    age = now - record.time
     days = age.total_seconds() / 86400
-    text = f"last backup {_age(age.total_seconds())} ago ({record.get('file', '?')})"
+    text = f"last backup {_age(age.total_seconds())} ago ({record.file})"
     if days > BACKUP_STALE_DAYS:
         return Check("backup", "warn", text, f"the last backup is {days:.0f} days old",
                      "seedbed backup -o backups/$(date +%F).age", {"ageSeconds": int(age.total_seconds())})
@@ -175,10 +164,3 @@ def _age(seconds: float) -> str:
     if seconds < 86400 * 2:
         return f"{int(seconds // 3600)}h"
     return f"{int(seconds // 86400)}d"
-
-
-async def record_backup(kube: Any, file: str, entries: int) -> None:
-    from .steps.base import STATE_CONFIGMAP, STATE_NAMESPACE
-
-    record = {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "file": file, "entries": entries}
-    await kube.set_configmap_data(STATE_NAMESPACE, STATE_CONFIGMAP, {STATE_KEY_BACKUP: json.dumps(record, sort_keys=True)})

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .render.redact import redact
-from .steps.base import Options, Planned, Step
-from .yamlutil import dump_all
+from ..render.redact import redact
+from ..steps.base import Options, Planned, Step, plan_steps
+from ..yamlutil import dump_all
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
+    from ..manifests import ManifestStore
 
 
 @dataclass
 class PlanResult:
     cfg: Config
     steps: list[tuple[Step, Planned]]
-    repo_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def repo_files(self) -> dict[str, str]:
+        return {path: text for _, p in self.steps for path, text in p.repo_files.items()}
 
     def as_dict(self, out_dir: Path | None = None) -> dict[str, Any]:
         return {
@@ -60,24 +64,15 @@ def _kinds_text(objs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def render_plan(cfg: Config, options: Options) -> PlanResult:
-    from .manifests import ManifestStore
-    from .steps import bootstrap_steps
+def render_plan(cfg: Config, options: Options, manifests: ManifestStore) -> PlanResult:
+    from ..steps import bootstrap_steps
 
-    store = ManifestStore(lock_file=cfg.lock_file, manifests=options.manifests, offline=options.offline)
-    steps = bootstrap_steps(options)
-    planned = [(s, s.plan(cfg, store, options)) for s in steps]
-    repo_files: dict[str, str] = {}
-    for s, _ in planned:
-        files = getattr(s, "repo_files", None)
-        if files is not None:
-            repo_files.update(files(cfg, store, options))
-    return PlanResult(cfg, planned, repo_files)
+    return PlanResult(cfg, plan_steps(bootstrap_steps(options), cfg, manifests, options))
 
 
 def write_bundle(result: PlanResult, out_dir: Path) -> None:
     """One multi-document YAML per step, plus the files the Flux step commits, under out_dir."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a folder", fix="name a folder (it is created if missing)")

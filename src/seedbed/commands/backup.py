@@ -1,0 +1,110 @@
+"""`seedbed backup` and `seedbed restore`: the cluster-facing sequence around the archive format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
+
+if TYPE_CHECKING:
+    from ..backup.archive import Archive
+    from ..backup.restore import Summary
+    from ..config import Config
+    from .clients import Clients
+
+
+def default_identity_path() -> Path:
+    """Where `seedbed keygen` puts the age identity, and where every command looks for it."""
+    return Path(platformdirs.user_config_dir("seedbed")) / "age.key"
+
+
+def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
+    if extra:
+        return list(extra)
+    return [cfg.resolve(cfg.backup.identity_file) if cfg.backup.identity_file else default_identity_path()]
+
+
+def open_for_restore(cfg: Config, path: Path, *, from_other_cluster: bool = False,
+                     identities: list[Path] | None = None) -> Archive:
+    """Decrypt and verify every entry; an ArchiveError here means nothing was written."""
+    from ..backup.archive import open_archive
+
+    return open_archive(path, identity_paths(cfg, identities), expect_cluster=cfg.cluster.name,
+                        from_other_cluster=from_other_cluster)
+
+
+def check_backup(cfg: Config, output_file: Path) -> None:
+    """Everything a backup needs from the operator, checked before connecting to anything."""
+    from ..backup import archive as fmt
+    from ..errors import ConfigError
+
+    if not cfg.backup.recipients:
+        raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
+                          fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
+    for recipient in cfg.backup.recipients:
+        fmt.parse_recipient(recipient)
+
+
+async def run_backup(cfg: Config, output_file: Path, clients: Clients, *, skip_volumes: bool = False) -> str:
+    """Take the backup (:func:`check_backup` first) and write the archive."""
+    from ..backup import archive as fmt
+    from ..backup import make_backup
+    from ..certs.history import cluster_issuances, stored_ledger
+    from ..certs.ledger import Ledger
+    from ..errors import SeedbedError
+    from ..state import record_backup
+
+    kube, out = clients.kube, clients.out
+    out.begin("Backup")
+    out.activity("bundling the in-cluster repository")
+    try:
+        bundle = await clients.gitserver.bundle()
+    except SeedbedError as e:
+        out.warn(f"repository not backed up: {e.message}")
+        bundle = None
+    issuances, _ = await cluster_issuances(kube)
+    ledger = Ledger.merge(issuances, await stored_ledger(kube))
+    out.activity("reading certificates and Secrets" + ("" if skip_volumes else ", backing up volumes"))
+    if skip_volumes:
+        cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
+            update={"volumes": [], "include_git_server_volume": False})})
+    result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger)
+    fmt.write(output_file, result.ciphertext)
+    entries = list(result.index.get("entries", {}))
+    await record_backup(kube, output_file.name, len(entries))
+    out.close()
+    counts: dict[str, int] = {}
+    for name in entries:
+        kind = fmt.entry_kind(name)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"wrote {output_file} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
+
+
+def open_verified(cfg: Config, archive_path: Path, out: Any, *, from_other_cluster: bool,
+                  identities: list[Path]) -> Archive:
+    """Open the archive before connecting anywhere: a bad archive is reported without a cluster."""
+    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities)
+    out.done(f"{archive_path}: decrypted and verified ({len(archive.entries)} entries)")
+    return archive
+
+
+async def run_restore(archive: Archive, clients: Clients, *, dry_run: bool, force: bool) -> list[Summary]:
+    """Every phase of the one restore sequence (see backup/sequence.py); one Summary per phase
+    (names and reasons only, never a value)."""
+    from ..backup.sequence import Restore
+
+    try:
+        return await Restore(archive, clients.kube, clients.gitserver, force=force, dry_run=dry_run).all()
+    finally:
+        clients.out.close()
+
+
+def restore_text(summaries: list[Any], *, dry_run: bool) -> str:
+    lines = []
+    for s in summaries:
+        lines.append(str(s))
+        if dry_run or s.skipped:
+            lines += [f"  {line}" for line in s.lines() if dry_run or line.startswith("skip")]
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""What seedbed remembers on the cluster itself, in two ConfigMaps of ``kube-system``.
+
+- ``seedbed-state``: one key per finished bootstrap step (the digest of its plan, when, which
+  seedbed), and ``backup``: when the last backup was taken. A re-run skips a step whose digest is
+  unchanged (see ``steps/base.py``); ``status`` reads the backup record.
+- ``seedbed-ledger``: the certificate issuance ledger a restore put back, so that the Let's
+  Encrypt history survives any number of rebuilds.
+
+Nothing is kept on the operator's disk: the cluster is the one place, so two laptops agree.
+What is read back is checked like any input: a damaged record is named, with the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .kube import Kube
+    from .output import Output
+
+NAMESPACE = "kube-system"
+STATE_CONFIGMAP = "seedbed-state"
+LEDGER_CONFIGMAP = "seedbed-ledger"
+LEDGER_KEY = "ledger.json"
+BACKUP_KEY = "backup"
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    time: datetime
+    file: str
+    entries: int
+
+
+def _where(name: str) -> str:
+    return f"ConfigMap {NAMESPACE}/{name}"
+
+
+class StepRecords:
+    """Which bootstrap steps finished, with the digest of their plan."""
+
+    def __init__(self, kube: Kube, out: Output) -> None:
+        self.kube = kube
+        self.out = out
+        self._digests: dict[str, str] = {}
+
+    async def load(self) -> None:
+        cm = await self.kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=NAMESPACE)
+        data = (cm or {}).get("data") or {}
+        if not isinstance(data, dict):
+            data = {}
+        damaged = []
+        for key, raw in data.items():
+            if key == BACKUP_KEY:
+                continue
+            try:
+                record = json.loads(raw) if isinstance(raw, str) else None
+                digest = record.get("digest") if isinstance(record, dict) else None
+            except ValueError:
+                digest = None
+            if isinstance(digest, str) and digest.startswith("sha256:"):
+                self._digests[key] = digest
+            else:
+                damaged.append(key)
+        if damaged:
+            # Not fatal: a step without a record simply runs again (every step is idempotent).
+            self.out.warn(f"{_where(STATE_CONFIGMAP)}: the record of {', '.join(sorted(damaged))} is damaged; "
+                          "those steps run again and rewrite it")
+
+    def digest(self, step: str) -> str | None:
+        return self._digests.get(step)
+
+    async def record(self, step: str, digest: str) -> None:
+        from . import __version__
+
+        self._digests[step] = digest
+        record = {"digest": digest, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "seedbedVersion": __version__}
+        await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {step: json.dumps(record, sort_keys=True)})
+
+
+async def read_backup_record(kube: Kube) -> BackupRecord | None:
+    """The last backup's record; None when there is none. A damaged one is a ClusterError with the fix."""
+    from .errors import ClusterError
+
+    cm = await kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=NAMESPACE)
+    raw = ((cm or {}).get("data") or {}).get(BACKUP_KEY)
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+        taken = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
+        if taken.tzinfo is None:
+            taken = taken.replace(tzinfo=UTC)
+        return BackupRecord(taken, str(record.get("file", "?")), int(record.get("entries", 0)))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ClusterError(f"{_where(STATE_CONFIGMAP)}: key {BACKUP_KEY!r} is damaged",
+                           fix=f"kubectl -n {NAMESPACE} patch configmap {STATE_CONFIGMAP} --type json "
+                               f"-p '[{{\"op\":\"remove\",\"path\":\"/data/{BACKUP_KEY}\"}}]'; the next backup "
+                               "writes it again") from None
+
+
+async def record_backup(kube: Kube, file: str, entries: int) -> None:
+    record = {"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "file": file, "entries": entries}
+    await kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {BACKUP_KEY: json.dumps(record, sort_keys=True)})
+
+
+async def read_ledger_text(kube: Kube) -> str | None:
+    """The issuance ledger's JSON text as a previous restore stored it (validated by the caller)."""
+    cm = await kube.get("v1", "ConfigMap", LEDGER_CONFIGMAP, namespace=NAMESPACE)
+    text = ((cm or {}).get("data") or {}).get(LEDGER_KEY)
+    return text if isinstance(text, str) and text else None
+
+
+async def store_ledger_text(kube: Kube, text: str) -> None:
+    await kube.set_configmap_data(NAMESPACE, LEDGER_CONFIGMAP, {LEDGER_KEY: text})
+
+
+LEDGER_WHERE = _where(LEDGER_CONFIGMAP)
+LEDGER_FIX = (f"kubectl -n {NAMESPACE} delete configmap {LEDGER_CONFIGMAP} (restoring a backup puts the "
+              "history back), then re-run")
