@@ -1,9 +1,23 @@
-"""The errors a user can do something about.
+"""The errors a user can do something about: the one exceptions module, as in httpx.
 
 Every problem caused by input (config, kubeconfig, flags, cluster state, a backup archive)
 is raised as a :class:`SeedbedError`: one line naming the cause, and a ``fix`` naming what
-to do. The CLI prints both and exits non-zero; it never shows a traceback for these.
-Anything else is a bug and keeps its traceback.
+to do. The CLI prints both (through the scrubber) and exits non-zero; it never shows a
+traceback for these. Anything else is a bug and keeps its traceback.
+
+The hierarchy (exit code in brackets)::
+
+    SeedbedError [1]
+    ├── ConfigError [2]       seedbed.yaml, a flag, or a file the config names
+    ├── ManifestError         a release manifest cannot be had or does not match its pin
+    ├── ClusterError          the cluster cannot be reached, refuses, or is in a state we will not touch
+    │   └── WaitTimeout       something waited for did not become ready in time
+    │   (seedbed.kube adds NotFound, AlreadyExists, Conflict, Forbidden, Invalid below ClusterError)
+    ├── GitServerError        the in-cluster Git server refused or failed a request
+    ├── GitError              a git command failed (``transient``: worth retrying)
+    ├── ArchiveError          a backup archive cannot be read, decrypted or trusted
+    ├── Refused               seedbed stopped on purpose to protect something
+    └── (steps) StepFailed, Interrupted [130]: a step failed or was interrupted; re-run to resume
 """
 
 from __future__ import annotations

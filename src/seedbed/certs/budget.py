@@ -21,40 +21,18 @@ Pure: the ledger and ``now`` go in.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..domains import registered_domain
 from .ledger import Issuance, Ledger, _iso, _utc
 
 REGISTERED_DOMAIN_LIMIT = 50
 EXACT_SET_LIMIT = 5
 WINDOW = timedelta(hours=168)
-
-
-@functools.lru_cache(maxsize=1)
-def _psl() -> Any:
-    from publicsuffixlist import PublicSuffixList
-
-    # The bundled copy: no network. accept_unknown: an unlisted TLD (e.g. "lan") counts as a
-    # one-label suffix, which is what the PSL's "*" default rule says.
-    return PublicSuffixList(accept_unknown=True)
-
-
-def registered_domain(name: str) -> str | None:
-    """The registered domain of a DNS name (``*.a.example.co.uk`` → ``example.co.uk``).
-
-    None when the name is itself a public suffix (``co.uk``), which no one can get a certificate for.
-    """
-    n = name.strip().lower().rstrip(".")
-    if n.startswith("*."):
-        n = n[2:]
-    if not n:
-        return None
-    return _psl().privatesuffix(n)
 
 
 def _group_key(name: str) -> str:

@@ -150,7 +150,7 @@ def wildcard_certificate(cfg: Config | CertificatesConfig, *, issuer: str) -> di
             "or remove certificates.wildcard",
         )
     domain = check_domain(w.domain, key="certificates.wildcard.domain")
-    from ..certs.budget import registered_domain  # lazy: the PSL loads in ~50 ms
+    from ..domains import registered_domain
 
     if registered_domain(domain) is None:
         raise ConfigError(f"certificates.wildcard.domain: {domain!r} is a public suffix, not a domain you own",
