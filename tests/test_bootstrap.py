@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 
 import pytest
@@ -107,6 +108,12 @@ def test_status_is_green_after_bootstrap_and_doctor_explains_a_broken_git_server
     assert code == 0 and report["ok"]
     states = {c["component"]: c["state"] for c in report["components"]}
     assert states == {"cluster": "ok", "longhorn": "ok", "git-server": "ok", "flux": "ok", "backup": "warn"}
+    # The flags work after the verb too, and status says how to log in without printing the password.
+    code, out, _ = run_cli(capsys, "status", "-c", str(config))
+    password = lab.emu.get("v1", "Secret", "gitea-admin", "gitea")["data"]["password"]
+    assert code == 0 and "port-forward svc/gitea-http 3000:3000" in out
+    assert "get secret gitea-admin -o jsonpath='{.data.password}' | base64 -d" in out
+    assert password not in out and base64.b64decode(password).decode() not in out
     lab.emu.hold_ready("Deployment", "gitea", "gitea")
     lab.emu.put({**lab.emu.get("apps/v1", "Deployment", "gitea", "gitea"), "status": {}})
     code, out, _ = run_cli(capsys, "-c", str(config), "doctor")

@@ -124,3 +124,24 @@ def test_the_readme_shows_the_values_check_handoff_checks():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert recommended_values(Config()).rstrip() in readme
+
+
+def test_global_flags_work_after_the_verb_as_with_kubectl(workdir, capsys):
+    assert run(capsys, "init", "-c", "lab.yaml")[0] == 0
+    assert (workdir / "lab.yaml").exists() and not (workdir / "seedbed.yaml").exists()
+    code, _, err = run(capsys, "config", "check", "--config", "lab.yaml")
+    assert code == 0 and "lab.yaml is valid" in err
+
+
+@pytest.mark.parametrize("flag", ["--kubeconfig", "--context", "--config"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_flag_is_an_error_not_a_silent_fallback_to_another_cluster(workdir, capsys, flag, where):
+    argv = [flag, "", "status"] if where == "before" else ["status", flag, ""]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"{flag} was given an empty value" in err and "fix:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_a_script_for_the_shell(capsys, shell):
+    code, out, _ = run(capsys, "completion", shell)
+    assert code == 0 and "_SEEDBED_COMPLETE" in out

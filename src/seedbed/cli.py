@@ -70,12 +70,20 @@ def manifest_options(f: F) -> F:
     return f
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # kubectl refuses `--kubeconfig ''` too: an empty value would silently fall back to another cluster.
+    if value == "":
+        raise ConfigError(f"--{param.name} was given an empty value",
+                          fix=f"name a value, or leave --{param.name} out to use the config's")
+    return value
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="seedbed", prog_name="seedbed")
 @click.option("--config", "-c", default=lambda: os.environ.get("SEEDBED_CONFIG", "seedbed.yaml"),
-              show_default="seedbed.yaml or $SEEDBED_CONFIG", help="The config file.")
-@click.option("--kubeconfig", default=None, help="Override cluster.kubeconfig.")
-@click.option("--context", default=None, help="Override cluster.context.")
+              show_default="seedbed.yaml or $SEEDBED_CONFIG", help="The config file.", callback=_not_empty)
+@click.option("--kubeconfig", default=None, help="Override cluster.kubeconfig.", callback=_not_empty)
+@click.option("--context", default=None, help="Override cluster.context.", callback=_not_empty)
 @click.option("--verbose", "-v", is_flag=True, help="Show more detail.")
 @click.option("--quiet", "-q", is_flag=True, help="Show only warnings and errors.")
 @click.option("--color/--no-color", default=None, help="Force or disable colour.")
@@ -446,6 +454,62 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
         print_json(report.to_json())
     else:
         click.echo(report.render_text())
+
+
+# ---------------------------------------------------------------------------- completion
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, as `kubectl completion` and `flux completion` do.
+
+    \b
+    Examples:
+      source <(seedbed completion bash)                           # this shell
+      seedbed completion bash > /etc/bash_completion.d/seedbed    # every shell
+      seedbed completion zsh > "${fpath[1]}/_seedbed"
+      seedbed completion fish > ~/.config/fish/completions/seedbed.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the Choice above lists only shells click supports
+    click.echo(cls(cli, {}, "seedbed", "_SEEDBED_COMPLETE").source())
+
+
+# ---------------------------------------------------------------------------- global flags anywhere
+
+
+def _global(attr: str, *decls: str, **kw: Any) -> click.Option:
+    """A global flag repeated on a sub-command, so it works after the verb too (kubectl, flux)."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        value = _not_empty(ctx, param, value)
+        if value is None or value is False:
+            return  # not given here: the value before the verb (or the default) stands
+        state = ctx.find_object(State)
+        if state is not None:
+            setattr(state, attr, Path(value) if attr == "config_path" else value)
+
+    return click.Option(list(decls), expose_value=False, callback=remember, **kw)
+
+
+def _add_global_flags(group: click.Group) -> None:
+    for command in group.commands.values():
+        command.params += [
+            _global("config_path", "--config", "-c", default=None, help="The config file."),
+            _global("kubeconfig", "--kubeconfig", default=None, help="Override cluster.kubeconfig."),
+            _global("context", "--context", default=None, help="Override cluster.context."),
+            _global("verbose", "--verbose", "-v", is_flag=True, default=False, help="Show more detail."),
+            _global("quiet", "--quiet", "-q", is_flag=True, default=False, help="Show only warnings and errors."),
+            _global("color", "--color/--no-color", default=None, help="Force or disable colour."),
+        ]
+        if isinstance(command, click.Group):
+            _add_global_flags(command)
+
+
+_add_global_flags(cli)
 
 
 # ---------------------------------------------------------------------------- plumbing

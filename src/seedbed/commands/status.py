@@ -24,6 +24,7 @@ class Check:
     problem: str = ""
     fix: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)  # shown under the line: how to get at the component
 
     def as_dict(self) -> dict[str, Any]:
         return {"component": self.component, "state": self.state, "summary": self.summary,
@@ -45,7 +46,11 @@ class StatusReport:
     def as_text(self) -> str:
         mark = {"ok": "✔", "warn": "!", "fail": "✗"}
         width = max(len(c.component) for c in self.checks)
-        return "\n".join(f"{mark[c.state]} {c.component:<{width}}  {c.summary}" for c in self.checks)
+        lines = []
+        for c in self.checks:
+            lines.append(f"{mark[c.state]} {c.component:<{width}}  {c.summary}")
+            lines += [f"  {'':<{width}}  {hint}" for hint in c.hints]
+        return "\n".join(lines)
 
     def as_doctor_text(self) -> str:
         problems = [c for c in self.checks if c.state != "ok"]
@@ -114,10 +119,14 @@ async def _git_server(kube: Any, cfg: Config) -> Check:
         return Check("git-server", "fail", f"data claim {gs.pvc_name} is {phase}",
                      f"the data claim {gs.namespace}/{gs.pvc_name} is {phase}",
                      "check Longhorn (seedbed status) and the StorageClass")
-    from ..render.gitserver import port_forward_command
+    from ..render.gitserver import HTTP_PORT, admin_password_command, port_forward_command
 
+    r = cfg.repo
+    login = {"portForward": port_forward_command(cfg), "url": f"http://localhost:{HTTP_PORT}/{r.owner}/{r.name}",
+             "user": gs.admin_user, "passwordCommand": admin_password_command(cfg)}
     return Check("git-server", "ok", f"ready; data on {gs.namespace}/{gs.pvc_name}; reach it with "
-                 f"{port_forward_command(cfg)}")
+                 f"{port_forward_command(cfg)}", details={"login": login},
+                 hints=[f"log in at {login['url']} as {gs.admin_user}; password: {login['passwordCommand']}"])
 
 
 async def _flux(clients: Clients) -> Check:

@@ -124,6 +124,13 @@ def port_forward_command(cfg: Config) -> str:
     return f"kubectl -n {gs.namespace} port-forward svc/{gs.http_service} {HTTP_PORT}:{HTTP_PORT}"
 
 
+def admin_password_command(cfg: Config) -> str:
+    """The command that prints the admin password from its Secret (seedbed never prints it)."""
+    gs = cfg.git_server
+    return (f"kubectl -n {gs.namespace} get secret {gs.admin_secret} "
+            f"-o jsonpath='{{.data.{ADMIN_PASSWORD_KEY}}}' | base64 -d")
+
+
 def image(cfg: Config) -> str:
     gs = cfg.git_server
     if gs.image:
