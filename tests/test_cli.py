@@ -24,6 +24,9 @@ def test_init_writes_a_commented_example_that_validates(workdir, capsys):
     assert run(capsys, "init")[0] == 0
     text = (workdir / "seedbed.yaml").read_text()
     assert text == EXAMPLE_CONFIG and text.count("#") > 20
+    # The schema the example's first lines point editors at is written beside it.
+    assert "$schema=seedbed.schema.json" in text
+    assert json.loads((workdir / "seedbed.schema.json").read_text()) == config.json_schema()
     code, _, err = run(capsys, "config", "check")
     assert code == 0 and "is valid" in err
     code, _, err = run(capsys, "init")

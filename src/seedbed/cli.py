@@ -18,6 +18,7 @@ from .errors import ConfigError, SeedbedError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SCHEMA_FILE = "seedbed.schema.json"  # the name the example config's yaml-language-server line points at
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -110,21 +111,35 @@ def cli(ctx: click.Context, config: str, kubeconfig: str | None, context: str | 
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @pass_state
 def init(state: State, force: bool) -> None:
-    """Write a commented example seedbed.yaml.
+    """Write a commented example seedbed.yaml, and seedbed.schema.json beside it for editors.
+
+    The example's first lines point yaml-language-server (VS Code, Neovim, Helix...) at the
+    schema, so an editor completes and checks every key.
 
     \b
     Examples:
       seedbed init
-      seedbed -c clusters/lab.yaml init
+      seedbed init -c clusters/lab.yaml
     """
+    import json
+
+    from . import files
+    from .config import json_schema
     from .example import EXAMPLE_CONFIG
 
-    path = state.config_path
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists", fix="pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(EXAMPLE_CONFIG)
-    state.out.done(f"wrote {path}; edit it, then run `seedbed plan`")
+    path = files.expand(state.config_path)
+    if not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the folder {path.parent}: {e.strerror or e}",
+                              fix="choose another path with --config") from None
+    # Both outputs are checked before either is written.
+    config_target = files.check_output(path, "config file", overwrite=force)
+    schema_target = files.check_output(path.with_name(SCHEMA_FILE), "JSON schema")
+    files.write_output(config_target, EXAMPLE_CONFIG)
+    files.write_output(schema_target, json.dumps(json_schema(), indent=2) + "\n")
+    state.out.done(f"wrote {path} and {schema_target.path.name}; edit it, then run `seedbed plan`")
 
 
 @cli.group()
