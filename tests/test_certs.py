@@ -675,3 +675,25 @@ async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.Mo
     only = await budget_report(cfg, SimpleNamespace(kube=FakeKube([])), domains=["x.example.org"],  # type: ignore[arg-type]
                                now=NOW)
     assert [d["domain"] for d in only.to_json()["domains"]] == ["example.org"]
+
+
+def test_certs_budget_finds_the_identity_where_keygen_put_it(tmp_path, monkeypatch, capsys):
+    """`seedbed keygen` and `certs budget --ledger` agree on the default identity path (platformdirs:
+    ~/Library/Application Support on macOS), so a budget from a backup works without identityFile."""
+    from datetime import UTC, datetime
+
+    from conftest import run_cli
+    from seedbed.backup.archive import build, encrypt, write
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    code, recipient, _ = run_cli(capsys, "keygen")
+    assert code == 0
+    now = datetime.now(UTC)
+    ledger = Ledger([Issuance(frozenset({"web.example.com"}), now - 10 * H, "cluster", ca="production")])
+    write(tmp_path / "old.age", encrypt(build({"ledger.json": ledger.to_json().encode()}, cluster="homelab",
+                                               created=now), [recipient.strip()]))
+    (tmp_path / "seedbed.yaml").write_text("cluster:\n  kubeconfig: nowhere\n")
+    code, out, err = run_cli(capsys, "certs", "budget", "--ledger", "old.age")
+    assert code == 0, err
+    assert "example.com" in out and "cluster not reachable" in err

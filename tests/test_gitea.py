@@ -88,7 +88,6 @@ async def test_requests_match_real_gitea_and_forgejo_specs(upstream) -> None:
             await c.ensure_token()
             assert await c.get_branch_commit("alice", "gitops", "main") is None
             assert await c.repo_exists("alice", "gitops")
-            await c.revoke_token()
         assert set(server.violations) == {"gitea", "forgejo"}
         api_paths = {(r["method"], r["path"]) for r in server.requests}
         assert len(api_paths) > 10

@@ -311,14 +311,6 @@ class GiteaClient:
         self._token = value
         return value
 
-    async def revoke_token(self) -> None:
-        """Delete this run's token (optional: the next run replaces it anyway)."""
-        user = _seg(self.username)
-        for tok in await self._list(f"/users/{user}/tokens", basic=True):
-            if tok.get("name") == TOKEN_NAME:
-                await self._request("DELETE", f"/users/{user}/tokens/{tok['id']}", basic=True, allow=(404,))
-        self._token = None
-
     # ------------------------------------------------------------------ owner
 
     async def _get(self, path: str) -> dict[str, Any] | None:

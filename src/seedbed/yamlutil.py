@@ -12,8 +12,6 @@ Two ways in, on purpose:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -30,27 +28,9 @@ except AttributeError:  # pragma: no cover
     _Dumper = yaml.SafeDumper
 
 
-# Release manifests are parsed more than once per run (plan, then run; rendering, then checks), and
-# PyYAML builds Python objects in Python: ~0.1 s for Longhorn + Flux. Large texts are remembered as
-# JSON, which gives back fresh objects (callers mutate them) in a few milliseconds.
-_CACHE_MIN = 64 * 1024
-_cache: dict[str, str] = {}
-
-
 def load_all(text: str) -> list[dict[str, Any]]:
-    """Every non-empty document of a bundle, in order (fresh objects on every call)."""
-    if len(text) < _CACHE_MIN:
-        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
-    key = hashlib.sha256(text.encode()).hexdigest()
-    cached = _cache.get(key)
-    if cached is not None:
-        return json.loads(cached)
-    docs = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
-    with contextlib.suppress(TypeError, ValueError):  # a value JSON cannot hold: parsed every time
-        dumped = json.dumps(docs)
-        if json.loads(dumped) == docs:  # e.g. integer keys would come back as strings
-            _cache[key] = dumped
-    return docs
+    """Every non-empty document of a trusted bundle, in order."""
+    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
 
 
 def load(text: str) -> Any:
