@@ -134,7 +134,8 @@ class Kube:
         while True:
             self.stats.requests += 1
             try:
-                async with asyncio.timeout(self.deadlines.request):
+                # Connecting (and the TLS handshake) has its own budget, then the answer has its own.
+                async with asyncio.timeout(self.deadlines.connect + self.deadlines.request):
                     resp = await self.http.request(method, path, params=params, content=content, headers=headers)
             except (TimeoutError, httpx.TimeoutException) as e:
                 # A server that accepts and never answers (or drips bytes) will not answer a retry

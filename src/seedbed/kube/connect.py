@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import json
 import os
+import re
 import ssl
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -172,7 +173,11 @@ def _read_kubeconfig(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"kubeconfig {path} cannot be read: it is not UTF-8 text",
                           fix="check the file is a kubeconfig (kubectl config view --kubeconfig FILE)") from None
-    doc = yamlutil.safe_load(text, what=f"kubeconfig {path}", error=ConfigError)
+    try:
+        doc = yamlutil.safe_load(text, what="", error=ConfigError)
+    except ConfigError as e:  # "line N: not valid YAML", nested too deep, an alias bomb
+        where = re.sub(r"^:(\d+):", r"line \1:", e.message).lstrip(": ")
+        raise ConfigError(f"kubeconfig {path} cannot be read: {where}", fix=e.fix) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("clusters"), list) \
             or not isinstance(doc.get("contexts"), list) or not isinstance(doc.get("users") or [], list):
         raise ConfigError(f"kubeconfig {path} is not a kubeconfig: it needs `clusters` and `contexts` lists",
@@ -300,9 +305,9 @@ def _ssl_context(single: SingleConfig) -> ssl.SSLContext:
             key = _pem(user.client_key_data, user.client_key, single)
             scrub.secret(key)
             _load_chain_in_memory(ctx, cert, key)
-    except (ssl.SSLError, ValueError, OSError, TypeError) as e:
-        raise ConfigError(f"the TLS material of context {single.context_name!r} is invalid: "
-                          f"{scrub.scrub(str(e) or type(e).__name__)}",
+    except (ssl.SSLError, ValueError, OSError, TypeError, ConfigError) as e:
+        detail = e.message if isinstance(e, ConfigError) else str(e) or type(e).__name__
+        raise ConfigError(f"the TLS material of context {single.context_name!r} is invalid: {scrub.scrub(detail)}",
                           fix="re-export the kubeconfig from your cluster") from None
     return ctx
 
