@@ -60,6 +60,7 @@ async def run_bootstrap(cfg: Config, options: Options, out: Output, *, kube: Any
     own = kube is None
     if own:
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
+        kube.on_wait = out.activity  # every long wait shows what it waits for
     try:
         ctx = Context(cfg=cfg, kube=kube, options=options, manifests=manifests, out=out)
         if options.restore is not None:

@@ -80,7 +80,7 @@ async def gitea_session(ctx: Context) -> AsyncIterator[tuple[Any, int]]:
         name = "Forgejo" if gs.flavor == "forgejo" else "Gitea"
         async with GiteaClient(f"http://127.0.0.1:{port}", username=gs.admin_user, password=password,
                                name=name) as client:
-            await client.wait_ready(gs.ready_timeout)
+            await client.wait_ready(gs.ready_timeout, on_progress=ctx.out.activity)
             yield client, port
 
 
