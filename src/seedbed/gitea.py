@@ -16,6 +16,7 @@ import base64
 import binascii
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -37,7 +38,6 @@ NOREPLY_DOMAIN = "noreply.localhost"  # Gitea's own default no-reply domain: alw
 OwnerKind = Literal["user", "org"]
 DeployKeyState = Literal["created", "exists", "updated", "replaced", "mismatch"]
 
-_RETRYABLE = (httpx2.ConnectError, httpx2.ReadError, httpx2.RemoteProtocolError, httpx2.TimeoutException)
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ class GiteaClient:
         self.username = username
         self._password = password
         self._token: str | None = None
+        self._timeout = timeout
         self._http = httpx2.AsyncClient(
             base_url=self.base_url, timeout=timeout, trust_env=False, follow_redirects=False,
             headers={"Accept": "application/json"},
@@ -187,13 +188,16 @@ class GiteaClient:
         attempts = 3 if method == "GET" else 1
         for attempt in range(attempts):
             try:
-                resp = await self._http.request(method, url, json=json, params=params, headers=headers)
-            except _RETRYABLE as e:
+                # An overall deadline: a per-read timeout never fires on a server that drips bytes.
+                async with asyncio.timeout(self._timeout):
+                    resp = await self._http.request(method, url, json=json, params=params, headers=headers)
+            except (TimeoutError, httpx2.TransportError) as e:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(0.5 * (attempt + 1))
                     continue
+                why = f"no answer within {self._timeout:g} s" if isinstance(e, TimeoutError) else type(e).__name__
                 raise GitServerError(
-                    f"cannot reach {self.name} at {self.base_url} ({method} {url}): {type(e).__name__}",
+                    f"cannot reach {self.name} at {self.base_url} ({method} {url}): {why}",
                     fix="check that the port-forward is open and the pod is running: "
                         f"`kubectl -n {self.namespace} get pods` and `kubectl -n {self.namespace} logs deploy/gitea`",
                 ) from None
@@ -255,26 +259,41 @@ class GiteaClient:
 
     # ------------------------------------------------------------------ readiness
 
-    async def wait_ready(self, timeout: float, *, interval: float = 1.0) -> str:
+    async def wait_ready(self, timeout: float, *, interval: float = 1.0,
+                         on_progress: Callable[[str], None] | None = None) -> str:
         """Poll until the server answers; return its version string.
 
         ``/api/healthz`` says whether the database is reachable (503 until it is); ``/api/v1/version``
-        then proves the API is routed. Both are anonymous.
+        then proves the API is routed. Both are anonymous. ``on_progress`` hears what is awaited and
+        the last answer or error, each time it changes. Each poll has an overall deadline, so a
+        server that accepts and never answers is polled again rather than waited on.
         """
         deadline = time.monotonic() + timeout
         last = "no answer yet"
+        said = ""
         while True:
             try:
-                health = await self._http.get("/api/healthz")
-                if health.status_code == 200 or health.status_code == 404:  # 404: a server without healthz
-                    version = await self._http.get(API + "/version")
-                    if version.status_code == 200:
-                        return str(version.json().get("version", "?"))
-                    last = f"GET {API}/version answered {version.status_code}"
-                else:
-                    last = f"GET /api/healthz answered {health.status_code}"
+                async with asyncio.timeout(max(0.1, min(self._timeout, deadline - time.monotonic()))):
+                    health = await self._http.get("/api/healthz")
+                    if health.status_code == 200 or health.status_code == 404:  # 404: a server without healthz
+                        version = await self._http.get(API + "/version")
+                        if version.status_code == 200:
+                            data = version.json()
+                            if isinstance(data, dict):
+                                return str(data.get("version", "?"))
+                            last = f"GET {API}/version answered a JSON {type(data).__name__}, not an object"
+                        else:
+                            last = f"GET {API}/version answered {version.status_code}"
+                    else:
+                        last = f"GET /api/healthz answered {health.status_code}"
+            except TimeoutError:
+                last = f"no answer within {self._timeout:g} s"
             except (httpx2.TransportError, ValueError) as e:
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            last = self._scrub(last)
+            if on_progress is not None and last != said:
+                said = last
+                on_progress(f"waiting for {self.name} at {self.base_url} to answer: {last}")
             if time.monotonic() + interval > deadline:
                 raise GitServerError(
                     f"{self.name} at {self.base_url} did not become ready within {timeout:g} s: {last}",

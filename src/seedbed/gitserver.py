@@ -142,8 +142,7 @@ class GitServer:
                 client = await stack.enter_async_context(GiteaClient(
                     f"http://127.0.0.1:{port}", username=gs.admin_user, password=password, name=self.name,
                     namespace=gs.namespace))
-                self.out.activity(f"waiting for {self.name} to answer through a port-forward")
-                await client.wait_ready(gs.ready_timeout)
+                await client.wait_ready(gs.ready_timeout, on_progress=self.out.activity)
             except BaseException:
                 await stack.aclose()
                 raise

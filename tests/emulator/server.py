@@ -67,6 +67,7 @@ class Fault:
     drop_watch: bool
     drop_port_forward: bool
     retry_after: int | float | None
+    message: str | None = None
 
 
 @dataclass
@@ -244,12 +245,13 @@ class Emulator:
 
     def inject(self, method: str | None = None, path: str = r".*", status: int | None = None, times: int = 1,
                latency: float = 0.0, drop_watch: bool = False, drop_port_forward: bool = False,
-               retry_after: int | float | None = None) -> None:
+               retry_after: int | float | None = None, message: str | None = None) -> None:
         """The next `times` requests matching method and path (a regex searched in the URL path) fail
-        with `status`, are delayed by `latency`, have their watch cut after the first event, or their
-        port-forward websocket closed abruptly after the first data frame."""
+        with `status` (and Status `message`, e.g. the API server's "error dialing backend: ..." when it
+        cannot reach a kubelet), are delayed by `latency`, have their watch cut after the first event,
+        or their port-forward websocket closed abruptly after the first data frame."""
         self._faults.append(Fault(method.upper() if method else None, re.compile(path), status, times, latency,
-                                  drop_watch, drop_port_forward, retry_after))
+                                  drop_watch, drop_port_forward, retry_after, message))
 
     def clear_faults(self) -> None:
         self._faults = []
@@ -395,7 +397,7 @@ class Emulator:
                 await asyncio.sleep(delay)
             if fault is not None and fault.status:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-                raise ApiError(fault.status, f"injected fault: {REASONS.get(fault.status, 'error')}",
+                raise ApiError(fault.status, fault.message or f"injected fault: {REASONS.get(fault.status, 'error')}",
                                headers=headers)
             resp = await self._dispatch(request, fault)
         except ApiError as e:

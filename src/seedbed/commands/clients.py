@@ -47,6 +47,7 @@ async def connect(cfg: Config, out: Output) -> Clients:
     from ..kube import Kube
 
     kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
+    kube.on_wait = out.activity  # every long wait shows what it waits for, and its last error
     return attach(cfg, kube, out, owns_kube=True)
 
 

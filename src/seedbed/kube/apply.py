@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx2 as httpx
+
 from ..errors import ClusterError
-from .client import ApplyResult, Obj, ref
+from .types import ApplyResult, Obj, WatchExpired, ref
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -91,7 +93,7 @@ async def _crds_ready(kube: Kube, crds: list[Obj], timeout: float) -> None:
                             break
             except TimeoutError:
                 continue
-            except Exception:  # a dropped watch: list again and carry on
+            except (WatchExpired, httpx.TransportError):  # a dropped watch: list again and carry on
                 items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
                 pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
     wanted: dict[str, set[str]] = {}

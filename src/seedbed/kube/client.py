@@ -12,15 +12,30 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, suppress
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
 
+from .. import scrub, yamlutil
 from ..errors import ClusterError, WaitTimeout
-from .connect import Target, http_client, load_single
+from .connect import Deadlines, ExecAuth, http_client, load_single
+from .types import (
+    AlreadyExists,
+    ApplyResult,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Obj,
+    Stats,
+    Target,
+    WaitProgress,
+    WatchExpired,
+    ref,
+)
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig
@@ -29,35 +44,7 @@ FIELD_MANAGER = "seedbed"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 # More parallel requests do not help: httpx's pool bookkeeping grows with open connections.
 APPLY_CONCURRENCY = 8
-
-Obj = dict[str, Any]
-
-
-class NotFound(ClusterError):
-    pass
-
-
-class AlreadyExists(ClusterError):
-    pass
-
-
-class Conflict(ClusterError):
-    pass
-
-
-class Forbidden(ClusterError):
-    pass
-
-
-class Invalid(ClusterError):
-    pass
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    writes: int = 0
-    retries: int = 0
+MAX_WATCH_LINE = 16 * 1024 * 1024  # one watch event; the API server's own request limit is 3 MiB
 
 
 @dataclass(frozen=True)
@@ -83,46 +70,33 @@ class Resource:
         return "/".join(parts)
 
 
-@dataclass
-class ApplyResult:
-    created: list[str] = field(default_factory=list)
-    configured: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.created or self.configured)
-
-    def summary(self) -> str:
-        total = len(self.created) + len(self.configured)
-        return f"applied {total} objects ({len(self.created)} created)"
-
-
-def ref(obj: Obj) -> str:
-    """``Kind/namespace/name`` or ``Kind/name``: how objects are named in messages."""
-    md = obj.get("metadata") or {}
-    ns = md.get("namespace")
-    return f"{obj.get('kind')}/{ns}/{md.get('name')}" if ns else f"{obj.get('kind')}/{md.get('name')}"
-
-
 class Kube:
     """An async connection to one cluster. Use ``async with await Kube.connect(...) as kube``."""
 
     def __init__(self, http: httpx.AsyncClient, target: Target, *, retries: int = 6,
-                 backoff: float = 0.2) -> None:
+                 backoff: float = 0.2, deadlines: Deadlines | None = None) -> None:
         self.http = http
         self.target = target
         self.retries = retries
         self.backoff = backoff
+        self.deadlines = deadlines or Deadlines()
         self.stats = Stats()
+        # Where long waits report progress unless the caller passes on_wait (the CLI sets its display).
+        self.on_wait: WaitProgress | None = None
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovery_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, cluster: ClusterConfig, *, base_dir: Path | None = None,
-                      kubeconfig: str | None = None, context: str | None = None) -> Kube:
-        single, source = load_single(kubeconfig or cluster.kubeconfig, context or cluster.context,
-                                     base_dir or Path.cwd())
-        return cls(http_client(single), Target(single.cluster.server, single.context_name, source))
+                      kubeconfig: str | None = None, context: str | None = None,
+                      deadlines: Deadlines | None = None) -> Kube:
+        # None means "not given"; an empty string was given, and is refused by load_single.
+        loaded = load_single(kubeconfig if kubeconfig is not None else cluster.kubeconfig,
+                             context if context is not None else cluster.context, base_dir or Path.cwd())
+        deadlines = deadlines or Deadlines()
+        return cls(http_client(loaded, deadlines),
+                   Target(loaded.single.cluster.server, loaded.single.context_name, loaded.source),
+                   deadlines=deadlines)
 
     async def __aenter__(self) -> Kube:
         return self
@@ -135,12 +109,19 @@ class Kube:
 
     # ------------------------------------------------------------------ transport
 
+    async def authenticate(self) -> None:
+        """Run the exec credential plugin now if one is due, under its own deadline, not a request's."""
+        auth = self.http.auth
+        if isinstance(auth, ExecAuth):
+            await auth.ensure()
+
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: Any = None, content_type: str = "application/json",
                       retry_conflicts: bool = False) -> httpx.Response:
         """One API call with retries on 429, 5xx, dropped connections (and conflicts if asked).
 
-        Returns the response for 2xx and 404; raises a ClusterError for everything else.
+        Returns the response for 2xx (whose body is then a JSON object) and 404; raises a
+        ClusterError for everything else. Each attempt has an overall deadline, connect to last byte.
         """
         content = None
         headers = {"Accept": "application/json"}
@@ -149,15 +130,23 @@ class Kube:
             headers["Content-Type"] = content_type
         write = method not in ("GET", "HEAD")
         attempt = 0
+        await self.authenticate()
         while True:
             self.stats.requests += 1
             try:
-                resp = await self.http.request(method, path, params=params, content=content, headers=headers)
+                # Connecting (and the TLS handshake) has its own budget, then the answer has its own.
+                async with asyncio.timeout(self.deadlines.connect + self.deadlines.request):
+                    resp = await self.http.request(method, path, params=params, content=content, headers=headers)
+            except (TimeoutError, httpx.TimeoutException) as e:
+                # A server that accepts and never answers (or drips bytes) will not answer a retry
+                # either; nor will a silent TLS handshake: report it now, not after the backoff.
+                raise self._timed_out(e, method, path) from None
             except httpx.TransportError as e:
                 # A refused connection or a failed TLS handshake is rarely fixed by waiting: give up
                 # after one quick retry, so that a wrong or stopped cluster is reported at once.
-                # Dropped connections and timeouts get the full backoff.
-                fatal = isinstance(e, httpx.ConnectError) and attempt >= 1
+                # Dropped connections get the full backoff.
+                fatal = isinstance(e, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.ProxyError)) \
+                    and attempt >= 1
                 if attempt >= self.retries or fatal:
                     raise self._unreachable(e) from None
                 await self._sleep(attempt, None)
@@ -174,9 +163,30 @@ class Kube:
                 continue
             if write and status < 300:
                 self.stats.writes += 1
-            if status < 300 or status == 404:
+            if status < 300:
+                self._json(resp, method, path)  # refuse an HTML page or a list where an object belongs
+                return resp
+            if status == 404:
                 return resp
             raise self._error(resp, method, path)
+
+    def _json(self, resp: httpx.Response, method: str, path: str) -> Obj:
+        """The body of a successful answer: always a JSON object in the Kubernetes API."""
+        cached = resp.extensions.get("seedbed.json")
+        if cached is not None:
+            return cached
+        what = f"the API server's answer to {method} {path}"
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        fix = (f"check that {self.target.server} (context {self.target.context!r}) is the Kubernetes API server "
+               "and not a web page, proxy or load balancer in front of something else")
+        if ctype and not ctype.endswith("json"):
+            preview = scrub.scrub(resp.text[:80]).replace("\n", " ").strip()
+            raise ClusterError(f"{what} is {ctype}, not JSON: {preview!r}", fix=fix)
+        data = yamlutil.safe_json(resp.content, what=what, error=ClusterError)
+        if not isinstance(data, dict):
+            raise ClusterError(f"{what} is a JSON {type(data).__name__}, not an object", fix=fix)
+        resp.extensions = {**resp.extensions, "seedbed.json": data}
+        return data
 
     async def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
@@ -186,25 +196,44 @@ class Kube:
         await asyncio.sleep(min(delay, 10.0))
 
     def _unreachable(self, e: Exception) -> ClusterError:
-        detail = str(e) or type(e).__name__
+        detail = scrub.scrub(str(e) or type(e).__name__)
         if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
             return ClusterError(
                 f"TLS verification of {self.target.server} failed: {detail}",
                 fix=f"the CA in {self.target.source} (context {self.target.context!r}) does not match the "
-                    "server; re-export the kubeconfig")
+                    "server (or set clusters[].cluster.tls-server-name to the name in its certificate); "
+                    "re-export the kubeconfig")
         return ClusterError(
             f"cannot reach the Kubernetes API at {self.target.server} (context {self.target.context!r}): {detail}",
             fix="check that the cluster is running and that the kubeconfig context points at it "
                 f"(kubectl --context {self.target.context} get nodes)")
+
+    def _timed_out(self, e: Exception, method: str, path: str) -> ClusterError:
+        if isinstance(e, httpx.ConnectTimeout):
+            what = f"did not complete the connection and TLS handshake within {self.deadlines.connect:g} s"
+        else:
+            what = f"did not answer {method} {path} within {self.deadlines.request:g} s"
+        return ClusterError(
+            f"the Kubernetes API at {self.target.server} (context {self.target.context!r}) {what}",
+            fix="check that the kubeconfig's server address is the API server and that it is healthy "
+                f"(kubectl --context {self.target.context} get --raw /readyz); a firewall or a load balancer "
+                "without a backend accepts connections and never answers")
 
     def _error(self, resp: httpx.Response, method: str, path: str) -> ClusterError:
         status = resp.status_code
         try:
             body = resp.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             body = {}
-        message = body.get("message") or resp.text[:200] or resp.reason_phrase
+        message = body.get("message")
+        if not isinstance(message, str) or not message:
+            message = resp.text[:200] or resp.reason_phrase
+        # Server text may repeat what we sent (a 403 body quoting the token): scrub it.
+        message = scrub.scrub(" ".join(message.split()))
         reason = body.get("reason", "")
+        reason = scrub.scrub(reason) if isinstance(reason, str) else ""
         if status == 401:
             return ClusterError(
                 f"the API server at {self.target.server} rejected the credentials of context "
@@ -246,14 +275,19 @@ class Kube:
         resp = await self.request("GET", path)
         if resp.status_code == 404:
             return
-        subs = set()
-        items = resp.json().get("resources", [])
+        items = self._json(resp, "GET", path).get("resources", [])
+        fix = f"the API server (or an aggregated API behind {path}) serves broken discovery; check its health"
+        if not isinstance(items, list):
+            raise ClusterError(f"discovery at {path}: `resources` is not a list", fix=fix)
         for r in items:
-            if "/" in r["name"]:
-                subs.add(r["name"])
+            if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not r["name"]:
+                raise ClusterError(f"discovery at {path}: an entry has no name", fix=fix)
+        subs = {r["name"] for r in items if "/" in r["name"]}
         for r in items:
             if "/" in r["name"]:
                 continue
+            if not isinstance(r.get("kind"), str) or not r["kind"]:
+                raise ClusterError(f"discovery at {path}: resource {r['name'][:100]!r} has no kind", fix=fix)
             res = Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")),
                            f"{r['name']}/status" in subs)
             self._resources[(api_version, r["kind"])] = res
@@ -278,8 +312,9 @@ class Kube:
             res = await self.resource(api_version, kind)
         except NotFound:
             return None
-        resp = await self.request("GET", res.path(namespace, name))
-        return None if resp.status_code == 404 else resp.json()
+        path = res.path(namespace, name)
+        resp = await self.request("GET", path)
+        return None if resp.status_code == 404 else self._json(resp, "GET", path)
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None, *,
                    label_selector: str | None = None, field_selector: str | None = None) -> list[Obj]:
@@ -301,19 +336,26 @@ class Kube:
         if field_selector:
             params["fieldSelector"] = field_selector
         items: list[Obj] = []
+        path = res.path(namespace)
         while True:
-            resp = await self.request("GET", res.path(namespace), params=params)
+            resp = await self.request("GET", path, params=params)
             if resp.status_code == 404:
                 return [], "0"
-            data = resp.json()
-            for item in data.get("items", []):
+            data = self._json(resp, "GET", path)
+            page, meta = data.get("items") or [], data.get("metadata") or {}
+            if not isinstance(page, list) or not all(isinstance(i, dict) for i in page) \
+                    or not isinstance(meta, dict):
+                raise ClusterError(f"the API server's answer to GET {path} is not a {kind} list",
+                                   fix="check the API server's health (or the aggregated API serving "
+                                       f"{api_version})")
+            for item in page:
                 # List items carry no apiVersion/kind; restore them so objects are self-describing.
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 items.append(item)
-            cont = (data.get("metadata") or {}).get("continue")
-            if not cont:
-                return items, (data.get("metadata") or {}).get("resourceVersion", "0")
+            cont = meta.get("continue")
+            if not cont or not isinstance(cont, str):
+                return items, str(meta.get("resourceVersion") or "0")
             params["continue"] = cont
 
     async def create(self, obj: Obj) -> Obj:
@@ -323,13 +365,14 @@ class Kube:
         if resp.status_code == 404:
             raise NotFound(f"cannot create {ref(obj)}: namespace {ns!r} does not exist",
                            fix="create the namespace first")
-        return resp.json()
+        return self._json(resp, "POST", res.path(ns))
 
     async def replace(self, obj: Obj) -> Obj:
         res = await self.resource(obj["apiVersion"], obj["kind"])
         md = obj["metadata"]
-        resp = await self.request("PUT", res.path(md.get("namespace"), md["name"]), body=obj)
-        return resp.json()
+        path = res.path(md.get("namespace"), md["name"])
+        resp = await self.request("PUT", path, body=obj)
+        return self._json(resp, "PUT", path)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete; False when it was already gone."""
@@ -345,11 +388,11 @@ class Kube:
         res = await self.resource(api_version, kind)
         ctype = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
                  "strategic": "application/strategic-merge-patch+json"}[patch_type]
-        resp = await self.request("PATCH", res.path(namespace, name, subresource), body=patch,
-                                  content_type=ctype, retry_conflicts=True)
+        path = res.path(namespace, name, subresource)
+        resp = await self.request("PATCH", path, body=patch, content_type=ctype, retry_conflicts=True)
         if resp.status_code == 404:
             raise NotFound(f"{kind}/{name} not found")
-        return resp.json()
+        return self._json(resp, "PATCH", path)
 
     async def apply_one(self, obj: Obj, *, force: bool = True, subresource: str | None = None) -> tuple[Obj, bool]:
         """Server-side apply one object; returns (object, created)."""
@@ -360,12 +403,13 @@ class Kube:
             raise Invalid(f"{ref(obj)} is namespaced but has no metadata.namespace",
                           fix="set metadata.namespace in the manifest")
         params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
-        resp = await self.request("PATCH", res.path(ns, md["name"], subresource), params=params, body=obj,
+        path = res.path(ns, md["name"], subresource)
+        resp = await self.request("PATCH", path, params=params, body=obj,
                                   content_type="application/apply-patch+yaml", retry_conflicts=True)
         if resp.status_code == 404:
             raise NotFound(f"cannot apply {ref(obj)}: namespace {ns!r} does not exist",
                            fix="create the namespace first (seedbed applies Namespaces first in a bundle)")
-        return resp.json(), resp.status_code == 201
+        return self._json(resp, "PATCH", path), resp.status_code == 201
 
     async def set_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
         """Set some keys of a ConfigMap, creating it if needed, leaving its other keys alone.
@@ -401,7 +445,12 @@ class Kube:
     async def watch(self, api_version: str, kind: str, namespace: str | None = None, *,
                     name: str | None = None, label_selector: str | None = None,
                     resource_version: str | None = None, timeout: float = 60) -> AsyncIterator[tuple[str, Obj]]:
-        """Events ``(type, object)`` from ``resource_version`` on, for at most ``timeout`` seconds."""
+        """Events ``(type, object)`` from ``resource_version`` on, for at most ``timeout`` seconds.
+
+        A watch has no overall deadline (the caller's wait is its deadline), but the answer's headers
+        must come within the request deadline, and a watch that sends nothing for
+        ``deadlines.watch_idle`` seconds past the server's own ``timeoutSeconds`` is dropped.
+        """
         res = await self.resource(api_version, kind)
         params: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, int(timeout)),
                                   "allowWatchBookmarks": "false"}
@@ -411,44 +460,80 @@ class Kube:
             params["labelSelector"] = label_selector
         if resource_version:
             params["resourceVersion"] = resource_version
+        path = res.path(namespace)
+        await self.authenticate()
         self.stats.requests += 1
-        async with self.http.stream("GET", res.path(namespace), params=params,
-                                    timeout=httpx.Timeout(10.0, read=timeout + 10)) as resp:
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self.deadlines.request):
+                    resp = await stack.enter_async_context(self.http.stream(
+                        "GET", path, params=params,
+                        timeout=httpx.Timeout(self.deadlines.request, connect=self.deadlines.connect,
+                                              read=timeout + self.deadlines.watch_idle)))
+                    if resp.status_code >= 300:
+                        await resp.aread()
+            except (TimeoutError, httpx.TimeoutException) as e:
+                raise self._timed_out(e, "GET", path) from None
+            if resp.status_code == 410:
+                raise WatchExpired()
             if resp.status_code >= 300:
-                await resp.aread()
-                if resp.status_code == 410:
-                    raise _Expired()
-                raise self._error(resp, "GET", res.path(namespace))
-            async for line in resp.aiter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    if (event.get("object") or {}).get("code") == 410:
-                        raise _Expired()
-                    continue
-                yield event["type"], event["object"]
+                raise self._error(resp, "GET", path)
+            buf = bytearray()
+            async for chunk in resp.aiter_bytes():
+                buf += chunk
+                while (end := buf.find(b"\n")) >= 0:
+                    line = bytes(buf[:end])
+                    del buf[:end + 1]
+                    if line.strip():
+                        event = self._event(line, path)
+                        if event is not None:
+                            yield event
+                if len(buf) > MAX_WATCH_LINE:
+                    raise ClusterError(f"the watch of {path} sent more than {MAX_WATCH_LINE >> 20} MiB without "
+                                       "ending an event", fix="check the API server's health, then re-run")
+
+    def _event(self, line: bytes, path: str) -> tuple[str, Obj] | None:
+        event = yamlutil.safe_json(line, what=f"an event of the watch of {path}", error=ClusterError)
+        etype = event.get("type") if isinstance(event, dict) else None
+        obj = event.get("object") if isinstance(event, dict) else None
+        if etype not in ("ADDED", "MODIFIED", "DELETED", "ERROR", "BOOKMARK") or not isinstance(obj, dict):
+            raise ClusterError(f"the watch of {path} sent something that is not a watch event",
+                               fix="check that the kubeconfig's server is the Kubernetes API server")
+        if etype == "ERROR":
+            if obj.get("code") == 410:
+                raise WatchExpired()
+            return None
+        if etype == "BOOKMARK":
+            return None
+        return etype, obj
 
     async def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
                        check: Callable[[Obj | None], bool], *, timeout: float, what: str,
-                       describe: Callable[[Obj | None], str] | None = None) -> Obj | None:
-        """Wait until ``check(obj)`` holds, using a watch; survives dropped watches by re-listing."""
+                       describe: Callable[[Obj | None], str] | None = None,
+                       on_wait: WaitProgress | None = None) -> Obj | None:
+        """Wait until ``check(obj)`` holds, using a watch; survives dropped watches by re-listing.
+
+        ``on_wait`` (else :attr:`on_wait`) hears what is awaited and the last state or error seen.
+        """
         from .wait import wait_for
 
         return await wait_for(self, api_version, kind, name, namespace, check, timeout=timeout, what=what,
-                              describe=describe)
+                              describe=describe, on_wait=on_wait or self.on_wait)
 
-    async def wait_rollout(self, kind: str, name: str, namespace: str, *, timeout: float = 300) -> Obj:
+    async def wait_rollout(self, kind: str, name: str, namespace: str, *, timeout: float = 300,
+                           on_wait: WaitProgress | None = None) -> Obj:
         from .wait import describe_workload, rollout_complete
 
         obj = await self.wait_for("apps/v1", kind, name, namespace, rollout_complete, timeout=timeout,
-                                  what=f"the rollout of {kind} {namespace}/{name}", describe=describe_workload)
+                                  what=f"the rollout of {kind} {namespace}/{name}", describe=describe_workload,
+                                  on_wait=on_wait)
         assert obj is not None
         return obj
 
     async def wait_condition(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
                              condition: str = "Ready", status: str = "True", timeout: float = 300,
-                             check: Callable[[Obj], bool] | None = None) -> Obj:
+                             check: Callable[[Obj], bool] | None = None,
+                             on_wait: WaitProgress | None = None) -> Obj:
         from .wait import condition_is, describe_conditions
 
         def ok(obj: Obj | None) -> bool:
@@ -456,15 +541,17 @@ class Kube:
 
         where = f"{namespace}/{name}" if namespace else name
         obj = await self.wait_for(api_version, kind, name, namespace, ok, timeout=timeout,
-                                  what=f"{kind} {where} to be {condition}", describe=describe_conditions)
+                                  what=f"{kind} {where} to be {condition}", describe=describe_conditions,
+                                  on_wait=on_wait)
         assert obj is not None
         return obj
 
     async def wait_exists(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
-                          timeout: float = 300) -> Obj:
+                          timeout: float = 300, on_wait: WaitProgress | None = None) -> Obj:
         where = f"{namespace}/{name}" if namespace else name
         obj = await self.wait_for(api_version, kind, name, namespace, lambda o: o is not None, timeout=timeout,
-                                  what=f"{kind} {where} to exist", describe=lambda o: "it does not exist yet")
+                                  what=f"{kind} {where} to exist", describe=lambda o: "it does not exist yet",
+                                  on_wait=on_wait)
         assert obj is not None
         return obj
 
@@ -478,15 +565,13 @@ class Kube:
         return port_forward(self, namespace, port=port, service=service, pod=pod)
 
 
-class _Expired(Exception):
-    """The watch's resourceVersion is too old (410 Gone): re-list and start again."""
-
-
 def _reason(resp: httpx.Response) -> str:
     try:
-        return resp.json().get("reason", "")
+        body = resp.json()
     except ValueError:
         return ""
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else ""
 
 
 __all__ = ["AlreadyExists", "ApplyResult", "Conflict", "Forbidden", "Invalid", "Kube", "NotFound", "Resource",

@@ -17,8 +17,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import httpx2 as httpx
+from httpx2.websockets import WebSocketUpgradeError
 
+from .. import scrub
 from ..errors import ClusterError
 
 if TYPE_CHECKING:
@@ -31,11 +32,22 @@ DATA, ERROR = 0, 1
 @contextlib.asynccontextmanager
 async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | None = None,
                        pod: str | None = None) -> AsyncIterator[int]:
+    """A loopback port relaying to the pod; a refused forward ends the ``async with`` body at once.
+
+    A dropped stream is the client's business (it sees a closed connection and may retry), but when
+    the API server refuses to open streams at all (it cannot dial the kubelet, RBAC forbids it), no
+    retry of the client's will help: the body, whatever it awaits (a readiness poll, a git push), is
+    cancelled and the ``async with`` raises the refusal as a ClusterError, the way ``asyncio.timeout``
+    turns its cancellation into TimeoutError.
+    """
     if not service and not pod:
         raise ValueError("port_forward needs a service or a pod")
     # Resolve once up front, so that a wrong name fails here with a clear message.
     await _resolve(kube, namespace, port, service, pod)
     handlers: set[asyncio.Task[None]] = set()
+    body = asyncio.current_task()
+    assert body is not None
+    refusal: list[ClusterError] = []
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -43,6 +55,10 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
         handlers.add(task)
         try:
             await _relay(kube, namespace, port, service, pod, reader, writer)
+        except Refused as e:
+            if not refusal:
+                refusal.append(e)
+                body.cancel()
         except Exception:
             pass  # the client sees a closed connection; the forward itself lives on
         except asyncio.CancelledError:
@@ -59,6 +75,10 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
     local_port = server.sockets[0].getsockname()[1]
     try:
         yield local_port
+    except asyncio.CancelledError:
+        if refusal and body.uncancel() == 0:
+            raise refusal[0] from None
+        raise
     finally:
         server.close()
         for task in list(handlers):
@@ -66,6 +86,10 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
         await asyncio.gather(*handlers, return_exceptions=True)
         with contextlib.suppress(Exception):
             await server.wait_closed()
+
+
+class Refused(ClusterError):
+    """The API server would not open a port-forward stream (an HTTP error instead of the upgrade)."""
 
 
 async def _resolve(kube: Kube, namespace: str, port: int, service: str | None,
@@ -114,24 +138,66 @@ def _ready(pod: Obj) -> bool:
 async def _relay(kube: Kube, namespace: str, port: int, service: str | None, pod: str | None,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     last: Exception | None = None
+    await kube.authenticate()
     for attempt in range(4):  # the stream may fail to open while a pod restarts: re-resolve, retry
         try:
             pod_name, target = await _resolve(kube, namespace, port, service, pod)
             path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}/portforward"
             kube.stats.requests += 1
-            async with kube.http.websocket(path, subprotocols=[PROTOCOL], params={"ports": str(target)},
-                                           keepalive_ping_interval_seconds=None,
-                                           # a data frame is one channel byte plus up to a full read
-                                           # (kubelet: 32 KiB, but others send more); 64 KiB is too tight
-                                           max_message_size_bytes=1 << 22) as ws:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    async with asyncio.timeout(kube.deadlines.request):
+                        ws = await stack.enter_async_context(kube.http.websocket(
+                            path, subprotocols=[PROTOCOL], params={"ports": str(target)},
+                            keepalive_ping_interval_seconds=None,
+                            # a data frame is one channel byte plus up to a full read
+                            # (kubelet: 32 KiB, but others send more); 64 KiB is too tight
+                            max_message_size_bytes=1 << 22))
+                except TimeoutError:
+                    raise Refused(
+                        f"the API server at {kube.target.server} did not open the port-forward to pod "
+                        f"{namespace}/{pod_name} within {kube.deadlines.request:g} s",
+                        fix="check the API server's health (kubectl get --raw /readyz)") from None
+                except WebSocketUpgradeError as e:
+                    last = _refused(kube, e.response, namespace, pod_name, target)
+                    if e.response.status_code in (401, 403):
+                        raise last from None  # RBAC does not change between retries
+                    raise
                 await _pump(ws, reader, writer)
                 return
-        except (httpx.TransportError, ClusterError) as e:
-            last = e
-        except Exception as e:  # websocket upgrade refused or stream broken before any data
+        except Refused:
+            raise
+        except WebSocketUpgradeError:
+            pass  # recorded in `last`: retried after re-resolving the pod
+        except Exception as e:  # no ready pod yet, a stream broken before any data: retry
             last = e
         await asyncio.sleep(0.1 * (2 ** attempt))
+    if isinstance(last, Refused):
+        raise last
     raise ClusterError(f"port-forward to {namespace}/{service or pod}:{port} failed: {last}")
+
+
+def _refused(kube: Kube, resp: Any, namespace: str, pod: str, port: int) -> Refused:
+    """The API server's reason for not upgrading, e.g. ``error dialing backend: ... connection refused``."""
+    try:
+        body = resp.json()
+    except Exception:  # not read, not JSON, or not even text: the status line is all there is
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message:
+        with contextlib.suppress(Exception):
+            message = resp.text[:200]
+    reason = scrub.scrub(" ".join(str(message or resp.reason_phrase).split()))[:300]
+    what = (f"the API server at {kube.target.server} refused the port-forward to pod {namespace}/{pod} "
+            f"port {port} ({resp.status_code}): {reason}")
+    if resp.status_code in (401, 403):
+        return Refused(what, fix="the kubeconfig's user needs `create` on pods/portforward in namespace "
+                                 f"{namespace} (kubectl auth can-i create pods/portforward -n {namespace})")
+    if "dial" in reason or "backend" in reason or resp.status_code >= 500:
+        return Refused(what, fix="the API server cannot reach the kubelet of the pod's node: check that the "
+                                 "node is Ready (kubectl get nodes -o wide) and that the API server can reach "
+                                 "port 10250 on it (a firewall there breaks every port-forward, exec and logs)")
+    return Refused(what, fix=f"check the pod (kubectl -n {namespace} describe pod {pod}), then re-run")
 
 
 async def _pump(ws: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

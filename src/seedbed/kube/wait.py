@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
 
+from .. import scrub
 from ..errors import WaitTimeout
-from .client import Obj, _Expired
+from .types import Obj, WaitProgress, WatchExpired
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -17,16 +18,28 @@ if TYPE_CHECKING:
 
 async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace: str | None,
                    check: Callable[[Obj | None], bool], *, timeout: float, what: str,
-                   describe: Callable[[Obj | None], str] | None) -> Obj | None:
+                   describe: Callable[[Obj | None], str] | None,
+                   on_wait: WaitProgress | None = None) -> Obj | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: Obj | None = None
+    said = ""
+
+    def tell(detail: str) -> None:
+        # Only changes are worth a line: what is awaited, and the last state or error seen.
+        nonlocal said
+        line = f"waiting for {what}" + (f": {detail}" if detail else "")
+        if on_wait is not None and line != said:
+            said = line
+            on_wait(line)
+
     while True:
         # List (one object) to learn the current state and a resourceVersion to watch from.
         items, rv = await kube.list_with_version(api_version, kind, namespace, field_selector=f"metadata.name={name}")
         last = items[0] if items else None
         if check(last):
             return last
+        tell(describe(last) if describe else "")
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
@@ -37,10 +50,13 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
                     last = None if etype == "DELETED" else obj
                     if check(last):
                         return last
+                    tell(describe(last) if describe else "")
         except TimeoutError:
             break
-        except (_Expired, httpx.TransportError, ValueError):
+        except (WatchExpired, httpx.TransportError, ValueError) as e:
             # A dropped or expired watch: back off a little, then re-list and watch again.
+            if not isinstance(e, WatchExpired):
+                tell(f"the watch dropped ({scrub.scrub(str(e) or type(e).__name__)}); listing again")
             await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
         if loop.time() >= deadline:
             break
