@@ -63,12 +63,13 @@ async def run_bootstrap(cfg: Config, options: Options, out: Output, *, kube: Any
     try:
         ctx = Context(cfg=cfg, kube=kube, options=options, manifests=manifests, out=out)
         if options.restore is not None:
-            from .backup.run import open_for_restore
-
             # Verify before anything: decrypt and check every hash before the first write.
-            ctx.shared["restore.archive"] = open_for_restore(cfg, options.restore,
-                                                             from_other_cluster=options.from_other_cluster)
-            out.done(f"backup archive {options.restore} verified")
+            from .backup.run import open_for_restore, verified_text
+
+            archive = open_for_restore(cfg, options.restore, from_other_cluster=options.from_other_cluster,
+                                       skip_signature=options.insecure_skip_signature)
+            ctx.shared["restore.archive"] = archive
+            out.done(verified_text(options.restore, archive))
         state = StateStore(kube, _local_state(cfg))
         reports = await run_steps(bootstrap_steps(options), ctx, state)
         return BootstrapResult(cfg, reports, head=ctx.shared.get("repo.head"),

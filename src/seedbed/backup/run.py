@@ -28,21 +28,41 @@ def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
 
 
 def open_for_restore(cfg: Config, path: Path, *, from_other_cluster: bool = False,
-                     identities: list[Path] | None = None) -> Archive:
-    """Decrypt and verify every entry; an ArchiveError here means nothing was written."""
+                     identities: list[Path] | None = None, skip_signature: bool = False) -> Archive:
+    """Decrypt, verify, check the signature and validate every entry; an ArchiveError here means
+    nothing was written."""
     from .archive import open_archive
+    from .validate import Policy
 
-    return open_archive(path, identity_paths(cfg, identities), expect_cluster=cfg.cluster.name,
-                        from_other_cluster=from_other_cluster)
+    policy = Policy.from_config(cfg, from_other_cluster=from_other_cluster, skip_signature=skip_signature)
+    return open_archive(path, identity_paths(cfg, identities), policy=policy)
+
+
+def verified_text(path: Path, archive: Archive) -> str:
+    """What the user is told once an archive opened: how many entries, and who signed it."""
+    from .signing import SKIP_FLAG
+
+    who = f"signed by {archive.signer}" if archive.signer else f"signature NOT checked ({SKIP_FLAG})"
+    return f"{path}: decrypted and verified ({len(archive.entries)} entries, {who})"
 
 
 async def stored_ledger(kube: Any) -> list[Any]:
-    """The ledger a previous restore put in the cluster, so that history survives many rebuilds."""
-    from ..certs.ledger import Ledger
+    """The ledger a previous restore put in the cluster, so that history survives many rebuilds.
 
+    Anyone who can edit ConfigMaps in kube-system can change it: it is validated like an archive's.
+    """
+    from ..certs.ledger import Ledger
+    from ..errors import ClusterError
+
+    where = f"ConfigMap {LEDGER_NAMESPACE}/{LEDGER_CONFIGMAP}"
+    fix = (f"delete it (kubectl -n {LEDGER_NAMESPACE} delete configmap {LEDGER_CONFIGMAP}): the next backup "
+           "takes the history from the cluster's certificates, and a restore writes it again")
     cm = await kube.get("v1", "ConfigMap", LEDGER_CONFIGMAP, namespace=LEDGER_NAMESPACE)
-    text = ((cm or {}).get("data") or {}).get("ledger.json")
-    return list(Ledger.from_json(text)) if text else []
+    data = (cm or {}).get("data")
+    text = data.get("ledger.json") if isinstance(data, dict) else None
+    if cm is not None and not isinstance(text, str):
+        raise ClusterError(f"{where} has no ledger.json text", fix=fix)
+    return list(Ledger.from_json(text, what=where, error=ClusterError, fix=fix)) if text else []
 
 
 async def store_ledger(kube: Any, text: str) -> None:
@@ -51,13 +71,25 @@ async def store_ledger(kube: Any, text: str) -> None:
 
 async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volumes: bool = False,
                      kube: Any = None) -> str:
+    from .. import files
     from ..certs.ledger import Ledger
     from ..certs.report import cluster_issuances
     from ..errors import ConfigError
     from ..kube import Kube
     from . import archive as fmt
     from . import make_backup
+    from .signing import default_signing_key_path, load_signing_key
 
+    # The output first: a missing folder, a folder, or a device seedbed must not replace is found
+    # before a single Longhorn backup is taken.
+    target = files.check_output(output_file, "backup archive")
+    signing_path = default_signing_key_path(cfg)
+    if not signing_path.exists():
+        raise ConfigError(f"no signing key at {signing_path}: backups are signed, so that restore can tell "
+                          "yours from one forged with your public key",
+                          fix="run `seedbed keygen` (it adds the signing key beside an existing age identity), "
+                              "or set backup.signingKey")
+    signing_key = load_signing_key(signing_path)
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
                           fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
@@ -76,8 +108,8 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
         if skip_volumes:
             cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
                 update={"volumes": [], "include_git_server_volume": False})})
-        result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger)
-        fmt.write(output_file, result.ciphertext)
+        result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, signing_key=signing_key)
+        fmt.write(target, result.ciphertext)
         entries = list(result.index.get("entries", {}))
         from ..status import record_backup
 
@@ -127,14 +159,16 @@ async def _git_bundle(cfg: Config, kube: Any, out: Output) -> bytes | None:
 
 
 async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: bool, force: bool,
-                      from_other_cluster: bool, identities: list[Path], kube: Any = None) -> list[Any]:
+                      from_other_cluster: bool, identities: list[Path], kube: Any = None,
+                      skip_signature: bool = False) -> list[Any]:
     """Volumes, Secrets, cert-manager objects, then the repository if the server's copy is missing or
     behind; returns one Summary per phase (names and reasons only, never a value)."""
     from ..kube import Kube
-    from .restore import PlanItem, Summary, git_bundle, git_bundle_name, ledger_text, restore_all
+    from .restore import PlanItem, Summary, git_bundle, git_bundle_name, ledger, restore_all
 
-    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities)
-    out.done(f"{archive_path}: decrypted and verified ({len(archive.entries)} entries)")
+    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities,
+                               skip_signature=skip_signature)
+    out.done(verified_text(archive_path, archive))
     own = kube is None
     if own:
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
@@ -153,9 +187,9 @@ async def run_restore(cfg: Config, archive_path: Path, out: Output, *, dry_run: 
                                           "runs yet (`seedbed bootstrap --restore` pushes it then)"))
             summaries.append(git)
         if not dry_run:
-            text = ledger_text(archive)
-            if text:
-                await store_ledger(kube, text)
+            stored = ledger(archive)
+            if stored is not None:
+                await store_ledger(kube, stored.to_json())
     finally:
         out.close()
         if own:

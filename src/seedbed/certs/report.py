@@ -55,12 +55,12 @@ def archive_ledger(cfg: Config, archive: Any) -> Ledger | None:
 
     if isinstance(archive, str | Path):
         from ..backup import open_archive
+        from ..backup.validate import Policy
 
         identity = cfg.resolve(cfg.backup.identity_file or DEFAULT_IDENTITY)
         # The ledger counts for the domain whatever cluster wrote it: accept other clusters' archives.
-        archive = open_archive(archive, [identity], expect_cluster=cfg.cluster.name, from_other_cluster=True)
-    data = ledger_data(archive)
-    return None if data is None else Ledger.from_json(data)
+        archive = open_archive(archive, [identity], policy=Policy.from_config(cfg, expect_cluster=False))
+    return ledger_data(archive)
 
 
 def backup_ledger(cfg: Config, archive: Any) -> Ledger:
