@@ -640,9 +640,11 @@ class FakeArchive:
     def __init__(self, data: Any) -> None:
         self.data = data
 
-    def json(self, name: str) -> Any:
-        assert name == "ledger.json"
-        return self.data
+    def checked(self) -> Any:
+        """What an opened archive's validated contents hold: the typed ledger (or none)."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(ledger=None if self.data is None else Ledger.from_json(self.data))
 
 
 async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.MonkeyPatch) -> None:
