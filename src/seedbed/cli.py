@@ -384,6 +384,10 @@ def keygen(output_file: Path | None, signing_file: Path | None) -> None:
 
     path = expand(output_file) if output_file else default_identity_path()
     signing_path = expand(signing_file) if signing_file else path.parent / SIGNING_KEY_NAME
+    for p, what in ((path, "age identity"), (signing_path, "signing key")):
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{what} {p} exists and is not a regular file; a key written there would be lost",
+                              fix=f"choose a file path for the {what}")
     have_identity, have_signing = path.exists(), signing_path.exists()
     if have_identity and have_signing:
         raise ConfigError(f"{path} and {signing_path} already exist; seedbed never overwrites a key",
