@@ -432,3 +432,17 @@ def test_quantities() -> None:
     assert _quantity_bytes("2147483648") == 2147483648
     with pytest.raises(ValueError):
         _quantity_bytes("1.5Gi")
+
+
+@pytest.mark.parametrize(("selector", "matches"), [
+    ("backup=yes", True), ("backup==yes", True), ("backup!=yes", False), ("backup", True), ("!backup", False),
+    ("tier in (db, web)", True), ("tier notin (db)", False), ("backup=yes,tier=web", False), ("!missing", True),
+    ("not a selector", False),
+])
+def test_secrets_outside_the_selected_namespaces_restore_when_their_labels_match_the_selector(
+        selector: str, matches: bool) -> None:
+    """backup.secrets.labelSelector picks Secrets in any namespace; restore accepts exactly those (the grammar
+    of k8s.io/apimachinery/pkg/labels/selector.go, equality- and set-based)."""
+    from seedbed.backup.validate import selector_matches
+
+    assert selector_matches(selector, {"backup": "yes", "tier": "db"}) is matches
