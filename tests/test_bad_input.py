@@ -518,6 +518,7 @@ def _cli_setup(work: Path) -> None:
     (work / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81garbage\x00")
     (work / "latin1.yaml").write_bytes("cluster:\n  name: caf\xe9\n".encode("latin-1"))
     (work / "existing.key").write_text("AGE-SECRET-KEY-" "1PLACEHOLDER\n")
+    (work / "signing.key").write_text("a signing key: keygen makes none beside existing.key\n")
     (work / "archive.age").write_bytes(b"age-encryption.org/v1\n")
     (work / "public.key").write_text("age1qqqqexampleonly\n")
 

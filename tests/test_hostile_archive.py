@@ -457,10 +457,10 @@ def test_backup_into_a_missing_folder_fails_before_any_work(world: World, capsys
 
 def test_backup_without_a_signing_key_says_how_to_make_one_before_any_work(world: World, capsys: Any) -> None:
     (world.root / "keys" / "signing.key").unlink()
-    requests = len(world.emu.requests)
+    before = world.store()
     code, _, err = run_cli(capsys, "-c", str(world.config), "backup", "-o", str(world.root / "b.age"))
     assert code == 2 and "no signing key" in err and "seedbed keygen" in err
-    assert len(world.emu.requests) == requests
+    assert world.emu.writes() == 0 and world.store() == before and not (world.root / "b.age").exists()
 
 
 def test_backup_into_a_pipe_streams_and_leaves_the_pipe_a_pipe(world: World, capsys: Any) -> None:
@@ -529,3 +529,13 @@ def test_the_suite_covers_every_category_with_several_cases() -> None:
     """Forged signatures, kinds and folders, Secret types and namespaces, records, ledgers, the tar itself."""
     assert len(CONTENT_CASES) >= 20 and len(RECORD_CASES) >= 10 and len(LEDGER_CASES) >= 10 and len(TAR_CASES) >= 5
     assert len(set(_iter_cases())) == len(list(_iter_cases()))
+
+
+def test_a_fifo_given_as_the_identity_is_refused_instead_of_hanging(world: World, capsys: Any) -> None:
+    fifo = world.root / "identity.fifo"
+    os.mkfifo(fifo)
+    (world.root / "b.age").write_bytes(forge(world, _entries(("secrets/apps/db.json", secret()))))
+    before = world.store()
+    code, _, err = run_cli(capsys, "-c", str(world.config), "restore", str(world.root / "b.age"), "-i", str(fifo))
+    assert code == 2 and "named pipe" in err and "fix:" in err
+    assert world.store() == before

@@ -390,7 +390,7 @@ def keygen(output_file: Path | None, signing_file: Path | None) -> None:
                               fix=f"choose a file path for the {what}")
     have_identity, have_signing = path.exists(), signing_path.exists()
     if have_identity and have_signing:
-        raise ConfigError(f"{path} and {signing_path} already exist; seedbed never overwrites a key",
+        raise ConfigError(f"{path} already exists, and so does {signing_path}; seedbed never overwrites a key",
                           fix="choose other paths with -o and --signing-key, or keep using these keys")
     if output_file is None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

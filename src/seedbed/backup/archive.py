@@ -212,6 +212,9 @@ def keygen(path: str | Path, *, signing_path: Path | None = None) -> str:
     return public
 
 
+_IDENTITY = files.Kind("identity file", files.KEY.limit, "pass --identity FILE or set backup.identityFile")
+
+
 def load_identities(paths: list[str | Path]) -> list[Any]:
     """age identity files (AGE-SECRET-KEY-...) and unencrypted OpenSSH ed25519 private keys."""
     if not paths:
@@ -219,14 +222,16 @@ def load_identities(paths: list[str | Path]) -> list[Any]:
                           fix="pass --identity FILE or set backup.identityFile (an age key or ~/.ssh/id_ed25519)")
     identities: list[Any] = []
     for p in paths:
-        path = Path(p).expanduser()
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        path = files.expand(p)
+        if not path.exists():
             raise ConfigError(f"identity file {path} not found",
-                              fix="pass --identity FILE or set backup.identityFile") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read identity file {path}: {e.strerror}") from None
+                              fix="pass --identity FILE or set backup.identityFile")
+        try:
+            # Regular files only, size-capped: a FIFO given as the identity must not hang the restore.
+            raw = files.read_bytes(path, _IDENTITY)
+        except ConfigError as e:
+            why = e.message.removeprefix(f"{_IDENTITY.what} {path}: ")
+            raise ConfigError(f"cannot read identity file {path}: {why}", fix=_IDENTITY.fix) from None
         if b"-----BEGIN OPENSSH " b"PRIVATE KEY-----" in raw:  # split: not a key for scanners
             try:
                 identities.append(pyrage.ssh.Identity.from_buffer(raw))

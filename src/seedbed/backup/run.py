@@ -78,18 +78,10 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
     from ..kube import Kube
     from . import archive as fmt
     from . import make_backup
-    from .signing import default_signing_key_path, load_signing_key
 
     # The output first: a missing folder, a folder, or a device seedbed must not replace is found
     # before a single Longhorn backup is taken.
     target = files.check_output(output_file, "backup archive")
-    signing_path = default_signing_key_path(cfg)
-    if not signing_path.exists():
-        raise ConfigError(f"no signing key at {signing_path}: backups are signed, so that restore can tell "
-                          "yours from one forged with your public key",
-                          fix="run `seedbed keygen` (it adds the signing key beside an existing age identity), "
-                              "or set backup.signingKey")
-    signing_key = load_signing_key(signing_path)
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
                           fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
@@ -99,6 +91,8 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
     if own:
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
     try:
+        # Connected, nothing read yet: the key that signs the archive must be there before any backup work.
+        signing_key = _signing_key(cfg)
         out.begin("Backup")
         out.activity("bundling the in-cluster repository")
         bundle = await _git_bundle(cfg, kube, out)
@@ -124,6 +118,19 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
         counts[kind] = counts.get(kind, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     return f"wrote {output_file} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
+
+
+def _signing_key(cfg: Config) -> Any:
+    from ..errors import ConfigError
+    from .signing import default_signing_key_path, load_signing_key
+
+    path = default_signing_key_path(cfg)
+    if not path.exists():
+        raise ConfigError(f"no signing key at {path}: backups are signed, so that restore can tell yours "
+                          "from one forged with your public key",
+                          fix="run `seedbed keygen` (it adds the signing key beside an existing age identity), "
+                              "or set backup.signingKey")
+    return load_signing_key(path)
 
 
 async def _on_repo(cfg: Config, kube: Any, out: Output, action: Any, failed: str) -> Any:
