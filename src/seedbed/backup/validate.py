@@ -111,10 +111,6 @@ class KubeObject:
     name: str
     body: dict[str, Any]
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
-
 
 @dataclass(frozen=True)
 class VolumeRecord:
@@ -122,9 +118,6 @@ class VolumeRecord:
 
     namespace: str
     pvc: str
-    volume: str
-    pv_name: str
-    backup: str | None
     record: dict[str, Any]
 
 
@@ -159,9 +152,9 @@ def validate(entries: dict[str, bytes], policy: Policy, *, name: str = "archive"
     for entry in order:
         try:
             if entry.startswith("secrets/"):
-                contents.secrets.append(_secret(entry, _json(entries[entry], entry, name), policy))
+                contents.secrets.append(_secret(entry, _json(entries[entry], entry, name)))
             elif entry.startswith("cert-manager/"):
-                cm.append(_cert_manager(entry, _json(entries[entry], entry, name), policy))
+                cm.append(_cert_manager(entry, _json(entries[entry], entry, name)))
             elif entry == "volumes.json":
                 contents.volumes = _volumes(_json(entries[entry], entry, name), policy)
             elif entry == "ledger.json":
@@ -317,8 +310,8 @@ def _path_parts(entry: str, folder: str, namespaced: bool) -> tuple[str, str]:
     return ns, name
 
 
-def _secret(entry: str, obj: Any, policy: Policy) -> KubeObject:
-    del policy  # namespaces are checked once every object is known (references)
+def _secret(entry: str, obj: Any) -> KubeObject:
+    # Namespaces are checked once every object is known (_check_references).
     ns, name = _path_parts(entry, "secrets", namespaced=True)
     body = _object(entry, obj, api="v1", kind="Secret", namespace=ns, name=name,
                    fields=("type", "data", "stringData", "immutable"))
@@ -340,8 +333,7 @@ def _secret(entry: str, obj: Any, policy: Policy) -> KubeObject:
     return KubeObject("Secret", ns, name, body)
 
 
-def _cert_manager(entry: str, obj: Any, policy: Policy) -> KubeObject:
-    del policy
+def _cert_manager(entry: str, obj: Any) -> KubeObject:
     for kind, (_, folder) in CM_KINDS.items():
         if entry.startswith(folder + "/"):
             namespaced = kind != "ClusterIssuer"
@@ -477,12 +469,14 @@ def _volume(r: Any, policy: Policy) -> VolumeRecord:
         raise _Refuse(f"restores a claim into namespace {ns}, which seedbed.yaml does not select "
                       "(backup.volumes, gitServer.namespace)")
     pvc = _str(r["pvc"], "pvc", _DNS_SUBDOMAIN)
-    volume = _str(r["volume"], "volume", _DNS_LABEL, limit=63)
-    pv_name = _str(r["pvName"], "pvName", _DNS_SUBDOMAIN) if r.get("pvName") is not None else volume
+    _str(r["volume"], "volume", _DNS_LABEL, limit=63)
+    if r.get("pvName") is not None:
+        _str(r["pvName"], "pvName", _DNS_SUBDOMAIN)
     url = _str(r["url"], "url", limit=2048)
     if not url.startswith(_URL_SCHEMES) or any(ord(c) < 32 for c in url):
         raise _Refuse(f"has a url that is not a Longhorn backup URL ({', '.join(_URL_SCHEMES)})")
-    backup = _str(r["backup"], "backup", limit=253) if r.get("backup") is not None else None
+    if r.get("backup") is not None:
+        _str(r["backup"], "backup", limit=253)
     _int(r["sizeBytes"], "sizeBytes", 1, _MAX_BYTES)
     if r.get("backupSize") is not None:
         _int(r["backupSize"], "backupSize", 0, _MAX_BYTES)
@@ -502,8 +496,7 @@ def _volume(r: Any, policy: Policy) -> VolumeRecord:
             raise _Refuse(f"has a bad {key} {_shown(r[key])} (one of {choices})")
     _string_map(r.get("volumeAttributes"), "volumeAttributes")
     _string_map(r.get("pvcLabels"), "pvcLabels")
-    return VolumeRecord(namespace=ns, pvc=pvc, volume=volume, pv_name=pv_name, backup=backup,
-                        record={k: v for k, v in r.items() if k in _VOLUME_FIELDS})
+    return VolumeRecord(namespace=ns, pvc=pvc, record=dict(r))
 
 
 # --------------------------------------------------------------------------- ledger
