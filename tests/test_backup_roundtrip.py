@@ -17,7 +17,10 @@ import pytest
 
 from seedbed import yamlutil
 from seedbed.backup import archive, make_backup, restore
+from seedbed.backup.signing import load_signing_key
+from seedbed.backup.validate import Policy
 from seedbed.backup.volumes import backup_volumes, restore_objects
+from seedbed.certs.ledger import Issuance, Ledger
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, SecretSelection, VolumeRef
 from seedbed.errors import ArchiveError, ClusterError, ConfigError
 
@@ -139,7 +142,9 @@ VALUES = [TLS_KEY, ACCOUNT_KEY, API_TOKEN, b"by-namespace-password", b"by-label-
 @pytest.fixture
 def key(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "age.key"
-    return path, archive.keygen(path)
+    recipient = archive.keygen(path)
+    SIGNING_KEYS[recipient] = tmp_path / "signing.key"
+    return path, recipient
 
 
 def config(recipient: str, cluster: str = "homelab", **backup: Any) -> Config:
@@ -148,6 +153,19 @@ def config(recipient: str, cluster: str = "homelab", **backup: Any) -> Config:
         backup=BackupConfig(recipients=[recipient], include_git_server_volume=False,
                             secrets=SecretSelection(namespaces=["extra"], label_selector="backup=yes"), **backup),
     )
+
+
+def signing_key(key: tuple[Path, str]) -> Any:
+    """The signing key `keygen` made beside the age identity."""
+    return load_signing_key(key[0].parent / "signing.key")
+
+
+def open_(path: Path, key: tuple[Path, str], identity: Path | None = None, *, cluster: str = "homelab",
+          other: bool = False, cfg: Config | None = None) -> archive.Archive:
+    """What restore does first: decrypt, verify, check the signature (the user's own key) and validate."""
+    cfg = cfg or config(key[1], cluster=cluster)
+    cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(update={"identity_file": str(key[0])})})
+    return archive.open_archive(path, [identity or key[0]], policy=Policy.from_config(cfg, from_other_cluster=other))
 
 
 async def connect(emu: Any, tmp_path: Path, name: str) -> Kube:
@@ -181,9 +199,13 @@ async def fresh(tmp_path: Path) -> AsyncIterator[tuple[Any, Kube]]:
         emu.stop()
 
 
+LEDGER = Ledger.merge([Issuance(frozenset({"web.example.org"}), NOW, "cluster", serial="0a", ca="staging")])
+SIGNING_KEYS: dict[str, Path] = {}  # recipient -> the signing key made beside its identity
+
+
 async def backup_file(kube: Kube, cfg: Config, tmp_path: Path) -> Path:
-    result = await make_backup(kube, cfg, git_bundle=b"# v2 git bundle\nfake", ledger={"issuances": [{"n": 1}]},
-                               now=NOW)
+    result = await make_backup(kube, cfg, git_bundle=b"# v2 git bundle\nfake", ledger=LEDGER, now=NOW,
+                               signing_key=load_signing_key(SIGNING_KEYS[cfg.backup.recipients[0]]))
     out = tmp_path / "backup.age"
     archive.write(out, result.ciphertext)
     return out
@@ -238,10 +260,11 @@ async def test_round_trip_field_by_field(source: Kube, fresh: tuple[Any, Kube], 
                                          key: tuple[Path, str], upstream: Any) -> None:
     cfg = config(key[1])
     out = await backup_file(source, cfg, tmp_path)
-    arc = archive.open_archive(out, [key[0]], expect_cluster="homelab")
+    arc = open_(out, key)
     assert restore.git_bundle(arc) == b"# v2 git bundle\nfake"
     assert restore.git_bundle_name(arc) == "homelab-gitops"
-    assert restore.ledger(arc) == {"issuances": [{"n": 1}]}
+    ledger = restore.ledger(arc)
+    assert ledger is not None and [i.serial for i in ledger] == ["a"]
 
     _, dest = fresh
     secrets = await restore.restore_secrets(dest, arc)
@@ -277,7 +300,7 @@ async def test_round_trip_field_by_field(source: Kube, fresh: tuple[Any, Kube], 
 async def test_existing_objects_skipped_unless_force(source: Kube, fresh: tuple[Any, Kube], tmp_path: Path,
                                                      key: tuple[Path, str]) -> None:
     out = await backup_file(source, config(key[1]), tmp_path)
-    arc = archive.open_archive(out, [key[0]], expect_cluster="homelab")
+    arc = open_(out, key)
     _, dest = fresh
     await dest.create(ns("cert-manager"))
     await dest.create(secret("cert-manager", "cloudflare-api-token", {"api-token": b"newer-token"}))
@@ -296,7 +319,7 @@ async def test_existing_objects_skipped_unless_force(source: Kube, fresh: tuple[
 async def test_dry_run_writes_nothing_and_shows_no_values(source: Kube, fresh: tuple[Any, Kube], tmp_path: Path,
                                                           key: tuple[Path, str]) -> None:
     out = await backup_file(source, config(key[1]), tmp_path)
-    arc = archive.open_archive(out, [key[0]], expect_cluster="homelab")
+    arc = open_(out, key)
     _, dest = fresh
     await dest.create(ns("apps"))
     await dest.create(secret("apps", "web-tls", {"tls.crt": b"other"}))
@@ -349,10 +372,10 @@ def _tamper(key: tuple[Path, str], data: bytes, how: str) -> bytes:
     return archive.encrypt(buf.getvalue(), [key[1]])
 
 
-async def _restore_cli_like(kube: Kube, path: Path, identity: Path, *, cluster: str = "homelab",
-                            other: bool = False) -> None:
+async def _restore_cli_like(kube: Kube, path: Path, key: tuple[Path, str], identity: Path, *,
+                            cluster: str = "homelab", other: bool = False) -> None:
     """What `seedbed restore ARCHIVE` does: verify everything first, then restore."""
-    arc = archive.open_archive(path, [identity], expect_cluster=cluster, from_other_cluster=other)
+    arc = open_(path, key, identity, cluster=cluster, other=other)
     await restore.restore_all(kube, arc, timeout=30)
 
 
@@ -374,7 +397,7 @@ async def test_each_corruption_writes_nothing(source: Kube, fresh: tuple[Any, Ku
     _, dest = fresh
     files = set(tmp_path.rglob("*"))
     with pytest.raises(ArchiveError) as e:
-        await _restore_cli_like(dest, out, identity, cluster=cluster)
+        await _restore_cli_like(dest, out, key, identity, cluster=cluster)
     assert e.value.fix
     assert dest.stats.writes == 0
     assert set(tmp_path.rglob("*")) == files
@@ -385,7 +408,7 @@ async def test_from_other_cluster_override(source: Kube, fresh: tuple[Any, Kube]
     out = await backup_file(source, config(key[1]), tmp_path)
     _, dest = fresh
     await dest.apply(crds(upstream))
-    await _restore_cli_like(dest, out, key[0], cluster="newlab", other=True)
+    await _restore_cli_like(dest, out, key, key[0], cluster="newlab", other=True)
     assert await dest.get("v1", "Secret", "web-tls", namespace="apps") is not None
 
 
@@ -404,7 +427,7 @@ async def test_restore_order_secrets_before_flux(source: Kube, fresh: tuple[Any,
                                                  key: tuple[Path, str], upstream: Any) -> None:
     """Secrets land before anything Flux applies; cert-manager objects only after their CRDs."""
     out = await backup_file(source, config(key[1]), tmp_path)
-    arc = archive.open_archive(out, [key[0]], expect_cluster="homelab")
+    arc = open_(out, key)
     emu, dest = fresh
     seen: list[str] = []
 
@@ -495,8 +518,11 @@ async def test_longhorn_backup_and_restore(emulator: Any, fresh: tuple[Any, Kube
                            {"restoreInitiated": True, "restoreRequired": False, "state": "detached"})
 
     emu.on_apply("Volume", restored)
-    arc = archive.untar(archive.build({"volumes.json": archive.dumps({"volumes": records})},
-                                      cluster="homelab", created=NOW))
+    sealed = archive.encrypt(archive.build({"volumes.json": archive.dumps({"volumes": records})}, cluster="homelab",
+                                           created=NOW, signing_key=signing_key(key)), [key[1]])
+    out = tmp_path / "volumes.age"
+    archive.write(out, sealed)
+    arc = open_(out, key, cfg=_lh_config(key[1]))
     summary = await restore.restore_volumes(dest, arc, timeout=10)
     assert summary.restored == ["PersistentVolumeClaim gitea/gitea-shared-storage"]
     volume = await dest.get("longhorn.io/v1beta2", "Volume", "pvc-0b1c", namespace="longhorn-system")

@@ -518,6 +518,7 @@ def _cli_setup(work: Path) -> None:
     (work / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81garbage\x00")
     (work / "latin1.yaml").write_bytes("cluster:\n  name: caf\xe9\n".encode("latin-1"))
     (work / "existing.key").write_text("AGE-SECRET-KEY-" "1PLACEHOLDER\n")
+    (work / "signing.key").write_text("a signing key: keygen makes none beside existing.key\n")
     (work / "archive.age").write_bytes(b"age-encryption.org/v1\n")
     (work / "public.key").write_text("age1qqqqexampleonly\n")
 
@@ -868,7 +869,7 @@ ENTRIES = {
     "cert-manager/clusterissuers/letsencrypt.json": json.dumps({
         "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt"},
         "spec": {"acme": {}}}).encode(),
-    "ledger.json": b'{"issued":[]}',
+    "ledger.json": b'{"issuances":[],"kind":"seedbed-certificate-ledger","version":1}',
 }
 
 
@@ -878,7 +879,11 @@ class Keys:
         self.recipient = fmt.keygen(self.identity)
         self.other = folder / "other.key"
         fmt.keygen(self.other)
-        self.plain = fmt.build(ENTRIES, cluster="homelab", created=CREATED)
+        # keygen made the signing key beside the identity; the config below trusts it (identityFile).
+        from seedbed.backup.signing import load_signing_key
+
+        self.signing_key = load_signing_key(folder / "signing.key")
+        self.plain = fmt.build(ENTRIES, cluster="homelab", created=CREATED, signing_key=self.signing_key)
         self.cipher = fmt.encrypt(self.plain, [self.recipient])
 
     def seal(self, plain: bytes) -> bytes:
@@ -898,7 +903,7 @@ def arch(sandbox: Path, closed_port: int, keys: Keys, monkeypatch: pytest.Monkey
     """A config whose kubeconfig is a closed loopback port, and a spy on every cluster connection."""
     from seedbed.kube.client import Kube
 
-    write_config(sandbox, backup={"recipients": [keys.recipient]})
+    write_config(sandbox, backup={"recipients": [keys.recipient], "identityFile": str(keys.identity)})
     _write_kubeconfig(sandbox, closed_port, _kc())
     original = Kube.connect.__func__  # type: ignore[attr-defined]
 
@@ -970,12 +975,12 @@ def _rebuild(keys: Keys, *, index: Any = None, edit_index: Any = None, members: 
     """The valid archive's tar, with index.json and/or the member list changed, encrypted again."""
     found = tar_members(keys.plain)
     idx = json.loads(found[0][1])
-    rest = found[1:]
+    signature, rest = found[1], found[2:]  # index.sig stays: each case changes what it names
     if edit_index:
         edit_index(idx)
     raw_index = index if isinstance(index, bytes) else json.dumps(idx if index is None else index).encode()
     listed = members(rest) if members else rest
-    return keys.seal(tar_bytes([("index.json", raw_index), *listed], extra=extra, pax_headers=pax))
+    return keys.seal(tar_bytes([("index.json", raw_index), signature, *listed], extra=extra, pax_headers=pax))
 
 
 def _special(name: str, kind: bytes, link: str = "") -> tarfile.TarInfo:
@@ -1186,7 +1191,7 @@ def test_archive_verified_but_wrong_content(arch: Path, capsys: Any, keys: Keys,
         return fake
 
     monkeypatch.setattr(Kube, "connect", classmethod(connect))
-    data = keys.seal(fmt.build(entries, cluster="homelab", created=CREATED))
+    data = keys.seal(fmt.build(entries, cluster="homelab", created=CREATED, signing_key=keys.signing_key))
     with case("archive"):
         r = _restore(arch, data, capsys, keys, dry_run=dry_run)
         assert fake.writes == [], f"partial restore: {fake.writes}"

@@ -254,6 +254,7 @@ def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_let
     from datetime import UTC, datetime, timedelta
 
     from seedbed.backup.archive import build, encrypt, keygen, write
+    from seedbed.backup.signing import load_signing_key
     from seedbed.certs.ledger import Issuance, Ledger
 
     key = tmp_path / "age.key"
@@ -262,8 +263,9 @@ def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_let
     ledger = Ledger.merge([Issuance(frozenset({"git.example.org"}), now - timedelta(hours=24 * i + 1), "cluster",
                                     serial=f"0{i}", ca="production") for i in range(5)])
     archive = tmp_path / "old.age"
-    write(archive, encrypt(build({"ledger.json": ledger.to_json().encode()}, cluster="homelab", created=now),
-                           [recipient]))
+    signer = load_signing_key(tmp_path / "signing.key")  # made by keygen beside the identity
+    write(archive, encrypt(build({"ledger.json": ledger.to_json().encode()}, cluster="homelab", created=now,
+                                 signing_key=signer), [recipient]))
     certificate = """apiVersion: cert-manager.io/v1
 kind: Certificate
 metadata:

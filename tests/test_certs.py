@@ -640,9 +640,11 @@ class FakeArchive:
     def __init__(self, data: Any) -> None:
         self.data = data
 
-    def json(self, name: str) -> Any:
-        assert name == "ledger.json"
-        return self.data
+    def checked(self) -> Any:
+        """What an opened archive's validated contents hold: the typed ledger (or none)."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(ledger=None if self.data is None else Ledger.from_json(self.data))
 
 
 async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -684,15 +686,18 @@ def test_certs_budget_finds_the_identity_where_keygen_put_it(tmp_path, monkeypat
 
     from conftest import run_cli
     from seedbed.backup.archive import build, encrypt, write
+    from seedbed.backup.signing import load_signing_key
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
-    code, recipient, _ = run_cli(capsys, "keygen")
+    code, printed, _ = run_cli(capsys, "keygen")
     assert code == 0
+    recipient = next(line for line in printed.splitlines() if line.startswith("age1"))
+    signer = load_signing_key(tmp_path / "xdg" / "seedbed" / "signing.key")
     now = datetime.now(UTC)
     ledger = Ledger([Issuance(frozenset({"web.example.com"}), now - 10 * H, "cluster", ca="production")])
     write(tmp_path / "old.age", encrypt(build({"ledger.json": ledger.to_json().encode()}, cluster="homelab",
-                                               created=now), [recipient.strip()]))
+                                               created=now, signing_key=signer), [recipient]))
     (tmp_path / "seedbed.yaml").write_text("cluster:\n  kubeconfig: nowhere\n")
     code, out, err = run_cli(capsys, "certs", "budget", "--ledger", "old.age")
     assert code == 0, err

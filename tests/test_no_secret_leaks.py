@@ -158,9 +158,13 @@ def test_no_secret_appears_in_any_output_or_log_line_of_any_command(journey):
 
 def test_no_secret_is_left_in_any_file_outside_the_encrypted_archive(journey):
     roots = [journey.old.root, journey.new.root]  # the labs, the work tree, $HOME, $TMPDIR, plan bundles
-    leaks = leaks_in_files(roots, journey.needles, skip=[journey.archive, journey.identity])
+    # The key files the user owns (mode 0600): the age identity and the signing key keygen made beside it,
+    # whose OpenSSH header line every unencrypted ed25519 key shares with Flux's identity.
+    signing_key = journey.identity.parent / "signing.key"
+    leaks = leaks_in_files(roots, journey.needles, skip=[journey.archive, journey.identity, signing_key])
     assert leaks == []
     assert journey.identity.stat().st_mode & 0o777 == 0o600
+    assert signing_key.stat().st_mode & 0o777 == 0o600
     # The archive holds the secrets, encrypted: not one of them readable in its bytes.
     assert leaks_in_text(journey.archive.read_bytes(), journey.needles) == []
 

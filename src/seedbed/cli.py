@@ -226,6 +226,8 @@ def plan(state: State, out_dir: Path | None, output: str, manifests: Path | None
 @click.option("--restore", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Restore volumes, Secrets and certificates from this backup archive.")
 @click.option("--from-other-cluster", is_flag=True, help="Accept an archive made on a differently named cluster.")
+@click.option("--insecure-skip-signature", is_flag=True,
+              help="Restore an archive no trusted key signed (older or forged archives: check where it came from).")
 @click.option("--allow-upgrade", is_flag=True, help="Upgrade Longhorn if another version is installed.")
 @click.option("--rotate-keys", is_flag=True, help="Replace the Flux deploy key.")
 @click.option("--force-push", is_flag=True, help="Overwrite the server's branch on a non-fast-forward push.")
@@ -341,9 +343,8 @@ def backup(state: State, output_file: Path, skip_volumes: bool) -> None:
     from .commands.backup import check_backup, run_backup
 
     cfg = state.config()
-    check_backup(cfg, output_file)
-    summary = _connected(state, cfg, lambda clients: run_backup(cfg, output_file, clients,
-                                                                skip_volumes=skip_volumes))
+    target = check_backup(cfg, output_file)
+    summary = _connected(state, cfg, lambda clients: run_backup(cfg, target, clients, skip_volumes=skip_volumes))
     state.out.done(summary)
 
 
@@ -354,13 +355,16 @@ def backup(state: State, output_file: Path, skip_volumes: bool) -> None:
 @click.option("--from-other-cluster", is_flag=True, help="Accept an archive made on a differently named cluster.")
 @click.option("--identity", "-i", "identities", multiple=True, type=click.Path(path_type=Path),
               help="age or ssh private key (default: backup.identityFile).")
+@click.option("--insecure-skip-signature", is_flag=True,
+              help="Restore an archive no trusted key signed (older or forged archives: check where it came from).")
 @output_option
 @pass_state
 def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_cluster: bool,
-            identities: tuple[Path, ...], output: str) -> None:
+            identities: tuple[Path, ...], insecure_skip_signature: bool, output: str) -> None:
     """Restore volumes, Secrets, certificates and the repository from an archive.
 
-    The archive is decrypted and every entry checked before anything is written. Existing objects
+    The archive is decrypted, its signature checked against backup.trustedSigners, and every entry
+    validated before anything is written (in --dry-run too). Existing objects
     are kept unless --force; the repository is pushed back only where the server's copy is missing
     or behind.
 
@@ -375,7 +379,7 @@ def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_
 
     cfg = state.config()
     opened = open_verified(cfg, archive, state.out, from_other_cluster=from_other_cluster,
-                           identities=list(identities))
+                           identities=list(identities), skip_signature=insecure_skip_signature)
     summaries = _connected(state, cfg, lambda clients: run_restore(opened, clients, dry_run=dry_run, force=force))
     click.echo(dumps_summary(summaries) if output == "json" else restore_text(summaries, dry_run=dry_run))
 
@@ -383,20 +387,54 @@ def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_
 @cli.command()
 @click.option("--output-file", "-o", "output_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Where to write the identity (default ~/.config/seedbed/age.key).")
-def keygen(output_file: Path | None) -> None:
-    """Generate an age identity for backups and print its public recipient.
+@click.option("--signing-key", "signing_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write the signing key (default signing.key beside the identity).")
+def keygen(output_file: Path | None, signing_file: Path | None) -> None:
+    """Generate the backup keys: an age identity and an ed25519 signing key; print their public keys.
+
+    Neither key is ever overwritten: with an age identity already there, only the signing key is
+    made (and the other way round). The age1... line goes in backup.recipients; the ssh-ed25519
+    line in backup.trustedSigners wherever archives are restored on another machine (here, your own
+    signing key is trusted without it).
 
     \b
     Example:
       seedbed keygen            # then add the printed age1... line to backup.recipients
     """
     from .backup.archive import keygen as make_key
+    from .backup.signing import SIGNING_KEY_NAME, load_signing_key, public_text, signing_keygen
     from .commands.backup import default_identity_path
+    from .files import check_output, expand
 
-    path = output_file or default_identity_path()
-    if path.exists():
-        raise ConfigError(f"{path} already exists", fix="choose another path with -o; never overwrite a backup key")
-    click.echo(make_key(path))
+    path = expand(output_file) if output_file else default_identity_path()
+    signing_path = expand(signing_file) if signing_file else path.parent / SIGNING_KEY_NAME
+    for p, what in ((path, "age identity"), (signing_path, "signing key")):
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{what} {p} exists and is not a regular file; a key written there would be lost",
+                              fix=f"choose a file path for the {what}")
+    have_identity, have_signing = path.exists(), signing_path.exists()
+    if have_identity and have_signing:
+        raise ConfigError(f"{path} already exists, and so does {signing_path}; seedbed never overwrites a key",
+                          fix="choose other paths with -o and --signing-key, or keep using these keys")
+    if output_file is None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Both outputs are checked before either key is written.
+    for p, what, exists in ((path, "age identity", have_identity), (signing_path, "signing key", have_signing)):
+        if not exists:
+            check_output(p, what, overwrite=False)
+    recipient = None
+    if have_identity:
+        click.echo(f"{path} exists and is kept", err=True)
+        signing_keygen(signing_path)
+    else:
+        recipient = make_key(path, signing_path=signing_path)
+    if not have_signing:
+        click.echo(f"signing key written to {signing_path}; its public key (backup.trustedSigners where "
+                   "archives are restored on another machine):", err=True)
+        click.echo(public_text(load_signing_key(signing_path).public_key()))
+    if recipient is not None:
+        click.echo(f"age identity written to {path}; its public key (backup.recipients):", err=True)
+        click.echo(recipient)
 
 
 # ---------------------------------------------------------------------------- certificates

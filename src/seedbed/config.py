@@ -215,6 +215,23 @@ class BackupConfig(Model):
     secrets: SecretSelection = Field(default_factory=SecretSelection)
     volumes: list[VolumeRef] = Field(default_factory=list, description="PVCs backed up through Longhorn.")
     include_git_server_volume: bool = Field(True, description="Also back up the Git server's data claim.")
+    signing_key: str | None = Field(
+        None, description="ed25519 private key that signs backups (OpenSSH or PKCS#8); default signing.key "
+                          "beside identityFile (~/.config/seedbed/signing.key).",
+    )
+    trusted_signers: list[str] = Field(
+        default_factory=list, description="ssh-ed25519 public keys whose signed archives restore accepts; "
+                                          "default: the public half of signingKey.",
+    )
+
+    @field_validator("trusted_signers")
+    @classmethod
+    def _signers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith("ssh-ed25519 "):
+                raise ValueError(f"{value[:20]!r}... is not an ssh-ed25519 public key (the line `seedbed keygen` "
+                                 "printed for the signing key)")
+        return values
 
     @field_validator("recipients")
     @classmethod

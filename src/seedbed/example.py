@@ -43,6 +43,8 @@ flux:
 backup:
   recipients: []                # age1... or "ssh-ed25519 AAAA..."; `seedbed keygen` makes one
   # identityFile: ~/.config/seedbed/age.key
+  # signingKey: ~/.config/seedbed/signing.key   # signs backups; default: signing.key beside identityFile
+  # trustedSigners: []            # ssh-ed25519 keys restore trusts; default: your own signing key
   secrets:
     namespaces: []
     # labelSelector: seedbed.io/backup=true

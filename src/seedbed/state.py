@@ -40,6 +40,11 @@ def _where(name: str) -> str:
     return f"ConfigMap {NAMESPACE}/{name}"
 
 
+LEDGER_WHERE = _where(LEDGER_CONFIGMAP)
+LEDGER_FIX = (f"delete it (kubectl -n {NAMESPACE} delete configmap {LEDGER_CONFIGMAP}): the next backup "
+              "takes the history from the cluster's certificates, and a restore writes it again")
+
+
 class StepRecords:
     """Which bootstrap steps finished, with the digest of their plan."""
 
@@ -110,16 +115,19 @@ async def record_backup(kube: Kube, file: str, entries: int) -> None:
 
 
 async def read_ledger_text(kube: Kube) -> str | None:
-    """The issuance ledger's JSON text as a previous restore stored it (validated by the caller)."""
+    """The issuance ledger's JSON text as a previous restore stored it (validated by the caller);
+    None when there is none."""
+    from .errors import ClusterError
+
     cm = await kube.get("v1", "ConfigMap", LEDGER_CONFIGMAP, namespace=NAMESPACE)
-    text = ((cm or {}).get("data") or {}).get(LEDGER_KEY)
-    return text if isinstance(text, str) and text else None
+    if cm is None:
+        return None
+    data = cm.get("data")
+    text = data.get(LEDGER_KEY) if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text:
+        raise ClusterError(f"{LEDGER_WHERE} has no {LEDGER_KEY} text", fix=LEDGER_FIX)
+    return text
 
 
 async def store_ledger_text(kube: Kube, text: str) -> None:
     await kube.set_configmap_data(NAMESPACE, LEDGER_CONFIGMAP, {LEDGER_KEY: text})
-
-
-LEDGER_WHERE = _where(LEDGER_CONFIGMAP)
-LEDGER_FIX = (f"kubectl -n {NAMESPACE} delete configmap {LEDGER_CONFIGMAP} (restoring a backup puts the "
-              "history back), then re-run")

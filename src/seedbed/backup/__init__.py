@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seedbed import __version__
 from seedbed.config import Config
@@ -39,6 +39,9 @@ from .restore import (
 )
 from .volumes import backup_volumes, restore_objects
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 
 @dataclass
 class BackupResult:
@@ -49,7 +52,8 @@ class BackupResult:
 
 
 async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None, ledger: Any = None,
-                      volume_timeout: float = 1800, now: datetime | None = None) -> BackupResult:
+                      volume_timeout: float = 1800, now: datetime | None = None,
+                      signing_key: Ed25519PrivateKey | None = None) -> BackupResult:
     """Collect, take the Longhorn backups, build and encrypt; the caller writes ``ciphertext``.
 
     ``git_bundle`` is the repository bundle (seedbed.git, through the port-forward) and ``ledger``
@@ -62,7 +66,7 @@ async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None
     volumes = await backup_volumes(kube, cfg, timeout=volume_timeout, now=now)
     entries.update(extra_entries(git_bundle=git_bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
                                  ledger=ledger, volumes=volumes))
-    tar = build(entries, cluster=cfg.cluster.name, created=now, seedbed_version=__version__)
+    tar = build(entries, cluster=cfg.cluster.name, created=now, seedbed_version=__version__, signing_key=signing_key)
     del entries  # let the plaintext go as soon as it is encrypted
     ciphertext = encrypt(tar, cfg.backup.recipients)
     index = read_index(tar)

@@ -14,23 +14,31 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyrage
 
-from seedbed import __version__
+from seedbed import __version__, files, yamlutil
 from seedbed.errors import ArchiveError, ConfigError
+
+from . import signing
+from .validate import Contents, Policy, validate
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 FORMAT = "seedbed-backup"
 FORMAT_VERSION = 1
 INDEX = "index.json"
+SIGNATURE = signing.SIGNATURE
+# The plaintext tar is held in memory; nothing seedbed writes comes near this (Secrets and a git
+# bundle), and a hostile archive must not make restore allocate more.
+MAX_PLAINTEXT = files.ARCHIVE.limit
 
 # age's two encodings: binary (what we write) and ASCII armour (what `age -a` writes).
 _AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -64,10 +72,14 @@ def dumps(obj: Any) -> bytes:
 
 @dataclass
 class Archive:
-    """A verified, decrypted archive, held in memory."""
+    """A decrypted archive, held in memory; ``contents`` is set once it was verified and validated."""
 
     index: dict[str, Any]
     entries: dict[str, bytes] = field(default_factory=dict)
+    index_raw: bytes = b""  # the exact bytes the signature covers
+    signature: bytes | None = None  # index.sig, when the archive has one
+    signer: str | None = None  # fingerprint of the trusted key that signed it (None: not checked)
+    contents: Contents | None = None
 
     @property
     def cluster(self) -> str:
@@ -80,14 +92,12 @@ class Archive:
     def names(self, prefix: str = "") -> list[str]:
         return sorted(n for n in self.entries if n.startswith(prefix))
 
-    def json(self, name: str) -> Any:
-        try:
-            return json.loads(self.entries[name])
-        except KeyError:
-            return None
-        except ValueError:
-            raise ArchiveError(f"archive entry {name} is not valid JSON",
-                               fix="the archive is damaged; use another backup") from None
+    def checked(self) -> Contents:
+        """The validated contents; an archive is only restored once :func:`open_bytes` validated it."""
+        if self.contents is None:
+            raise ArchiveError("the archive was not validated before restoring",  # a bug, not an input
+                               fix="open archives with open_archive() or open_bytes()")
+        return self.contents
 
 
 # --------------------------------------------------------------------------- building
@@ -102,10 +112,11 @@ def _check_name(name: str) -> None:
 
 
 def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
-          seedbed_version: str = __version__) -> bytes:
-    """The plaintext tar, in memory: index.json first, then the entries in name order."""
-    if INDEX in entries:
-        raise ValueError("index.json is written by build(), not passed in")
+          seedbed_version: str = __version__, signing_key: Ed25519PrivateKey | None = None) -> bytes:
+    """The plaintext tar, in memory: index.json first, its signature (index.sig) when a key is given,
+    then the entries in name order."""
+    if INDEX in entries or SIGNATURE in entries:
+        raise ValueError("index.json and index.sig are written by build(), not passed in")
     for name in entries:
         _check_name(name)
     names = sorted(entries)
@@ -122,10 +133,14 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
         },
     }
     mtime = int(created.timestamp())
+    raw_index = dumps(index)
+    head = [(INDEX, raw_index)]
+    if signing_key is not None:
+        head.append((SIGNATURE, signing.sign(raw_index, signing_key)))
     buf = io.BytesIO()
     # PAX: object names can exceed ustar's 100 characters; GNU tar and bsdtar read PAX natively.
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [(INDEX, dumps(index)), *((n, entries[n]) for n in names)]:
+        for name, data in [*head, *((n, entries[n]) for n in names)]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             # Fixed owner and time: the same content gives the same tar; 0600 because a user who
@@ -173,22 +188,31 @@ def encrypt(tar_bytes: bytes, recipients: list[str]) -> bytes:
         raise ArchiveError(f"cannot encrypt the backup: {e}") from None
 
 
-def keygen(path: str | Path) -> str:
-    """Write a new age identity file (mode 0600) in age-keygen's format; return its recipient."""
-    path = Path(path).expanduser()
-    if path.exists():
-        # Overwriting a key would make every archive encrypted to it unreadable.
-        raise ConfigError(f"{path} already exists; seedbed never overwrites a key",
-                          fix="choose another path, or use the existing key (`age-keygen -y` prints its public key)")
+def keygen(path: str | Path, *, signing_path: Path | None = None) -> str:
+    """Write a new age identity file (mode 0600) in age-keygen's format; return its recipient.
+
+    The signing key (see signing.py) is made too when there is none yet at ``signing_path``
+    (default ``signing.key`` beside the identity, where seedbed looks for it by default). Neither
+    key is ever overwritten.
+    """
+    path = files.expand(path)
+    # Overwriting a key would make every archive encrypted to it unreadable.
+    target = files.check_output(path, "age identity", overwrite=False)
+    if target.stream:
+        raise ConfigError(f"age identity {path} is not a regular file; a key written there would be lost",
+                          fix="choose a file path for the identity")
+    signing_path = signing_path or path.parent / signing.SIGNING_KEY_NAME
     identity = pyrage.x25519.Identity.generate()
     public = str(identity.to_public())
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     text = f"# created: {now}\n# public key: {public}\n{identity}\n"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    files.write_output(target, text, mode=0o600)
+    if not signing_path.exists():
+        signing.signing_keygen(signing_path)
     return public
+
+
+_IDENTITY = files.Kind("identity file", files.KEY.limit, "pass --identity FILE or set backup.identityFile")
 
 
 def load_identities(paths: list[str | Path]) -> list[Any]:
@@ -198,14 +222,16 @@ def load_identities(paths: list[str | Path]) -> list[Any]:
                           fix="pass --identity FILE or set backup.identityFile (an age key or ~/.ssh/id_ed25519)")
     identities: list[Any] = []
     for p in paths:
-        path = Path(p).expanduser()
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        path = files.expand(p)
+        if not path.exists():
             raise ConfigError(f"identity file {path} not found",
-                              fix="pass --identity FILE or set backup.identityFile") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read identity file {path}: {e.strerror}") from None
+                              fix="pass --identity FILE or set backup.identityFile")
+        try:
+            # Regular files only, size-capped: a FIFO given as the identity must not hang the restore.
+            raw = files.read_bytes(path, _IDENTITY)
+        except ConfigError as e:
+            why = e.message.removeprefix(f"{_IDENTITY.what} {path}: ")
+            raise ConfigError(f"cannot read identity file {path}: {why}", fix=_IDENTITY.fix) from None
         if b"-----BEGIN OPENSSH " b"PRIVATE KEY-----" in raw:  # split: not a key for scanners
             try:
                 identities.append(pyrage.ssh.Identity.from_buffer(raw))
@@ -232,38 +258,26 @@ def load_identities(paths: list[str | Path]) -> list[Any]:
 # --------------------------------------------------------------------------- writing and opening
 
 
-def write(path: str | Path, ciphertext: bytes) -> None:
-    """Atomically write the ciphertext, mode 0600: a crash leaves the old file or none, never half."""
-    path = Path(path).expanduser()
+def write(path: str | Path | files.OutputTarget, ciphertext: bytes) -> None:
+    """Write the ciphertext, mode 0600: over a regular file atomically (a crash leaves the old file or
+    none, never half), into a pipe or device by streaming. Check the path with ``files.check_output``
+    before the backup starts; a path given here is checked now."""
     if not ciphertext.startswith(_AGE_MAGIC):
         raise ValueError("write() takes age ciphertext only")  # a guard against writing plaintext by mistake
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(ciphertext)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = path if isinstance(path, files.OutputTarget) else files.check_output(path, "backup archive")
+    files.write_output(target, ciphertext, mode=0o600)
 
 
-def open_archive(path: str | Path, identities: list[str | Path], *, expect_cluster: str | None,
-                 from_other_cluster: bool = False) -> Archive:
-    """Read, decrypt and verify an archive; any doubt is an ArchiveError before anything is written."""
-    path = Path(path).expanduser()
+def open_archive(path: str | Path, identities: list[str | Path], *, policy: Policy) -> Archive:
+    """Read, decrypt, verify, check the signature and validate an archive; any doubt is an
+    ArchiveError before anything is written."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ArchiveError(f"{path}: no such file", fix="pass the path of a file written by `seedbed backup -o`") from None
-    except OSError as e:
-        raise ArchiveError(f"{path}: cannot read: {e.strerror}") from None
+        data = files.read_bytes(path, files.ARCHIVE)
+    except ConfigError as e:  # the archive is the thing at fault: an archive error (exit 1)
+        raise ArchiveError(e.message, fix=e.fix) from None
     keys = load_identities(identities)
-    return open_bytes(data, keys, name=str(path), identity_names=[str(i) for i in identities],
-                      expect_cluster=expect_cluster, from_other_cluster=from_other_cluster)
+    return open_bytes(data, keys, name=str(files.expand(path)), identity_names=[str(i) for i in identities],
+                      policy=policy)
 
 
 def decrypt(data: bytes, identities: list[Any], *, name: str = "archive",
@@ -282,11 +296,12 @@ def decrypt(data: bytes, identities: list[Any], *, name: str = "archive",
                            fix="copy the archive again from where it is stored; it was cut short or altered") from None
 
 
-def open_bytes(data: bytes, identities: list[Any], *, name: str = "archive", identity_names: list[str] | None = None,
-               expect_cluster: str | None = None, from_other_cluster: bool = False) -> Archive:
+def open_bytes(data: bytes, identities: list[Any], *, policy: Policy, name: str = "archive",
+               identity_names: list[str] | None = None) -> Archive:
     plain = decrypt(data, identities, name=name, identity_names=identity_names)
     archive = untar(plain, name=name)
-    verify(archive, name=name, expect_cluster=expect_cluster, from_other_cluster=from_other_cluster)
+    del plain
+    verify(archive, name=name, policy=policy)
     return archive
 
 
@@ -297,23 +312,34 @@ def read_index(plain: bytes) -> dict[str, Any]:
         f = tar.extractfile(first) if first is not None and first.name == INDEX else None
         if f is None:
             raise ArchiveError("the archive has no index.json first", fix="this is not a seedbed backup")
-        return json.loads(f.read())
+        index = yamlutil.safe_json(f.read(), what="index.json", error=ArchiveError)
+    if not isinstance(index, dict):
+        raise ArchiveError("index.json is not an object", fix="this is not a seedbed backup")
+    return index
 
 
 def untar(plain: bytes, *, name: str = "archive") -> Archive:
     damaged = ArchiveError(f"{name} is truncated or damaged: the tar inside cannot be read",
                            fix="copy the archive again from where it is stored")
+    if len(plain) > MAX_PLAINTEXT:
+        raise ArchiveError(f"{name} decrypts to more than {MAX_PLAINTEXT // files.MiB} MiB, more than any seedbed "
+                           "backup holds", fix="this archive was not made by seedbed; use another backup")
     entries: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
             for member in tar:
-                if not member.isfile():
-                    raise ArchiveError(f"{name}: unexpected {member.type!r} member {member.name!r}",
+                # Regular files only: a sparse member claims gigabytes of zeros it does not store
+                # (reading it would allocate them all), links and devices are never written by seedbed.
+                if not member.isfile() or member.issparse():
+                    what = "sparse" if member.isfile() else repr(member.type)
+                    raise ArchiveError(f"{name}: unexpected {what} member {member.name!r}",
                                        fix="this archive was not made by seedbed")
                 _check_name(member.name)
                 if member.name in entries:
                     raise ArchiveError(f"{name}: entry {member.name} appears twice",
                                        fix="this archive was altered; use another backup")
+                if member.offset_data + member.size > len(plain):  # claims more bytes than there are
+                    raise damaged
                 f = tar.extractfile(member)
                 assert f is not None
                 entries[member.name] = f.read()
@@ -325,17 +351,17 @@ def untar(plain: bytes, *, name: str = "archive") -> Archive:
     if raw_index is None:
         raise ArchiveError(f"{name} has no index.json", fix="this is not a seedbed backup, or it was altered")
     try:
-        index = json.loads(raw_index)
-    except ValueError:
-        raise ArchiveError(f"{name}: index.json is not valid JSON", fix="the archive was altered; use another backup") from None
+        index = yamlutil.safe_json(raw_index, what=f"{name}: index.json", error=ArchiveError)
+    except ArchiveError as e:
+        raise ArchiveError(e.message, fix="the archive was altered; use another backup") from None
     if not isinstance(index, dict):
         raise ArchiveError(f"{name}: index.json is not an object", fix="the archive was altered; use another backup")
-    return Archive(index=index, entries=entries)
+    return Archive(index=index, entries=entries, index_raw=raw_index, signature=entries.pop(SIGNATURE, None))
 
 
-def verify(archive: Archive, *, name: str = "archive", expect_cluster: str | None = None,
-           from_other_cluster: bool = False) -> None:
-    """Format version, every sha256, the exact entry list, and the cluster name."""
+def verify(archive: Archive, *, policy: Policy, name: str = "archive") -> None:
+    """Format version, the exact entry list, every sha256, the cluster name, the signature, and then
+    every entry's content (validate.py). Sets ``archive.contents``; raises before anything is written."""
     index = archive.index
     version = index.get("formatVersion")
     if index.get("format") != FORMAT or version != FORMAT_VERSION:
@@ -364,44 +390,14 @@ def verify(archive: Archive, *, name: str = "archive", expect_cluster: str | Non
     if wrong_size:
         raise ArchiveError(f"{name}: recorded size differs for {', '.join(wrong_size[:5])}",
                            fix="the archive was altered or damaged; use another backup")
-    check_shapes(archive, name=name)
-    if expect_cluster is not None and archive.cluster != expect_cluster and not from_other_cluster:
+    expect = policy.cluster
+    if expect is not None and archive.cluster != expect and not policy.from_other_cluster:
         raise ArchiveError(
-            f"{name} is a backup of cluster {archive.cluster!r}, not {expect_cluster!r}",
+            f"{name} is a backup of cluster {archive.cluster!r}, not {expect!r}",
             fix=f"restore into cluster {archive.cluster!r}, or pass --from-other-cluster to restore it here anyway",
         )
-
-
-_OBJECT_PREFIXES = ("secrets/", "cert-manager/")
-_VOLUME_KEYS = ("namespace", "pvc", "volume", "url", "sizeBytes")
-
-
-def check_shapes(archive: Archive, *, name: str = "archive") -> None:
-    """Every entry is what a restore expects, so that a restore never stops half-way on a bad one.
-
-    The hashes prove the entries are what the writer wrote; this proves the writer wrote
-    something seedbed can restore, before the first object is created.
-    """
-    def bad(entry: str, why: str) -> ArchiveError:
-        return ArchiveError(f"{name}: entry {entry} {why}", fix="the archive was not written by seedbed backup; "
-                            "use another backup")
-
-    for entry, data in archive.entries.items():
-        if not entry.endswith(".json"):
-            continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise bad(entry, "is not valid JSON") from None
-        if entry.startswith(_OBJECT_PREFIXES):
-            md = obj.get("metadata") if isinstance(obj, dict) else None
-            if not (isinstance(obj, dict) and isinstance(obj.get("apiVersion"), str) and isinstance(obj.get("kind"), str)
-                    and isinstance(md, dict) and isinstance(md.get("name"), str) and md["name"]):
-                raise bad(entry, "is not a Kubernetes object (apiVersion, kind, metadata.name)")
-            if entry.startswith("secrets/") and (obj["kind"] != "Secret" or not isinstance(md.get("namespace"), str)):
-                raise bad(entry, "is not a namespaced Secret")
-        elif entry == "volumes.json":
-            records = obj.get("volumes") if isinstance(obj, dict) else None
-            if not isinstance(records, list) or not all(
-                    isinstance(r, dict) and all(k in r for k in _VOLUME_KEYS) for r in records):
-                raise bad(entry, f"does not list volume records with {', '.join(_VOLUME_KEYS)}")
+    # The refusals above only ever refuse; from here on the archive's content is believed, so it must
+    # come from a trusted key (or the user said, by name, that it need not).
+    if not policy.skip_signature:
+        archive.signer = signing.check(archive.index_raw, archive.signature, policy.trusted, name=name)
+    archive.contents = validate(archive.entries, policy, name=name)

@@ -7,49 +7,19 @@ object, and the namespace LISTs run concurrently.
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from seedbed.config import Config
 
 from .archive import dumps
+from .validate import CM_API, CM_KINDS, SECRET_TYPES, clean, secret_refs
+
+__all__ = ["CM_API", "CM_KINDS", "collect", "entry_name", "extra_entries"]
 
 log = logging.getLogger("seedbed.backup")
 
-CM_API = "cert-manager.io/v1"
-# kind -> (CRD name, archive folder). Orders, Challenges and CertificateRequests are left out on
-# purpose: they are one issuance's working state, and cert-manager makes new ones as needed.
-CM_KINDS: dict[str, tuple[str, str]] = {
-    "Certificate": ("certificates.cert-manager.io", "cert-manager/certificates"),
-    "Issuer": ("issuers.cert-manager.io", "cert-manager/issuers"),
-    "ClusterIssuer": ("clusterissuers.cert-manager.io", "cert-manager/clusterissuers"),
-}
-
-# Set by the API server for one object in one cluster; carried over they make create() fail or lie.
-_DROP_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
-              "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "generateName")
-
-# Made by Kubernetes for a ServiceAccount of *this* cluster; in another cluster they are just wrong.
-_SKIP_SECRET_TYPES = {"kubernetes.io/service-account-token"}
-
 _CONCURRENCY = 8
-
-
-def clean(obj: dict[str, Any]) -> dict[str, Any]:
-    """A copy fit for creating in a new cluster; labels and annotations are kept exactly.
-
-    ownerReferences go, all of them: owners are found by uid, and no uid survives a rebuild.
-    (cert-manager re-adds the Certificate -> Secret one when it runs with
-    --enable-certificate-owner-ref.) The ``cert-manager.io/*`` annotations on Secrets stay as they
-    are: cert-manager compares them with the Certificate and re-issues when they differ.
-    """
-    out = {k: v for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _DROP_META}
-    out["metadata"] = meta
-    return out
 
 
 def entry_name(obj: dict[str, Any]) -> str:
@@ -61,27 +31,6 @@ def entry_name(obj: dict[str, Any]) -> str:
     if kind == "ClusterIssuer":
         return f"{folder}/{meta['name']}.json"
     return f"{folder}/{meta['namespace']}/{meta['name']}.json"
-
-
-def secret_refs(spec: Any) -> Iterator[str]:
-    """Names of Secrets a cert-manager spec refers to, wherever they are.
-
-    Walking the whole spec, rather than listing paths, covers every DNS-01 provider
-    (cloudflare.apiTokenSecretRef, route53.secretAccessKeySecretRef, ...), the ACME account key
-    (privateKeySecretRef), EAB keys, CA/Vault/Venafi issuers and keystore passwords alike.
-    """
-    if isinstance(spec, dict):
-        for key, value in spec.items():
-            if key == "secretName" and isinstance(value, str) and value:
-                yield value
-            elif key.lower().endswith("secretref") and isinstance(value, dict) and isinstance(value.get("name"), str):
-                yield value["name"]
-                yield from secret_refs({k: v for k, v in value.items() if k != "name"})
-            else:
-                yield from secret_refs(value)
-    elif isinstance(spec, list):
-        for item in spec:
-            yield from secret_refs(item)
 
 
 async def _list(kube: Any, api_version: str, kind: str, **kw: Any) -> list[dict[str, Any]]:
@@ -140,7 +89,10 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
             key = (meta.get("namespace", ""), meta.get("name", ""))
             if not (from_selector or key in wanted or key[0] in whole):
                 continue
-            if obj.get("type") in _SKIP_SECRET_TYPES and key not in wanted:
+            if obj.get("type", "Opaque") not in SECRET_TYPES:
+                # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a
+                # restore refuses them (validate.py): only the name is logged, never a value.
+                log.info("not archiving Secret %s/%s: type %s is never restored", *key, obj.get("type"))
                 continue
             by_key[key] = obj
     for ns, name in sorted(wanted - set(by_key)):
@@ -161,11 +113,11 @@ def extra_entries(*, git_bundle: bytes | None = None, repo: str | None = None, l
     if git_bundle is not None:
         entries[f"git/{(repo or 'repo').replace('/', '-')}.bundle"] = git_bundle
     if ledger is not None:
-        # The ledger is the certs module's; keep it opaque. It may be an object with to_json().
-        data = ledger.to_json() if hasattr(ledger, "to_json") else ledger
-        if isinstance(data, str | bytes):
-            data = json.loads(data)
-        entries["ledger.json"] = dumps(copy.deepcopy(data))
+        # Written through the Ledger type, so a backup never carries a ledger its restore would refuse.
+        from seedbed.certs.ledger import Ledger
+
+        typed = ledger if isinstance(ledger, Ledger) else Ledger.from_json(ledger)
+        entries["ledger.json"] = typed.to_json().encode()
     if volumes:
         entries["volumes.json"] = dumps({"volumes": volumes})
     return entries

@@ -16,13 +16,16 @@ import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from seedbed.errors import ArchiveError, ClusterError
+from seedbed.errors import ClusterError
 
 from .archive import Archive
 from .collect import CM_API, CM_KINDS
 from .volumes import LONGHORN_API, LONGHORN_NS, restore_objects
+
+if TYPE_CHECKING:
+    from seedbed.certs.ledger import Ledger
 
 _CONCURRENCY = 16
 _EXISTS = "exists (use --force to overwrite)"
@@ -89,43 +92,34 @@ def _meta(obj: dict[str, Any]) -> tuple[str, str]:
     return md.get("namespace", ""), md["name"]
 
 
+# Every reader below returns what validate.py checked and cleaned when the archive was opened.
+
+
 def secrets(archive: Archive) -> list[dict[str, Any]]:
-    return [archive.json(n) for n in archive.names("secrets/")]
+    return [o.body for o in archive.checked().secrets]
 
 
 def cert_manager_objects(archive: Archive) -> list[dict[str, Any]]:
     """Issuers and ClusterIssuers before Certificates, so a Certificate never waits on a missing issuer."""
-    order = ["ClusterIssuer", "Issuer", "Certificate"]
-    return [archive.json(n) for kind in order for n in archive.names(CM_KINDS[kind][1] + "/")]
+    return [o.body for o in archive.checked().cert_manager]
 
 
 def volume_records(archive: Archive) -> list[dict[str, Any]]:
-    data = archive.json("volumes.json") or {}
-    records = data.get("volumes", [])
-    if not isinstance(records, list):
-        raise ArchiveError("volumes.json has no list of volumes", fix="the archive is damaged; use another backup")
-    return records
+    return [v.record for v in archive.checked().volumes]
 
 
 def git_bundle(archive: Archive) -> bytes | None:
     """The repository bundle, for the caller to push back if the server's copy is missing or behind."""
-    names = archive.names("git/")
-    return archive.entries[names[0]] if names else None
+    return archive.checked().git_bundle
 
 
 def git_bundle_name(archive: Archive) -> str | None:
-    names = archive.names("git/")
-    return names[0].removeprefix("git/").removesuffix(".bundle") if names else None
+    return archive.checked().git_repo
 
 
-def ledger(archive: Archive) -> Any:
-    """The issuance ledger as JSON data (give it to ``Ledger.from_json``), or None."""
-    return archive.json("ledger.json")
-
-
-def ledger_text(archive: Archive) -> str | None:
-    raw = archive.entries.get("ledger.json")
-    return raw.decode() if raw is not None else None
+def ledger(archive: Archive) -> Ledger | None:
+    """The archive's issuance ledger, validated in full, or None."""
+    return archive.checked().ledger
 
 
 # --------------------------------------------------------------------------- planning (pure)
@@ -173,7 +167,7 @@ def plan_restore(archive: Archive, existing: Iterable[Key], *, force: bool = Fal
     if repo:
         plan.items.append(PlanItem("git", "Repository", "", repo, "restore",
                                    "pushed back only if the server's copy is missing or behind"))
-    if "ledger.json" in archive.entries:
+    if ledger(archive) is not None:
         plan.items.append(PlanItem("ledger", "IssuanceLedger", "", "ledger.json", "restore"))
     return plan
 

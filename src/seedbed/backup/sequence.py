@@ -18,7 +18,7 @@ from .restore import (
     Summary,
     git_bundle,
     git_bundle_name,
-    ledger_text,
+    ledger,
     restore_cert_manager,
     restore_secrets,
     restore_volumes,
@@ -84,12 +84,13 @@ class Restore:
         from ..state import store_ledger_text
 
         summary = Summary("ledger", dry_run=self.dry_run)
-        text = ledger_text(self.archive)
-        if text is None:
+        validated = ledger(self.archive)
+        if validated is None:
             return summary
         summary.items.append(PlanItem("ledger", "IssuanceLedger", "", "ledger.json", "restore"))
         if not self.dry_run:
-            await store_ledger_text(self.kube, text)
+            # The validated ledger, re-serialised: never the archive's raw text.
+            await store_ledger_text(self.kube, validated.to_json())
         return summary
 
     async def all(self) -> list[Summary]:

@@ -15,25 +15,20 @@ if TYPE_CHECKING:
 
 
 def archive_ledger(archive: Archive) -> Ledger | None:
-    """The issuance ledger carried in an opened backup; None when it carries none."""
-    from ..backup.restore import ledger as ledger_data
-
-    data = ledger_data(archive)
-    return None if data is None else Ledger.from_json(data)
+    """The issuance ledger carried in an opened (validated) backup; None when it carries none."""
+    return archive.checked().ledger
 
 
 async def stored_ledger(kube: Any) -> list[Issuance]:
     """The ledger a previous restore kept in the cluster, so that history survives many rebuilds."""
-    from ..errors import ArchiveError, ClusterError
+    from ..errors import ClusterError
     from ..state import LEDGER_FIX, LEDGER_WHERE, read_ledger_text
 
+    # Anyone who can edit ConfigMaps in kube-system can change it: validated like an archive's.
     text = await read_ledger_text(kube)
     if text is None:
         return []
-    try:
-        return list(Ledger.from_json(text))
-    except ArchiveError as e:
-        raise ClusterError(f"{LEDGER_WHERE}: {e.message}", fix=LEDGER_FIX) from None
+    return list(Ledger.from_json(text, what=LEDGER_WHERE, error=ClusterError, fix=LEDGER_FIX))
 
 
 async def cluster_issuances(kube: Any) -> tuple[list[Issuance], list[str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,13 +22,15 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ..errors import ArchiveError
+from .. import yamlutil
+from ..errors import ArchiveError, SeedbedError
 
 Source = Literal["cluster", "backup", "ct"]
 # Which CA issued it, as far as Let's Encrypt's production limits are concerned.
 CA = Literal["production", "staging", "other", "unknown"]
 
 LEDGER_VERSION = 1
+LEDGER_KIND = "seedbed-certificate-ledger"
 # Two sightings of the same names closer than this are the same certificate (when no serial).
 SAME_CERT_TOLERANCE = timedelta(minutes=1)
 # Let's Encrypt backdates notBefore by one hour. When only notBefore is known, adding the hour
@@ -79,6 +82,31 @@ def parse_time(value: Any) -> datetime | None:
         return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         return None
+
+
+_ENTRY_FIELDS = frozenset({"names", "issuedAt", "source", "serial", "issuer", "ca", "notBefore"})
+# A name as certificates carry it (a DNS name, a wildcard, at worst a common name): no spaces or controls.
+_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,253}")
+_SERIAL = re.compile(r"[0-9a-fA-F:]{1,128}")
+_MAX_NAMES = 100  # Let's Encrypt's limit of names per certificate
+# Let's Encrypt issued its first certificate in 2015; far-future dates would hold a domain's budget forever.
+_YEARS = range(2015, 2101)
+MAX_ENTRIES = 100_000
+
+
+def _shown(value: Any) -> str:
+    return repr(value[:40]) if isinstance(value, str) else f"{type(value).__name__} {str(value)[:40]}"
+
+
+def _stored_time(value: Any, what: str, *, required: bool) -> datetime | None:
+    if value is None and not required:
+        return None
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError(f"{what} must be an RFC 3339 time such as 2025-03-01T12:00:00Z, not {_shown(value)}")
+    if parsed.year not in _YEARS:
+        raise ValueError(f"{what} {value!r} is not a time Let's Encrypt issued at (years {_YEARS[0]}-{_YEARS[-1]})")
+    return parsed
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -150,19 +178,35 @@ class Issuance:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: Source | None = None) -> Issuance:
+        """One entry of a stored ledger, every field checked (ValueError says which and why).
+
+        Stored ledgers come from archives and from a ConfigMap anyone with access can edit: a
+        float serial or a year-1 date must be refused here, not crash the budget arithmetic later.
+        """
+        unknown = sorted(str(k) for k in data if k not in _ENTRY_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}")
         names = data.get("names")
-        issued_at = parse_time(data.get("issuedAt"))
-        if not isinstance(names, list) or not names or issued_at is None:
-            raise ValueError("needs names (a list) and issuedAt (RFC 3339)")
+        if (not isinstance(names, list) or not names or len(names) > _MAX_NAMES
+                or not all(isinstance(n, str) and _NAME.fullmatch(n.strip().lower().rstrip(".")) for n in names)):
+            raise ValueError(f"names must be a non-empty list of at most {_MAX_NAMES} DNS names")
+        issued_at = _stored_time(data.get("issuedAt"), "issuedAt", required=True)
+        assert issued_at is not None
+        not_before = _stored_time(data.get("notBefore"), "notBefore", required=False)
         ca = data.get("ca", "unknown")
         if ca not in ("production", "staging", "other", "unknown"):
-            ca = "unknown"
-        src = source or data.get("source", "backup")
+            raise ValueError(f"ca must be production, staging, other or unknown, not {_shown(ca)}")
+        src = data.get("source", "backup")
         if src not in ("cluster", "backup", "ct"):
-            src = "backup"
-        return cls(names=frozenset(str(n) for n in names), issued_at=issued_at, source=src,
-                   serial=data.get("serial"), issuer=data.get("issuer"), ca=ca,
-                   not_before=parse_time(data.get("notBefore")))
+            raise ValueError(f"source must be cluster, backup or ct, not {_shown(src)}")
+        serial = data.get("serial")
+        if serial is not None and not (isinstance(serial, str) and _SERIAL.fullmatch(serial)):
+            raise ValueError(f"serial must be a hexadecimal string, not {_shown(serial)}")
+        issuer = data.get("issuer")
+        if issuer is not None and not (isinstance(issuer, str) and len(issuer) <= 1024):
+            raise ValueError(f"issuer must be a string, not {_shown(issuer)}")
+        return cls(names=frozenset(names), issued_at=issued_at, source=source or src,
+                   serial=serial, issuer=issuer, ca=ca, not_before=not_before)
 
 
 @dataclass
@@ -230,26 +274,26 @@ class Ledger:
     def to_json(self) -> str:
         """The versioned JSON the backup archive carries."""
         items = sorted(self.issuances, key=lambda i: (i.issued_at, sorted(i.names)))
-        return json.dumps({"version": LEDGER_VERSION, "kind": "seedbed-certificate-ledger",
+        return json.dumps({"version": LEDGER_VERSION, "kind": LEDGER_KIND,
                            "issuances": [i.to_dict() for i in items]}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str | bytes | dict[str, Any]) -> Ledger:
-        """A ledger from a backup (its text, or the already-parsed JSON); entries become source "backup"."""
-        fix = "the archive's certificate ledger is damaged; restore without it or take a new backup"
-        if isinstance(text, dict):
-            data: Any = text
-        else:
-            try:
-                data = json.loads(text)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ArchiveError(f"certificate ledger: not valid JSON ({e})", fix=fix) from None
+    def from_json(cls, text: str | bytes | dict[str, Any], *, what: str = "certificate ledger",
+                  error: type[SeedbedError] = ArchiveError,
+                  fix: str = "the archive's certificate ledger is damaged; use another backup") -> Ledger:
+        """A stored ledger (its text, or the already-parsed JSON), validated in full; entries become
+        source "backup". Any problem is one ``error`` naming ``what``, the entry and the field."""
+        data: Any = text if isinstance(text, dict) else yamlutil.safe_json(text, what=what, error=error)
         if not isinstance(data, dict) or not isinstance(data.get("issuances"), list):
-            raise ArchiveError("certificate ledger: expected an object with an 'issuances' list", fix=fix)
+            raise error(f"{what}: expected an object with an 'issuances' list", fix=fix)
         version = data.get("version")
-        if version != LEDGER_VERSION:
-            raise ArchiveError(f"certificate ledger: version {version!r} is not supported (this seedbed "
-                               f"reads version {LEDGER_VERSION})", fix="use the seedbed release that wrote the backup")
+        if version != LEDGER_VERSION or isinstance(version, bool):
+            raise error(f"{what}: version {version!r} is not supported (this seedbed reads version "
+                        f"{LEDGER_VERSION})", fix=fix)
+        if data.get("kind", LEDGER_KIND) != LEDGER_KIND or set(data) - {"version", "kind", "issuances"}:
+            raise error(f"{what}: not a seedbed certificate ledger (kind {LEDGER_KIND})", fix=fix)
+        if len(data["issuances"]) > MAX_ENTRIES:
+            raise error(f"{what}: more than {MAX_ENTRIES} entries", fix=fix)
         ledger = cls()
         for n, item in enumerate(data["issuances"]):
             try:
@@ -257,7 +301,7 @@ class Ledger:
                     raise ValueError("not an object")
                 ledger.add(Issuance.from_dict(item, source="backup"))
             except (ValueError, TypeError) as e:
-                raise ArchiveError(f"certificate ledger: entry {n}: {e}", fix=fix) from None
+                raise error(f"{what}: entry {n}: {e}", fix=fix) from None
         return ledger
 
 

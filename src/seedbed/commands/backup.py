@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import platformdirs
+from ..backup.signing import default_identity_path
 
 if TYPE_CHECKING:
     from ..backup.archive import Archive
     from ..backup.restore import Summary
     from ..config import Config
+    from ..files import OutputTarget
     from .clients import Clients
-
-
-def default_identity_path() -> Path:
-    """Where `seedbed keygen` puts the age identity, and where every command looks for it."""
-    return Path(platformdirs.user_config_dir("seedbed")) / "age.key"
 
 
 def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
@@ -26,28 +22,56 @@ def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
 
 
 def open_for_restore(cfg: Config, path: Path, *, from_other_cluster: bool = False,
-                     identities: list[Path] | None = None) -> Archive:
-    """Decrypt and verify every entry; an ArchiveError here means nothing was written."""
+                     identities: list[Path] | None = None, skip_signature: bool = False) -> Archive:
+    """Decrypt, verify, check the signature and validate every entry; an ArchiveError here means
+    nothing was written."""
     from ..backup.archive import open_archive
+    from ..backup.validate import Policy
 
-    return open_archive(path, identity_paths(cfg, identities), expect_cluster=cfg.cluster.name,
-                        from_other_cluster=from_other_cluster)
+    policy = Policy.from_config(cfg, from_other_cluster=from_other_cluster, skip_signature=skip_signature)
+    return open_archive(path, identity_paths(cfg, identities), policy=policy)
 
 
-def check_backup(cfg: Config, output_file: Path) -> None:
-    """Everything a backup needs from the operator, checked before connecting to anything."""
+def verified_text(path: Path, archive: Archive) -> str:
+    """What the user is told once an archive opened: how many entries, and who signed it."""
+    from ..backup.signing import SKIP_FLAG
+
+    who = f"signed by {archive.signer}" if archive.signer else f"signature NOT checked ({SKIP_FLAG})"
+    return f"{path}: decrypted and verified ({len(archive.entries)} entries, {who})"
+
+
+def check_backup(cfg: Config, output_file: Path) -> OutputTarget:
+    """Everything a backup needs from the operator, checked before connecting to anything: the output
+    first (a missing folder, a folder, or a device seedbed must not replace is found before a single
+    Longhorn backup is taken), then the recipients."""
+    from .. import files
     from ..backup import archive as fmt
     from ..errors import ConfigError
 
+    target = files.check_output(output_file, "backup archive")
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
                           fix="run `seedbed keygen` and add the printed age1... key to backup.recipients")
     for recipient in cfg.backup.recipients:
         fmt.parse_recipient(recipient)
+    return target
 
 
-async def run_backup(cfg: Config, output_file: Path, clients: Clients, *, skip_volumes: bool = False) -> str:
-    """Take the backup (:func:`check_backup` first) and write the archive."""
+def _signing_key(cfg: Config) -> Any:
+    from ..backup.signing import default_signing_key_path, load_signing_key
+    from ..errors import ConfigError
+
+    path = default_signing_key_path(cfg)
+    if not path.exists():
+        raise ConfigError(f"no signing key at {path}: backups are signed, so that restore can tell yours "
+                          "from one forged with your public key",
+                          fix="run `seedbed keygen` (it adds the signing key beside an existing age identity), "
+                              "or set backup.signingKey")
+    return load_signing_key(path)
+
+
+async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, skip_volumes: bool = False) -> str:
+    """Take the backup into ``target`` (from :func:`check_backup`) and write the archive."""
     from ..backup import archive as fmt
     from ..backup import make_backup
     from ..certs.history import cluster_issuances, stored_ledger
@@ -56,6 +80,8 @@ async def run_backup(cfg: Config, output_file: Path, clients: Clients, *, skip_v
     from ..state import record_backup
 
     kube, out = clients.kube, clients.out
+    # Connected, nothing read yet: the key that signs the archive must be there before any backup work.
+    signing_key = _signing_key(cfg)
     out.begin("Backup")
     out.activity("bundling the in-cluster repository")
     try:
@@ -69,24 +95,25 @@ async def run_backup(cfg: Config, output_file: Path, clients: Clients, *, skip_v
     if skip_volumes:
         cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
             update={"volumes": [], "include_git_server_volume": False})})
-    result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger)
-    fmt.write(output_file, result.ciphertext)
+    result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, signing_key=signing_key)
+    fmt.write(target, result.ciphertext)
     entries = list(result.index.get("entries", {}))
-    await record_backup(kube, output_file.name, len(entries))
+    await record_backup(kube, target.path.name, len(entries))
     out.close()
     counts: dict[str, int] = {}
     for name in entries:
         kind = fmt.entry_kind(name)
         counts[kind] = counts.get(kind, 0) + 1
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    return f"wrote {output_file} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
+    return f"wrote {target.path} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
 
 
 def open_verified(cfg: Config, archive_path: Path, out: Any, *, from_other_cluster: bool,
-                  identities: list[Path]) -> Archive:
+                  identities: list[Path], skip_signature: bool = False) -> Archive:
     """Open the archive before connecting anywhere: a bad archive is reported without a cluster."""
-    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities)
-    out.done(f"{archive_path}: decrypted and verified ({len(archive.entries)} entries)")
+    archive = open_for_restore(cfg, archive_path, from_other_cluster=from_other_cluster, identities=identities,
+                               skip_signature=skip_signature)
+    out.done(verified_text(archive_path, archive))
     return archive
 
 

@@ -57,11 +57,11 @@ async def run_bootstrap(cfg: Config, options: Options, manifests: ManifestStore,
     out = clients.out
     archive = None
     if options.restore is not None:
-        from .backup import open_for_restore
+        from .backup import open_verified
 
-        # Verify before anything: decrypt and check every entry before the first write.
-        archive = open_for_restore(cfg, options.restore, from_other_cluster=options.from_other_cluster)
-        out.done(f"backup archive {options.restore} verified")
+        # Verify before anything: decrypt, authenticate and check every entry before the first write.
+        archive = open_verified(cfg, options.restore, out, from_other_cluster=options.from_other_cluster,
+                                identities=[], skip_signature=options.insecure_skip_signature)
     # First contact with the cluster, so an unreachable one is reported before anything else
     # (planning may record a manifest's hash in seedbed.lock).
     records = StepRecords(clients.kube, out)

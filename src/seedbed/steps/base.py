@@ -43,6 +43,7 @@ class Options:
     dry_run: bool = False
     restore: Path | None = None
     from_other_cluster: bool = False
+    insecure_skip_signature: bool = False
     acme: str | None = None
     domain: str | None = None
     ignore_budget: bool = False
