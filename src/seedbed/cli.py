@@ -109,13 +109,12 @@ def init(state: State, force: bool) -> None:
       seedbed init
       seedbed -c clusters/lab.yaml init
     """
+    from . import files
     from .example import EXAMPLE_CONFIG
 
-    path = state.config_path
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists", fix="pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(EXAMPLE_CONFIG)
+    path = files.expand(state.config_path)
+    files.make_dirs(files.check_output_dir(path.parent, "folder of the config file"), "folder of the config file")
+    files.write_file(path, EXAMPLE_CONFIG, "config file", overwrite=force)
     state.out.done(f"wrote {path}; edit it, then run `seedbed plan`")
 
 
@@ -177,10 +176,15 @@ def plan(state: State, out_dir: Path | None, output: str, manifests: Path | None
       seedbed plan --out out/ --manifests ../shared/fixtures/upstream
       seedbed plan --output json | jq '.steps[].name'
     """
+    from . import files
     from .plan import render_plan, write_bundle
     from .steps.base import Options
 
     cfg = state.config()
+    if out_dir is not None:  # before the work: a bad --out is reported before any download
+        out_dir = files.check_output_dir(out_dir, "--out")
+    if manifests is not None:
+        manifests = files.expand(manifests)
     options = Options(manifests=manifests, offline=offline, acme=acme, domain=domain)
     result = render_plan(cfg, options)
     if out_dir is not None:
@@ -466,7 +470,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        import io
+
+        from .scrub import scrub
+
+        shown = io.StringIO()  # click repeats the offending argument: it may be a pasted key
+        e.show(file=shown)
+        click.echo(scrub(shown.getvalue()), err=True, nl=False)
         sys.exit(e.exit_code)
     except SeedbedError as e:
         _print_error(e)
@@ -477,14 +487,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_error(e: SeedbedError) -> None:
+    from .scrub import scrub
+
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    lines = e.message.splitlines() or [""]
+    lines = scrub(e.message).splitlines() or [""]
     click.echo(click.style("✗ error: ", fg="red", bold=True) if color else "✗ error: ", err=True, nl=False)
     click.echo(lines[0], err=True)
     for line in lines[1:]:
         click.echo(f"  {line}", err=True)
     if e.fix:
-        click.echo(("  " + click.style("fix:", bold=True) if color else "  fix:") + f" {e.fix}", err=True)
+        click.echo(("  " + click.style("fix:", bold=True) if color else "  fix:") + f" {scrub(e.fix)}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
