@@ -72,6 +72,7 @@ def render_plan(cfg: Config, options: Options) -> PlanResult:
         files = getattr(s, "repo_files", None)
         if files is not None:
             repo_files.update(files(cfg, store, options))
+    store.accept()  # every step rendered the manifests: only now may a first-seen hash be recorded
     return PlanResult(cfg, planned, repo_files)
 
 

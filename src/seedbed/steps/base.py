@@ -162,6 +162,7 @@ async def run_steps(steps: list[Step], ctx: Context, state: StateStore) -> list[
     # Plan every step before running the first: a bad input anywhere (a key file, a manifest)
     # then stops the bootstrap before it has written anything.
     plans = [step.plan(ctx.cfg, ctx.manifests, ctx.options) for step in steps]
+    ctx.manifests.accept()  # every step rendered the manifests: only now is a first-seen hash recorded
     for step, planned in zip(steps, plans, strict=True):
         started = time.monotonic()
         digest = planned.digest()
