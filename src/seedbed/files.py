@@ -38,6 +38,10 @@ CONFIG = Kind("config file", 1 * MiB, "run `seedbed init` to write an example, o
 KUBECONFIG = Kind("kubeconfig", 4 * MiB, "pass a kubeconfig file with --kubeconfig or $KUBECONFIG")
 CREDENTIAL = Kind("credential file", 1 * MiB, "point the kubeconfig at a regular file")
 KEY = Kind("key file", 256 * KiB, "pass the path of a key file")
+PUBLIC_KEYS = Kind("public key file", 256 * KiB,
+                   "point repo.authorizedKeys at your public key file, e.g. ~/.ssh/id_ed25519.pub")
+BACKUP_CREDENTIALS = Kind("credentials file", 64 * KiB,
+                          "point longhorn.backupCredentials.fromFile at a KEY=VALUE file (mode 0600)")
 MANIFEST = Kind("release manifest", 32 * MiB, "pass the release manifest file or a folder of them with --manifests")
 ARCHIVE = Kind("backup archive", 8 * 1024 * MiB, "pass a file written by `seedbed backup`")
 REPO_FILE = Kind("repository file", 4 * MiB, "keep manifests in the GitOps tree below 4 MiB")

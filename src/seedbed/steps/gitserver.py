@@ -261,6 +261,7 @@ class RepositoryStep(Step):
 
 def operator_keys(cfg: Any) -> list[str]:
     """The operator's SSH public keys from the files repo.authorizedKeys names, each checked."""
+    from .. import files
     from ..errors import ConfigError
     from ..sshkeys import parse_public_keys
 
@@ -268,12 +269,9 @@ def operator_keys(cfg: Any) -> list[str]:
     for name in cfg.repo.authorized_keys:
         path = cfg.resolve(name)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            why = getattr(e, "strerror", None) or "not a text file"
-            raise ConfigError(f"repo.authorizedKeys: cannot read {path}: {why}",
-                              fix="point repo.authorizedKeys at your public key file, e.g. ~/.ssh/id_ed25519.pub"
-                              ) from None
+            text = files.read_text(path, files.PUBLIC_KEYS)
+        except ConfigError as e:
+            raise ConfigError(f"repo.authorizedKeys: {e.message}", fix=e.fix) from None
         keys += parse_public_keys(text, str(path))
     return keys
 
