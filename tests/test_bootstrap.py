@@ -212,7 +212,7 @@ def test_a_rebuilt_cluster_comes_back_from_a_backup(tmp_path, upstream, capsys):
 
 
 @pytest.mark.parametrize(("content", "needle"), [
-    (None, "cannot read"),
+    (None, "no such file"),
     ("-----BEGIN OPENSSH " "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH " "PRIVATE KEY-----\n",
      "private key"),
     ("hello world\n", "not"),
