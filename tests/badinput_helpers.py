@@ -137,12 +137,24 @@ def base_config() -> dict[str, Any]:
 def _key(k: str) -> str:
     if _PLAIN_KEY.match(k) and k.lower() not in _YAML11_WORDS:
         return k
-    return json.dumps(k)
+    return _quoted(k)
+
+
+_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _quoted(text: str) -> str:
+    """A JSON string is a YAML double-quoted scalar, except that YAML's \\u escapes are code points:
+    libyaml refuses a UTF-16 surrogate pair, so characters beyond U+FFFF are written as \\U escapes."""
+    def astral(m: re.Match[str]) -> str:
+        return f"\\U{0x10000 + ((int(m[1], 16) - 0xD800) << 10) + (int(m[2], 16) - 0xDC00):08x}"
+
+    return _PAIR.sub(astral, json.dumps(text))
 
 
 def _scalar(v: Any) -> str:
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a YAML double-quoted scalar
+        return _quoted(v)
     if isinstance(v, float) and v != v:
         return ".nan"
     if isinstance(v, float) and v in (float("inf"), float("-inf")):

@@ -18,6 +18,7 @@ import pytest
 from seedbed.errors import ManifestError, SeedbedError
 from seedbed.manifests import (
     BASE_URL_ENV,
+    DEFAULT_VERSIONS,
     LOCK_HEADER,
     LockEntry,
     ManifestStore,
@@ -28,7 +29,8 @@ from seedbed.manifests import (
 
 LONGHORN = "v1.12.1"
 LONGHORN_SHA = "41648963af867ac1d0c85755fb53cf61cacd57c9bb22e1942e3fb0439eeb04fd"
-FLUX = "v2.9.3"
+DEFAULT_FLUX = "v2.9.3"  # seedbed's default: ships no pin, so it is never downloaded on trust
+FLUX = "v2.9.2"  # a version the user chose: trusted on first download, then locked
 FLUX_FIXTURE_SHA = "4e2b0567407b1ebb5e772bbb3ef0da088e0a1ad3039d0d913249c2661bb2d365"
 
 
@@ -119,12 +121,22 @@ def flux_bytes(upstream) -> bytes:
     return upstream("flux-gotk-components-v2.9.3.yaml").read_bytes()
 
 
+class Accepting(ManifestStore):
+    """A store used the way plan and bootstrap use it when every step accepts the file: each file
+    first seen is recorded right after it is fetched. (ManifestStore itself waits for accept().)"""
+
+    def _get(self, component: str, version: str):  # type: ignore[override]
+        result = super()._get(component, version)
+        self.accept()
+        return result
+
+
 def store(tmp_path: Path, server: Upstream | None = None, **kw) -> ManifestStore:
     kw.setdefault("lock_file", tmp_path / "seedbed.lock")
     kw.setdefault("cache_dir", tmp_path / "cache")
     if server is not None:
         kw.setdefault("urls", server.urls())
-    return ManifestStore(**kw)
+    return Accepting(**kw)
 
 
 # ---------------------------------------------------------------------------------------------- pins
@@ -134,13 +146,34 @@ def test_pins_ship_the_official_longhorn_hash():
     assert load_pins() == {"longhorn": {LONGHORN: LONGHORN_SHA}, "flux": {}}
 
 
+def test_every_default_version_is_pinned_or_never_trusted_on_first_download(tmp_path, server, flux_bytes):
+    """No pin for the default Flux: its install.yaml hash could not be established (SOURCES.md: the
+    fixture is a `flux bootstrap` gotk-components.yaml, other bytes), so a download is refused."""
+    assert DEFAULT_VERSIONS == {"longhorn": LONGHORN, "flux": DEFAULT_FLUX}
+    assert load_pins()["longhorn"][LONGHORN] == LONGHORN_SHA
+    server.serve_flux(DEFAULT_FLUX, flux_bytes)
+    with pytest.raises(ManifestError, match="will not trust a download") as e:
+        store(tmp_path, server).text("flux", DEFAULT_FLUX)
+    assert "--manifests" in e.value.fix and server.requests == 0
+    assert not (tmp_path / "seedbed.lock").exists()
+
+
+def test_a_first_seen_hash_is_recorded_only_once_the_file_is_accepted(tmp_path, server, flux_bytes):
+    server.serve_flux(FLUX, flux_bytes)
+    s = ManifestStore(lock_file=tmp_path / "seedbed.lock", cache_dir=tmp_path / "cache", urls=server.urls())
+    s.text("flux", FLUX)
+    assert not (tmp_path / "seedbed.lock").exists(), "plan may still refuse the file"
+    s.accept()
+    assert read_lock(tmp_path / "seedbed.lock")[("flux", FLUX)].sha256 == FLUX_FIXTURE_SHA
+
+
 def test_default_urls_are_the_official_release_addresses(tmp_path, monkeypatch):
     monkeypatch.delenv(BASE_URL_ENV, raising=False)
     s = store(tmp_path)
     assert s.url("longhorn", LONGHORN) == (
         "https://raw.githubusercontent.com/longhorn/longhorn/v1.12.1/deploy/longhorn.yaml"
     )
-    assert s.url("flux", FLUX) == "https://github.com/fluxcd/flux2/releases/download/v2.9.3/install.yaml"
+    assert s.url("flux", DEFAULT_FLUX) == "https://github.com/fluxcd/flux2/releases/download/v2.9.3/install.yaml"
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -360,6 +393,8 @@ def test_offline_with_a_corrupted_cache_is_an_error(tmp_path, server, flux_bytes
 def test_offline_new_project_reuses_a_cache_seedbed_wrote(tmp_path, server, flux_bytes):
     # Another project downloaded it; this project has no lock entry yet and no network.
     server.serve_flux(FLUX, flux_bytes)
+    for project in ("a", "b"):  # the lock file sits beside each project's seedbed.yaml
+        (tmp_path / project).mkdir()
     store(tmp_path, server, lock_file=tmp_path / "a" / "seedbed.lock").text("flux", FLUX)
 
     other = store(tmp_path, server, lock_file=tmp_path / "b" / "seedbed.lock", offline=True)
@@ -383,11 +418,11 @@ def test_manifests_folder_with_the_real_files_verifies_against_the_pin(tmp_path,
 
 def test_manifests_folder_finds_the_flux_gotk_components_name(tmp_path, upstream, dead_urls):
     folder = upstream("flux-gotk-components-v2.9.3.yaml").parent
-    src = store(tmp_path, urls=dead_urls, manifests=folder).source("flux", FLUX)
+    src = store(tmp_path, urls=dead_urls, manifests=folder).source("flux", DEFAULT_FLUX)
     assert src.origin == "new" and src.path.name == "flux-gotk-components-v2.9.3.yaml"
-    assert read_lock(tmp_path / "seedbed.lock")[("flux", FLUX)].sha256 == FLUX_FIXTURE_SHA
+    assert read_lock(tmp_path / "seedbed.lock")[("flux", DEFAULT_FLUX)].sha256 == FLUX_FIXTURE_SHA
 
-    again = store(tmp_path, urls=dead_urls, manifests=folder, offline=True).source("flux", FLUX)
+    again = store(tmp_path, urls=dead_urls, manifests=folder, offline=True).source("flux", DEFAULT_FLUX)
     assert again.origin == "lock"
 
 
@@ -410,12 +445,12 @@ def test_tampered_local_copy_is_refused(tmp_path, longhorn_bytes, dead_urls):
 
 
 def test_tampered_local_copy_of_a_locked_version_is_refused(tmp_path, upstream, flux_bytes, dead_urls):
-    store(tmp_path, urls=dead_urls, manifests=upstream("flux-gotk-components-v2.9.3.yaml")).text("flux", FLUX)
+    store(tmp_path, urls=dead_urls, manifests=upstream("flux-gotk-components-v2.9.3.yaml")).text("flux", DEFAULT_FLUX)
     folder = tmp_path / "airgap"
     folder.mkdir()
-    (folder / f"flux-{FLUX}.yaml").write_bytes(flux_bytes.replace(b"ghcr.io/fluxcd/", b"evil.example/", 1))
+    (folder / f"flux-{DEFAULT_FLUX}.yaml").write_bytes(flux_bytes.replace(b"ghcr.io/fluxcd/", b"evil.example/", 1))
     with pytest.raises(ManifestError, match="lock file at"):
-        store(tmp_path, urls=dead_urls, manifests=folder).text("flux", FLUX)
+        store(tmp_path, urls=dead_urls, manifests=folder).text("flux", DEFAULT_FLUX)
 
 
 def test_manifests_folder_missing_file_names_the_expected_names(tmp_path, dead_urls):

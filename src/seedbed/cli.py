@@ -129,18 +129,17 @@ def init(state: State, force: bool) -> None:
     from .example import EXAMPLE_CONFIG
 
     path = files.expand(state.config_path)
-    if not path.parent.exists():
-        try:
-            path.parent.mkdir(parents=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the folder {path.parent}: {e.strerror or e}",
-                              fix="choose another path with --config") from None
+    folder = files.check_output_dir(path.parent, "folder of the config file")
     # Both outputs are checked before either is written.
-    config_target = files.check_output(path, "config file", overwrite=force)
-    schema_target = files.check_output(path.with_name(SCHEMA_FILE), "JSON schema")
-    files.write_output(config_target, EXAMPLE_CONFIG)
-    files.write_output(schema_target, json.dumps(json_schema(), indent=2) + "\n")
-    state.out.done(f"wrote {path} and {schema_target.path.name}; edit it, then run `seedbed plan`")
+    if path.exists():
+        files.check_output(path, "config file", overwrite=force)
+    schema_path = path.with_name(SCHEMA_FILE)
+    if schema_path.exists():
+        files.check_output(schema_path, "JSON schema")
+    files.make_dirs(folder, "folder of the config file")
+    files.write_file(path, EXAMPLE_CONFIG, "config file", overwrite=force)
+    files.write_file(schema_path, json.dumps(json_schema(), indent=2) + "\n", "JSON schema")
+    state.out.done(f"wrote {path} and {SCHEMA_FILE}; edit it, then run `seedbed plan`")
 
 
 @cli.group()
@@ -201,11 +200,16 @@ def plan(state: State, out_dir: Path | None, output: str, manifests: Path | None
       seedbed plan --out out/ --manifests ../shared/fixtures/upstream
       seedbed plan --output json | jq '.steps[].name'
     """
+    from . import files
     from .commands.clients import manifest_store
     from .commands.plan import render_plan, write_bundle
     from .steps.base import Options
 
     cfg = state.config()
+    if out_dir is not None:  # before the work: a bad --out is reported before any download
+        out_dir = files.check_output_dir(out_dir, "--out")
+    if manifests is not None:
+        manifests = files.expand(manifests)
     options = Options(manifests=manifests, offline=offline, acme=acme, domain=domain)
     result = render_plan(cfg, options, manifest_store(cfg, manifests=manifests, offline=offline))
     if out_dir is not None:
@@ -628,7 +632,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        import io
+
+        from .scrub import scrub
+
+        shown = io.StringIO()  # click repeats the offending argument: it may be a pasted key
+        e.show(file=shown)
+        click.echo(scrub(shown.getvalue()), err=True, nl=False)
         sys.exit(e.exit_code)
     except SeedbedError as e:
         _print_error(e)
@@ -639,14 +649,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_error(e: SeedbedError) -> None:
+    from .scrub import scrub
+
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    lines = e.message.splitlines() or [""]
+    lines = scrub(e.message).splitlines() or [""]
     click.echo(click.style("✗ error: ", fg="red", bold=True) if color else "✗ error: ", err=True, nl=False)
     click.echo(lines[0], err=True)
     for line in lines[1:]:
         click.echo(f"  {line}", err=True)
     if e.fix:
-        click.echo(("  " + click.style("fix:", bold=True) if color else "  fix:") + f" {e.fix}", err=True)
+        click.echo(("  " + click.style("fix:", bold=True) if color else "  fix:") + f" {scrub(e.fix)}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from . import files, yamlutil
 from .errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "seedbed.yaml"
@@ -293,7 +294,7 @@ class Config(Model):
 
     def resolve(self, path: str) -> Path:
         """A path from the config, with ``~`` expanded and relative paths taken from the config's folder."""
-        p = Path(path).expanduser()
+        p = files.expand(path)
         return p if p.is_absolute() else self.base_dir / p
 
     @property
@@ -318,39 +319,20 @@ def json_schema() -> dict[str, Any]:
 
 def load(path: str | Path) -> Config:
     """Read and validate seedbed.yaml; every problem becomes a ConfigError with file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file", fix="run `seedbed init` to write an example, or pass --config PATH"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (seedbed.yaml must be UTF-8)",
-                          fix="check --config points at seedbed.yaml; re-save it as UTF-8") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder, not a config file",
-                          fix=f"pass the file itself, e.g. --config {path / DEFAULT_CONFIG_NAME}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}",
-                          fix="check the file's permissions and that --config names the right file") from None
+    path = files.expand(path)
+    text = files.read_text(path, files.CONFIG)
     return parse(text, name=str(path), base_dir=path.resolve().parent, source=path.resolve())
+
+
+# A 10,000-key file must not print 10,000 lines: the first problems say what kind of mistake it is.
+MAX_REPORTED = 20
 
 
 def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None = None,
           source: Path | None = None) -> Config:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        if isinstance(e, yaml.reader.ReaderError):  # a bad character: only its offset is known
-            line = text.count("\n", 0, e.position) + 1
-            e = yaml.YAMLError(f"character {e.character!r} is not allowed in YAML")
-        problem = " ".join(filter(None, [getattr(e, "context", None), getattr(e, "problem", None)]))
-        problem = _short(problem or str(e).splitlines()[0], 200)
-        raise ConfigError(f"{name}:{line}: not valid YAML: {problem}", fix="fix the YAML syntax") from None
+    # Bounded first (aliases, depth), so the node tree composed next is known to be small and finite.
+    data = yamlutil.safe_load(text, what=name)
+    node = yamlutil.compose(text)
     duplicate = _duplicate_key(node)
     if duplicate is not None:
         key, line = duplicate
@@ -364,69 +346,104 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
     try:
         return Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
     except ValidationError as e:
+        errors = e.errors()
         lines = []
-        for err in e.errors():
-            line, loc = _line_of(node, err["loc"])
+        index = _LineIndex(node)
+        for err in errors[:MAX_REPORTED]:
+            line, loc = index.find(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; `seedbed config schema` lists the keys)"
             elif err["type"] == "invalid_key":
                 msg = "keys must be names (a bare yes/no/on/off or number is read as something else)"
             lines.append(f"{name}:{line}: {'.'.join(loc)}: {msg}")
-        first, *rest = lines
-        message = first if not rest else first + "\n" + "\n".join(rest)
-        raise ConfigError(message, fix="edit the key named above; `seedbed config schema` describes every key") from None
+        if len(errors) > MAX_REPORTED:
+            lines.append(f"... and {len(errors) - MAX_REPORTED} more problems like these")
+        raise ConfigError("\n".join(lines),
+                          fix="edit the key named above; `seedbed config schema` describes every key") from None
 
 
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _duplicate_key(node: yaml.Node | None, path: str = "") -> tuple[str, int] | None:
-    """The first key given twice in one mapping, with its line: YAML itself silently keeps the last."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            dotted = f"{path}.{key.value}" if path else str(key.value)
-            if key.value in seen:
-                return dotted, key.start_mark.line + 1
-            seen.add(key.value)
-            found = _duplicate_key(value, dotted)
-            if found:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found = _duplicate_key(item, f"{path}[{i}]")
-            if found:
-                return found
+def _duplicate_key(root: yaml.Node | None) -> tuple[str, int] | None:
+    """The first key given twice in one mapping, with its line: YAML itself silently keeps the last.
+
+    Each node is visited once, even when aliases make it appear in several places.
+    """
+    seen_nodes: set[int] = set()
+    todo: list[tuple[yaml.Node | None, str]] = [(root, "")]
+    while todo:
+        node, path = todo.pop()
+        if node is None or id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.MappingNode):
+            keys: set[Any] = set()
+            for key, value in node.value:
+                dotted = f"{path}.{key.value}" if path else str(key.value)
+                if key.value in keys:
+                    return dotted, key.start_mark.line + 1
+                keys.add(key.value)
+                children.append((value, dotted))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        todo += reversed(children)  # depth first, in file order: the first duplicate is reported
     return None
 
 
-def _scalar(node: yaml.Node) -> Any:
-    """A key as YAML reads it (`yes` is True, `42` is 42): what pydantic names in an error."""
-    try:
-        return yaml.SafeLoader("").construct_object(node)
-    except yaml.YAMLError:
-        return None
+class _LineIndex:
+    """Where a pydantic error location is in the file: each mapping is indexed once, on first use."""
 
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+        self._keys: dict[int, dict[Any, tuple[yaml.Node, yaml.Node]]] = {}
+        self._values: dict[int, dict[Any, tuple[yaml.Node, yaml.Node]]] = {}
+        self._loader = yaml.SafeLoader("")
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int, list[str]]:
-    """The 1-based line of the deepest YAML node that ``loc`` reaches, and the path as the file spells it."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    path = [str(p) for p in loc]
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
+    def _by_key(self, node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:
+        table = self._keys.get(id(node))
+        if table is None:
+            table = {}
             for key, value in node.value:
-                if key.value == part or (not isinstance(part, str) and _scalar(key) == part):
-                    line = key.start_mark.line + 1
-                    path[i] = str(key.value)
-                    node = value
-                    break
+                table.setdefault(key.value, (key, value))
+            self._keys[id(node)] = table
+        return table
+
+    def _by_value(self, node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:
+        # A key as YAML reads it (`yes` is True, `42` is 42): what pydantic names in an error.
+        table = self._values.get(id(node))
+        if table is None:
+            table = {}
+            for key, value in node.value:
+                try:
+                    constructed = self._loader.construct_object(key)
+                    table.setdefault(constructed, (key, value))
+                except (yaml.YAMLError, TypeError):  # an unhashable key (a list) is never in a loc
+                    pass
+            self._values[id(node)] = table
+        return table
+
+    def find(self, loc: tuple[Any, ...]) -> tuple[int, list[str]]:
+        """The 1-based line of the deepest node ``loc`` reaches, and the path as the file spells it."""
+        node = self.root
+        line = node.start_mark.line + 1 if node is not None else 1
+        path = [str(p) for p in loc]
+        for i, part in enumerate(loc):
+            if isinstance(node, yaml.MappingNode):
+                found = self._by_key(node).get(part) if isinstance(part, str) else None
+                if found is None and not isinstance(part, str):
+                    found = self._by_value(node).get(part)
+                if found is None:
+                    return line, path
+                key, node = found
+                line = key.start_mark.line + 1
+                path[i] = str(key.value)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
             else:
                 return line, path
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line, path
-    return line, path
+        return line, path

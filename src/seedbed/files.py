@@ -11,7 +11,10 @@ devices are written by streaming into them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +34,18 @@ class Kind:
     fix: str
 
 
-CONFIG = Kind("config file", 1 * MiB, "pass the seedbed.yaml file with --config")
+CONFIG = Kind("config file", 1 * MiB, "run `seedbed init` to write an example, or pass --config PATH")
 KUBECONFIG = Kind("kubeconfig", 4 * MiB, "pass a kubeconfig file with --kubeconfig or $KUBECONFIG")
 CREDENTIAL = Kind("credential file", 1 * MiB, "point the kubeconfig at a regular file")
 KEY = Kind("key file", 256 * KiB, "pass the path of a key file")
+PUBLIC_KEYS = Kind("public key file", 256 * KiB,
+                   "point repo.authorizedKeys at your public key file, e.g. ~/.ssh/id_ed25519.pub")
+BACKUP_CREDENTIALS = Kind("credentials file", 64 * KiB,
+                          "point longhorn.backupCredentials.fromFile at a KEY=VALUE file (mode 0600)")
 MANIFEST = Kind("release manifest", 32 * MiB, "pass the release manifest file or a folder of them with --manifests")
 ARCHIVE = Kind("backup archive", 8 * 1024 * MiB, "pass a file written by `seedbed backup`")
 REPO_FILE = Kind("repository file", 4 * MiB, "keep manifests in the GitOps tree below 4 MiB")
+LOCK = Kind("lock file", 1 * MiB, "fix or delete seedbed.lock beside seedbed.yaml; seedbed records the hashes again")
 
 
 def expand(path: str | os.PathLike[str]) -> Path:
@@ -63,9 +71,21 @@ def read_bytes(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = 
     """The whole of a regular file, at most ``limit`` (default: the kind's cap) bytes, or a ConfigError."""
     p = expand(path)
     cap = kind.limit if limit is None else limit
+    # A first look without opening: a socket cannot be opened at all, and opening some devices has
+    # side effects (a tape rewinds, a terminal becomes the controlling one), so refuse them by name.
     try:
-        # O_NONBLOCK: opening a FIFO with no writer must not hang; it is refused below as not regular.
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise _refuse(p, kind, "no such file") from None
+    except NotADirectoryError:
+        raise _refuse(p, kind, "a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise _refuse(p, kind, f"cannot open: {e.strerror or e}") from None
+    _check_regular(p, kind, st.st_mode)
+    try:
+        # O_NONBLOCK: should the path become a FIFO after the look above, opening it must not hang;
+        # O_NOCTTY: nor may a terminal become ours. The fstat below decides on what was opened.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise _refuse(p, kind, "no such file") from None
     except IsADirectoryError:
@@ -76,10 +96,7 @@ def read_bytes(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = 
         raise _refuse(p, kind, f"cannot open: {e.strerror or e}") from None
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise _refuse(p, kind, "is a folder, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise _refuse(p, kind, f"is a {_type_name(st.st_mode)}, not a regular file")
+        _check_regular(p, kind, st.st_mode)
         if st.st_size > cap:
             raise _refuse(p, kind, f"is {_size(st.st_size)}; a {kind.what} may be at most {_size(cap)}")
         os.set_blocking(fd, True)
@@ -98,6 +115,13 @@ def read_bytes(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = 
         raise _refuse(p, kind, f"cannot read: {e.strerror or e}") from None
     finally:
         os.close(fd)
+
+
+def _check_regular(p: Path, kind: Kind, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise _refuse(p, kind, "is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise _refuse(p, kind, f"is a {_type_name(mode)}, not a regular file")
 
 
 def read_text(path: str | os.PathLike[str], kind: Kind, *, limit: int | None = None) -> str:
@@ -135,6 +159,12 @@ class OutputTarget:
     stream: bool  # a pipe, character device or /dev/fd/N: written in place, never renamed over
 
 
+def _is_fd_folder(folder: Path) -> bool:
+    # /dev/fd/N, /dev/stdout and /proc/self/fd/N name an open descriptor, not a folder entry that a
+    # rename could replace: they are always written in place.
+    return re.fullmatch(r"/proc/(self|thread-self|\d+)(/task/\d+)?/fd", os.path.realpath(folder)) is not None
+
+
 def check_output(path: str | os.PathLike[str], what: str, *, overwrite: bool = True) -> OutputTarget:
     """Refuse, before any work, an output seedbed could not write or must not replace."""
     p = expand(path)
@@ -150,7 +180,7 @@ def check_output(path: str | os.PathLike[str], what: str, *, overwrite: bool = T
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise ConfigError(f"{what} {p} is a folder", fix=f"name a file inside it, e.g. {p / 'out'}")
-        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or _is_fd_folder(p.parent):
             if not os.access(p, os.W_OK):
                 raise ConfigError(f"{what} {p}: permission denied", fix=fix)
             return OutputTarget(p, stream=True)
@@ -159,14 +189,48 @@ def check_output(path: str | os.PathLike[str], what: str, *, overwrite: bool = T
                               fix=fix)
         if not overwrite:
             raise ConfigError(f"{p} already exists", fix="pass --force to overwrite it, or choose another path")
-    parent = p.parent if str(p.parent) else Path(".")
+    # A symbolic link is followed: the file it names is replaced, the link itself stays.
+    if os.path.islink(p):
+        p = Path(os.path.realpath(p))
+    parent = p.parent
     if not parent.is_dir():
-        if parent.exists():
-            raise ConfigError(f"{what} {p}: {parent} is not a folder", fix=fix)
+        if parent.exists() or _existing_ancestor(parent).is_file():
+            raise ConfigError(f"{what} {p}: {_existing_ancestor(parent)} is a file, not a folder", fix=fix)
         raise ConfigError(f"{what} {p}: the folder {parent} does not exist", fix=f"create it first: mkdir -p {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {p}: the folder {parent} is not writable", fix=fix)
     return OutputTarget(p, stream=False)
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Refuse, before any work, a folder seedbed could not create or write files in (it may not exist yet)."""
+    p = expand(path)
+    fix = f"choose another folder for the {what}"
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {p} is a file, not a folder", fix="name a folder (it is created if missing)")
+    existing = _existing_ancestor(p)
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {p}: {existing} is a file, not a folder", fix=fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == p else f": the folder {existing} is"
+        raise ConfigError(f"{what} {p}{where or ' is'} not writable", fix=fix)
+    return p
+
+
+def make_dirs(path: Path, what: str) -> None:
+    """``mkdir -p`` with a ConfigError instead of an OSError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the {what} {path}: {e.strerror or e}", fix=f"choose another folder for the {what}") from None
+
+
+def _existing_ancestor(p: Path) -> Path:
+    """``p`` or its nearest ancestor that exists (as anything)."""
+    p = Path(os.path.abspath(p))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
 
 
 def write_output(target: OutputTarget, data: bytes | str, *, mode: int = 0o644) -> None:
@@ -175,10 +239,9 @@ def write_output(target: OutputTarget, data: bytes | str, *, mode: int = 0o644) 
     p = target.path
     try:
         if target.stream:
-            with open(p, "wb", buffering=0) as f:
-                f.write(raw)
+            _write_stream(p, raw)
             return
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -192,6 +255,22 @@ def write_output(target: OutputTarget, data: bytes | str, *, mode: int = 0o644) 
             raise
     except OSError as e:
         raise ConfigError(f"cannot write {p}: {e.strerror or e}", fix="check the path and free disk space") from None
+
+
+def _write_stream(p: Path, raw: bytes) -> None:
+    # Non-blocking open: a FIFO nobody reads is an error now, not a hang; then write normally.
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise ConfigError(f"cannot write {p}: no program is reading from this pipe",
+                              fix="start the reader first, or write to a regular file") from None
+        raise
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb", buffering=0) as f:
+        view = memoryview(raw)
+        while view:
+            view = view[f.write(view) or 0:]
 
 
 def write_file(path: str | os.PathLike[str], data: bytes | str, what: str, *, mode: int = 0o644,

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from . import scrub as _scrub
 from .errors import ConfigError, GitError
 
 T = TypeVar("T")
@@ -71,11 +72,12 @@ class _Auth:
         # Basic with the token as password is what both Gitea and Forgejo accept on git's HTTP paths.
         return base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
 
+    def __post_init__(self) -> None:
+        _scrub.secret(self.token)
+        _scrub.secret(self.header_value)
+
     def scrub(self, text: str) -> str:
-        for secret in (self.token, self.header_value):
-            if secret:
-                text = text.replace(secret, "<redacted>")
-        return text
+        return _scrub.scrub(text)
 
 
 def _check_url(url: str) -> None:

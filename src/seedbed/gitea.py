@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx2
 
+from . import scrub
 from .errors import ConfigError, GitServerError
 from .sshkeys import blob_fingerprint
 
@@ -126,6 +127,7 @@ class GiteaClient:
         self.name = name  # "Gitea" or "Forgejo": only for messages
         self.username = username
         self._password = password
+        scrub.secret(password)
         self._token: str | None = None
         self._timeout = timeout
         self._http = httpx2.AsyncClient(
@@ -155,6 +157,7 @@ class GiteaClient:
     def use_token(self, token: str) -> None:
         """Use a token this run already created (a new port-forward to the same server, say)."""
         self._token = token
+        scrub.secret(token)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -166,12 +169,6 @@ class GiteaClient:
         if basic or self._token is None:
             return self._basic()
         return f"token {self._token}"
-
-    def _scrub(self, text: str) -> str:
-        for secret in (self._password, self._token):
-            if secret:
-                text = text.replace(secret, "<redacted>")
-        return text
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
@@ -213,16 +210,16 @@ class GiteaClient:
         try:
             data = resp.json()
         except ValueError:
-            return self._scrub(resp.text.strip()[:200])
+            return scrub.scrub(resp.text.strip()[:200])
         if isinstance(data, dict):
             msg = str(data.get("message") or data.get("error") or "")
             errors = data.get("errors")
             if errors:
                 msg = f"{msg} {errors}".strip()
-            return self._scrub(msg)
+            return scrub.scrub(msg)
         if isinstance(data, list):  # binding errors come as a list of {fieldNames, message}
-            return self._scrub("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in data))
-        return self._scrub(str(data))
+            return scrub.scrub("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in data))
+        return scrub.scrub(str(data))
 
     def _error(self, method: str, url: str, resp: httpx2.Response) -> GitServerError:
         msg = self._message(resp)
@@ -290,7 +287,7 @@ class GiteaClient:
                 last = f"no answer within {self._timeout:g} s"
             except (httpx2.TransportError, ValueError) as e:
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            last = self._scrub(last)
+            last = scrub.scrub(last)
             if on_progress is not None and last != said:
                 said = last
                 on_progress(f"waiting for {self.name} at {self.base_url} to answer: {last}")
@@ -328,6 +325,7 @@ class GiteaClient:
                 fix="this Gitea/Forgejo version is not supported; use Gitea >= 1.19 or Forgejo",
             )
         self._token = value
+        scrub.secret(value)
         return value
 
     # ------------------------------------------------------------------ owner

@@ -4,8 +4,13 @@ Trust works like ``go.sum`` or ``.terraform.lock.hcl``:
 
 1. A pin shipped in the package (``data/pins.json``) always wins.
 2. Otherwise the lock file beside ``seedbed.yaml`` (``seedbed.lock``). The first download of a version
-   records its hash there (trust on first use); every later run must get the same bytes.
+   records its hash there (trust on first use); every later run must get the same bytes. A hash is
+   recorded only once the caller accepted the file (:meth:`ManifestStore.accept`, after every step
+   rendered it), so a file that ``plan`` refuses is never trusted.
 3. A mismatch with either is a hard error, never a warning.
+4. The versions seedbed installs by default are never trusted on first use: each ships a pin, or,
+   where no hash of the official file could be established, seedbed refuses to download it and asks
+   for the file with ``--manifests`` (whose bytes the user vouches for).
 
 The cache (``<user cache>/seedbed/manifests/<component>-<version>.yaml``) only saves downloads: it is
 never a source of trust, so every read is hashed again against the pin or the lock entry.
@@ -18,14 +23,12 @@ async callers can use ``await asyncio.to_thread(store.text, "longhorn", version)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -34,11 +37,10 @@ from typing import Literal
 
 import httpx2
 import platformdirs
-import yaml
 
-from . import __version__, yamlutil
-from .config import VERSION
-from .errors import ManifestError
+from . import __version__, files, yamlutil
+from .config import FLUX_VERSION, LONGHORN_VERSION, VERSION
+from .errors import ManifestError, SeedbedError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,11 @@ LOCK_HEADER = """\
 """
 
 # The largest release manifest today is about 1 MB; the cap only stops a runaway response from
-# filling memory and the cache.
-MAX_BYTES = 64 * 1024 * 1024
+# filling memory and the cache. The same cap as a --manifests file.
+MAX_BYTES = files.MANIFEST.limit
+
+# What a fresh bootstrap installs: these are never trusted on first use (module docstring, rule 4).
+DEFAULT_VERSIONS: dict[str, str] = {"longhorn": LONGHORN_VERSION, "flux": FLUX_VERSION}
 
 _LOCK_LINE = re.compile(
     r"^(?P<component>[a-z0-9][a-z0-9-]*)\s+(?P<version>\S+)\s+sha256:(?P<sha>[0-9a-f]{64})"
@@ -122,15 +127,9 @@ def load_pins() -> dict[str, dict[str, str]]:
 
 def read_lock(path: Path) -> dict[tuple[str, str], LockEntry]:
     """Parse a lock file; a missing file is an empty lock."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(
-            f"{path}: cannot read the lock file: {getattr(e, 'strerror', None) or e}",
-            fix=f"check the permissions of {path}, or delete it to record the hashes again",
-        ) from None
+    text = files.read_text(path, files.LOCK)
     entries: dict[tuple[str, str], LockEntry] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -174,24 +173,6 @@ def render_lock(entries: Mapping[tuple[str, str], LockEntry]) -> str:
     return "".join(lines)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write through a temporary file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; the lock file is committed and shared, the cache is not secret.
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -224,12 +205,20 @@ def _request_hook(request: httpx2.Request) -> None:
     _check_transport(request.url)
 
 
-def _looks_like_manifest(data: bytes) -> bool:
-    """True when the bytes parse as YAML with at least one Kubernetes object (not an HTML error page)."""
+def _looks_like_manifest(data: bytes, what: str) -> bool:
+    """True when the bytes parse as YAML with at least one Kubernetes object (not an HTML error page).
+
+    The bytes are not trusted yet (no pin, no lock entry): parsed with the bounded loader, so an alias
+    bomb is refused here, before the trusted fast loader ever sees the text.
+    """
     try:
-        docs = yamlutil.load_all(data.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
+        docs = yamlutil.safe_load_all(data.decode("utf-8"), what=what, error=ManifestError)
+    except UnicodeDecodeError:
         return False
+    except ManifestError as e:
+        if "not valid YAML" in e.message:
+            return False
+        raise
     return any(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in docs)
 
 
@@ -304,8 +293,8 @@ class ManifestStore:
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else Path(platformdirs.user_cache_dir("seedbed")) / "manifests"
         )
-        self.manifests = Path(manifests) if manifests is not None else None
-        if self.manifests is not None and not self.manifests.exists():
+        self.manifests = files.expand(manifests) if manifests is not None else None
+        if self.manifests is not None and not os.path.lexists(self.manifests):
             raise ManifestError(
                 f"--manifests {self.manifests}: no such file or folder",
                 fix="pass the folder holding files like longhorn-v1.12.1.yaml, or drop --manifests",
@@ -317,6 +306,7 @@ class ManifestStore:
         self._urls = _url_templates(urls)
         self._pins = load_pins()
         self._memo: dict[tuple[str, str], tuple[ManifestSource, str]] = {}
+        self._pending: dict[tuple[str, str], tuple[str, str]] = {}  # first seen, recorded by accept()
 
     # -- public
 
@@ -329,6 +319,12 @@ class ManifestStore:
 
     def sha256(self, component: Component, version: str) -> str:
         return self._get(component, version)[0].sha256
+
+    def accept(self) -> None:
+        """Record the hashes of files first seen this run, now that the caller rendered and checked them."""
+        for (component, version), (sha, url) in sorted(self._pending.items()):
+            self._record(component, version, sha, url)
+        self._pending.clear()
 
     def url(self, component: Component, version: str) -> str:
         """The address this store downloads the manifest from."""
@@ -385,15 +381,12 @@ class ManifestStore:
             expected, origin = entry.sha256, "lock"
         else:
             expected, origin = None, "new"
+        if origin == "new":  # before any download: the hash will have to be written there
+            files.check_output(self.lock_file, "lock file")
 
         local = self._local_file(component, version)
         if local is not None:
-            try:
-                data = local.read_bytes()
-            except OSError as e:
-                raise ManifestError(
-                    f"{local}: cannot read: {e.strerror}", fix=f"check the permissions of {local}"
-                ) from None
+            data = files.read_bytes(local, files.MANIFEST)
             self._verify(component, version, data, expected, origin, where=str(local))
             if origin == "new":
                 self._check_manifest(component, version, data, where=str(local))
@@ -405,6 +398,8 @@ class ManifestStore:
                 data = cached
             elif self.offline:
                 raise self._offline_error(component, version, path)
+            elif origin == "new" and DEFAULT_VERSIONS.get(component) == version:
+                raise self._unpinned_default(component, version, url)
             else:
                 data = self._download(component, version, url)
                 self._verify(component, version, data, expected, origin, where=url)
@@ -421,7 +416,7 @@ class ManifestStore:
             ) from None
         sha = _sha256(data)
         if origin == "new":
-            self._record(component, version, sha, url)
+            self._pending[key] = (sha, url)
         result = (ManifestSource(component, version, url, sha, origin, path), text)
         self._memo[key] = result
         return result
@@ -437,7 +432,7 @@ class ManifestStore:
         if self.manifests.is_dir():
             for candidate in names:
                 path = self.manifests / candidate
-                if path.is_file():
+                if os.path.lexists(path):  # anything by that name; files.read_bytes refuses a non-file
                     return path
             raise ManifestError(
                 f"--manifests {self.manifests}: no {name} manifest there (looked for {', '.join(names)})",
@@ -461,12 +456,12 @@ class ManifestStore:
 
     def _read_cache(self, path: Path, expected: str | None) -> bytes | None:
         """Cached bytes that match ``expected``; None when absent, damaged or not yet trusted."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
-        except OSError as e:
-            log.warning("cannot read cached manifest %s: %s; downloading it again", path, e.strerror)
+        try:
+            data = files.read_bytes(path, files.MANIFEST)
+        except SeedbedError as e:
+            log.warning("cannot use the cached manifest: %s; downloading it again", e.message)
             return None
         if expected is None and self.offline:
             # No pin and no lock entry: the cache is trusted only as seedbed wrote it, which the sidecar
@@ -480,18 +475,19 @@ class ManifestStore:
 
     def _cache_sidecar(self, path: Path) -> str | None:
         try:
-            value = path.with_name(path.name + ".sha256").read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            value = files.read_text(path.with_name(path.name + ".sha256"), files.MANIFEST, limit=1024).strip()
+        except SeedbedError:
             return None
         return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
     def _write_cache(self, path: Path, data: bytes) -> None:
         # The cache only saves a download; failing to write it must not fail the bootstrap.
         try:
-            _atomic_write(path, data)
-            _atomic_write(path.with_name(path.name + ".sha256"), (_sha256(data) + "\n").encode())
-        except OSError as e:
-            log.warning("cannot cache the manifest at %s: %s", path, e.strerror)
+            files.make_dirs(path.parent, "manifest cache")
+            files.write_file(path, data, "cached manifest")
+            files.write_file(path.with_name(path.name + ".sha256"), _sha256(data) + "\n", "cached manifest hash")
+        except SeedbedError as e:
+            log.warning("cannot cache the manifest: %s", e.message)
 
     def _download(self, component: str, version: str, url: str) -> bytes:
         name = f"{DISPLAY[component]} {version}"
@@ -569,7 +565,7 @@ class ManifestStore:
 
     def _check_manifest(self, component: str, version: str, data: bytes, *, where: str) -> None:
         # Only for files about to be recorded: a captive portal's HTML must not become the trusted hash.
-        if not _looks_like_manifest(data):
+        if not _looks_like_manifest(data, f"{DISPLAY[component]} {version} from {where}"):
             raise ManifestError(
                 f"{DISPLAY[component]} {version} from {where} is not a Kubernetes YAML manifest",
                 fix="check the address and the version (a proxy or login page may have answered), "
@@ -585,13 +581,18 @@ class ManifestStore:
                 return
             raise self._mismatch(component, version, sha, old.sha256, "lock", where=url)
         entries[(component, version)] = LockEntry(sha, url)
-        try:
-            _atomic_write(self.lock_file, render_lock(entries).encode("utf-8"))
-        except OSError as e:
-            raise ManifestError(
-                f"cannot write the lock file {self.lock_file}: {e.strerror}",
-                fix=f"make {self.lock_file.parent} writable; seedbed records the manifest hashes there",
-            ) from None
+        files.write_file(self.lock_file, render_lock(entries), "lock file")
+
+    def _unpinned_default(self, component: str, version: str, url: str) -> ManifestError:
+        name = f"{DISPLAY[component]} {version}"
+        first = _local_names(component, version)[0]
+        return ManifestError(
+            f"seedbed ships no sha256 for {name}, the version it installs by default, so it will not trust "
+            f"a download of {url} on first use",
+            fix=f"save the release file you verified as {first} in a folder and pass --manifests FOLDER "
+            f"(seedbed then records its hash in {self.lock_file.name}), or set {component}.version to a "
+            "version you choose to trust on first use",
+        )
 
     def _status_error(self, component: str, version: str, url: str, status: int) -> ManifestError:
         name = f"{DISPLAY[component]} {version}"

@@ -1,7 +1,8 @@
 """The one progress display, in the style of `flux bootstrap`: ► doing, ✔ done, ✗ failed.
 
 Progress goes to stderr so that stdout stays clean for `--output json`. Every line passes
-through :meth:`Output.scrub`, which removes any value registered with :meth:`Output.secret`:
+through :mod:`seedbed.scrub` (the one scrubber), which removes any value registered with
+:meth:`Output.secret` or :func:`seedbed.scrub.secret` and anything shaped like a credential:
 a second line of defence behind "never format a secret into a message".
 """
 
@@ -12,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from . import scrub as _scrub
+
 
 class Output:
     def __init__(self, *, stream: TextIO | None = None, color: bool | None = None, quiet: bool = False,
@@ -19,26 +22,17 @@ class Output:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.verbose = verbose
-        self._secrets: set[str] = set()
         self._status: Any = None
         self._console: Any = None
         self._color = color
 
     # ----------------------------------------------------------------- secrets
     def secret(self, value: str | bytes | None) -> None:
-        """Never show this value, whatever line it ends up in."""
-        if not value:
-            return
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        for part in text.splitlines() or [text]:
-            if len(part.strip()) >= 8:  # short fragments would blank out ordinary words
-                self._secrets.add(part.strip())
+        """Never show this value, whatever line it ends up in (registered with the one scrubber)."""
+        _scrub.secret(value)
 
     def scrub(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
-                text = text.replace(s, "<redacted>")
-        return text
+        return _scrub.scrub(text)
 
     # ----------------------------------------------------------------- lines
     @property
@@ -111,6 +105,7 @@ class Output:
 
 
 def print_json(data: Any, stream: TextIO | None = None) -> None:
-    """Machine-readable output on stdout."""
-    json.dump(data, stream or sys.stdout, indent=2, sort_keys=False, default=str)
+    """Machine-readable output on stdout, every string in it scrubbed like any other output."""
+    data = _scrub.scrub_data(json.loads(json.dumps(data, default=str)))
+    json.dump(data, stream or sys.stdout, indent=2, sort_keys=False)
     (stream or sys.stdout).write("\n")

@@ -55,38 +55,51 @@ MAX_NODES = 2_000_000  # nodes after alias expansion: ~40x the largest real mani
 
 
 def _bounds(text: str, what: str, error: type[SeedbedError]) -> None:
-    """Walk the parser's events (no objects built) counting depth and nodes *after* alias expansion."""
-    anchors: dict[str, int] = {}
-    stack: list[list[Any]] = []  # [anchor, node count] per open collection
+    """Walk the parser's events (no objects built) counting depth and nodes *after* alias expansion.
+
+    An alias stands for its anchor's whole subtree, so it adds that subtree's node count and height;
+    an alias to a collection that is still open would make the object contain itself, and is refused.
+    """
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, height) of its subtree
+    stack: list[list[Any]] = []  # [anchor, node count, height of the tallest child] per open collection
     total = 0
 
-    def add(size: int) -> None:
+    def add(size: int, height: int) -> None:
         nonlocal total
         total += size
         if total > MAX_NODES:
             raise error(f"{what}: expands to more than {MAX_NODES:,} nodes (aliases repeated many times)",
                         fix="remove the repeated aliases; write the values out")
+        if len(stack) + height > MAX_DEPTH:
+            raise error(f"{what}: nested more than {MAX_DEPTH} levels deep",
+                        fix="flatten the structure; no real file nests this deep")
         if stack:
             stack[-1][1] += size
+            stack[-1][2] = max(stack[-1][2], height)
 
     try:
         for ev in yaml.parse(text, Loader=_Loader):
             if isinstance(ev, yaml.CollectionStartEvent):
-                stack.append([ev.anchor, 1])
+                stack.append([ev.anchor, 1, 0])
                 if len(stack) > MAX_DEPTH:
                     raise error(f"{what}: nested more than {MAX_DEPTH} levels deep",
                                 fix="flatten the structure; no real file nests this deep")
             elif isinstance(ev, yaml.CollectionEndEvent):
-                anchor, size = stack.pop()
+                anchor, size, tallest = stack.pop()
                 if anchor:
-                    anchors[anchor] = size
-                add(size)
+                    anchors[anchor] = (size, tallest + 1)
+                add(size, tallest + 1)
             elif isinstance(ev, yaml.ScalarEvent):
                 if ev.anchor:
-                    anchors[ev.anchor] = 1
-                add(1)
+                    anchors[ev.anchor] = (1, 0)
+                add(1, 0)
             elif isinstance(ev, yaml.AliasEvent):
-                add(anchors.get(ev.anchor, 1))
+                if any(frame[0] == ev.anchor for frame in stack):
+                    line = f":{ev.start_mark.line + 1}" if ev.start_mark is not None else ""
+                    raise error(f"{what}{line}: the alias *{ev.anchor} refers to a value that contains it",
+                                fix="remove the recursive alias; write the value out")
+                size, height = anchors.get(ev.anchor, (1, 0))
+                add(size, height)
     except yaml.YAMLError:
         return  # a syntax error: the loader below reports it with its line
 
@@ -98,12 +111,32 @@ def _parse(text: str, what: str, error: type[SeedbedError], docs: bool) -> Any:
             return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{what}{where}: not valid YAML: {problem}", fix="fix the YAML syntax") from None
+        raise error(f"{what}:{_error_line(text, e)}: not valid YAML: {_problem(e)}", fix="fix the YAML syntax") from None
+    except ValueError as e:  # a value PyYAML cannot build, e.g. an integer of more than 4300 digits
+        raise error(f"{what}: a value cannot be read: {str(e)[:120]}", fix="fix or remove that value") from None
     except RecursionError:  # pragma: no cover - _bounds stops this first
         raise error(f"{what}: nested too deeply", fix="flatten the structure") from None
+
+
+def _error_line(text: str, e: yaml.YAMLError) -> int:
+    """The 1-based line a YAML error is at (a bad character only knows its offset)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return text.count("\n", 0, e.position) + 1
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return mark.line + 1 if mark is not None else 1
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"character {e.character!r} is not allowed in YAML"
+    problem = " ".join(filter(None, [getattr(e, "context", None), getattr(e, "problem", None)]))
+    problem = problem or str(e).splitlines()[0]
+    return problem if len(problem) <= 200 else problem[:197] + "..."
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of one document (with lines), for text that :func:`safe_load` already accepted."""
+    return yaml.compose(text, Loader=_Loader)
 
 
 def safe_load(text: str, *, what: str, error: type[SeedbedError] = ConfigError) -> Any:

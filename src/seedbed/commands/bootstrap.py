@@ -68,6 +68,7 @@ async def run_bootstrap(cfg: Config, options: Options, manifests: ManifestStore,
     await records.load()
     # Plan every step before the first write; the same plan is what the steps then carry out.
     plan = plan_steps(bootstrap_steps(options), cfg, manifests, options)
+    manifests.accept()  # every step rendered the manifests: only now is a first-seen hash recorded
     ctx = Context(cfg=cfg, kube=clients.kube, options=options, manifests=manifests, out=out,
                   gitserver=clients.gitserver, archive=archive)
     reports = await run_steps(plan, ctx, records)

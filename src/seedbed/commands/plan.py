@@ -67,20 +67,30 @@ def _kinds_text(objs: list[dict[str, Any]]) -> str:
 def render_plan(cfg: Config, options: Options, manifests: ManifestStore) -> PlanResult:
     from ..steps import bootstrap_steps
 
-    return PlanResult(cfg, plan_steps(bootstrap_steps(options), cfg, manifests, options))
+    plan = plan_steps(bootstrap_steps(options), cfg, manifests, options)
+    manifests.accept()  # every step rendered the manifests: only now may a first-seen hash be recorded
+    return PlanResult(cfg, plan)
 
 
 def write_bundle(result: PlanResult, out_dir: Path) -> None:
-    """One multi-document YAML per step, plus the files the Flux step commits, under out_dir."""
-    from ..errors import ConfigError
+    """One multi-document YAML per step, plus the files the Flux step commits, under out_dir.
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file, not a folder", fix="name a folder (it is created if missing)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Every path is checked before the first file is written, so a bad folder (read-only, a file in
+    the way) leaves nothing half-written.
+    """
+    from .. import files
+
+    outputs: dict[Path, str] = {}
     for i, (s, p) in enumerate(result.steps, 1):
         if p.objects:
-            (out_dir / f"{i:02d}-{s.name}.yaml").write_text(dump_all(redact(p.objects)))
+            outputs[out_dir / f"{i:02d}-{s.name}.yaml"] = dump_all(redact(p.objects))
     for rel, text in result.repo_files.items():
-        path = out_dir / "repo" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        outputs[out_dir / "repo" / rel] = text
+    files.check_output_dir(out_dir, "--out")
+    for path in outputs:
+        files.check_output_dir(path.parent, "--out")
+        if path.exists():
+            files.check_output(path, "--out file")
+    for path, text in outputs.items():
+        files.make_dirs(path.parent, "--out folder")
+        files.write_file(path, text, "--out file")

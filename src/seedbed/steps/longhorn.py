@@ -14,6 +14,7 @@ import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import files
 from ..config import BackupCredentials, Config, LonghornConfig
 from ..errors import ConfigError, WaitTimeout
 from ..render.longhorn import (
@@ -54,13 +55,9 @@ def load_backup_credentials(creds: BackupCredentials, cfg: Config,
     if creds.from_file:
         path = cfg.resolve(creds.from_file)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"longhorn.backupCredentials.fromFile: {path}: no such file",
-                              fix="create it with KEY=VALUE lines (mode 0600), or fix the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"longhorn.backupCredentials.fromFile: {path}: cannot read: {e}",
-                              fix="make the file readable by you (and only you: chmod 600)") from None
+            text = files.read_text(path, files.BACKUP_CREDENTIALS)
+        except ConfigError as e:
+            raise ConfigError(f"longhorn.backupCredentials.fromFile: {e.message}", fix=e.fix) from None
         return parse_credentials_file(text, str(path))
     if creds.from_env:
         env = os.environ if environ is None else environ
