@@ -26,6 +26,10 @@ LONGHORN_NS = "longhorn-system"
 LONGHORN_API = "longhorn.io/v1beta2"
 CSI_DRIVER = "driver.longhorn.io"
 
+# Longhorn's final Backup states (longhorn-manager v1.12.1 controller/backup_controller.go backupInFinalState):
+# after Error or Unknown the controller stops monitoring the backup, so waiting longer changes nothing.
+BACKUP_FINAL_STATES = ("Completed", "Error", "Unknown")
+
 # Kubernetes access modes -> Longhorn's Volume.spec.accessMode enum (rwo, rwop, rwx).
 _ACCESS = {"ReadWriteOnce": "rwo", "ReadWriteOncePod": "rwop", "ReadWriteMany": "rwx"}
 
@@ -198,7 +202,10 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) 
         "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
         "spec": {"volume": vol_name, "createSnapshot": True},
     })
-    fix = "check the volume and backup target in the Longhorn UI; a detached volume cannot be snapshotted"
+    # Longhorn attaches a detached volume itself for the snapshot and the backup (attachment tickets,
+    # longhorn-manager v1.12.1 controller/backup_controller.go handleAttachmentTicketCreation).
+    fix = ("check the volume's health and the backup target in the Longhorn UI "
+           "(kubectl -n longhorn-system get volume,backuptarget)")
     snap = await kube.wait_for(
         LONGHORN_API, "Snapshot", name, LONGHORN_NS,
         lambda o: o is not None and bool((o.get("status") or {}).get("readyToUse") or (o.get("status") or {}).get("error")),
@@ -213,12 +220,16 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) 
     })
     backup = await kube.wait_for(
         LONGHORN_API, "Backup", name, LONGHORN_NS,
-        lambda o: o is not None and (o.get("status") or {}).get("state") in ("Completed", "Error"),
+        lambda o: o is not None and (o.get("status") or {}).get("state") in BACKUP_FINAL_STATES,
         timeout=timeout, what=f"Longhorn backup {name} of {where}", describe=_state)
     status = backup.get("status") or {}
-    if status.get("state") == "Error":
+    if status.get("state") != "Completed":
         detail = status.get("error") or "; ".join((status.get("messages") or {}).values()) or "no message"
-        raise ClusterError(f"Longhorn backup of {where} failed: {detail}", fix=fix)
+        raise ClusterError(f"Longhorn backup of {where} failed (state {status.get('state')}): {detail}", fix=fix)
+    # The snapshot served only this backup. Longhorn deletes it itself only with the setting
+    # auto-cleanup-snapshot-after-on-demand-backup-completed (default false; controller/backup_controller.go
+    # deleteSnapshotAfterBackupCompleted); otherwise every backup would leave one behind.
+    await kube.delete(LONGHORN_API, "Snapshot", name, namespace=LONGHORN_NS)
     if not status.get("url"):
         raise ClusterError(f"Longhorn backup {name} of {where} completed without a URL",
                            fix="check the backup target; kubectl -n longhorn-system get backups " + name)
