@@ -70,7 +70,7 @@ REMEDIES = (
     "restore the certificates from a backup first: `seedbed bootstrap --restore ARCHIVE`",
     "use Let's Encrypt staging for a throwaway cluster: `--acme staging`",
     "use a separate domain for development: `--domain dev.example.net`",
-    "or, knowing the risk of a week-long block, `--ignore-budget`",
+    "or, knowing that Let's Encrypt then refuses until its limits refill, `--ignore-budget`",
 )
 
 
@@ -255,27 +255,32 @@ def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignor
     per_domain: dict[str, list[frozenset[str]]] = {}
     per_set: dict[frozenset[str], int] = {}
     for s in sets:
-        for d in sorted({registered_domain(n) or n for n in s}):
-            per_domain.setdefault(d, []).append(s)
+        # A renewal (this exact set issued before) is exempt from the per-domain limit, not the per-set one.
+        if not budget.is_renewal(s):
+            for d in sorted({registered_domain(n) or n for n in s}):
+                per_domain.setdefault(d, []).append(s)
         per_set[s] = per_set.get(s, 0) + 1
     for d, items in sorted(per_domain.items()):
         b = budget.domain(d)
-        if b.used + len(items) > REGISTERED_DOMAIN_LIMIT:
-            when = f"; room again from {_iso(b.available_at or b.refills_at)}" if b.refills_at else ""
+        if len(items) > b.remaining:
+            when = f"; one more every ~202 min, the first at {_iso(b.available_at or b.refills_at)}" \
+                if b.refills_at else ""
             listed = "; ".join(", ".join(sorted(s)) for s in items[:5]) + (" ..." if len(items) > 5 else "")
-            reasons.append(f"{d}: {b.used} issued in the last 168 h + {len(items)} new ({listed}) would exceed "
-                           f"{REGISTERED_DOMAIN_LIMIT} certificates per registered domain per 7 days{when}")
+            reasons.append(f"{d}: {b.remaining} of {REGISTERED_DOMAIN_LIMIT} left ({b.used} new in the last 168 h), "
+                           f"{len(items)} new ({listed}) would exceed {REGISTERED_DOMAIN_LIMIT} certificates per "
+                           f"registered domain per 7 days{when}")
     for s, count in sorted(per_set.items(), key=lambda kv: sorted(kv[0])):
         e = budget.exact_set(s)
         names = ", ".join(sorted(s))
-        if e.used + count > EXACT_SET_LIMIT:
-            when = f"; room again from {_iso(e.available_at or e.refills_at)}" if e.refills_at else ""
-            reasons.append(f"{names}: {e.used} issued in the last 168 h + {count} new would exceed "
-                           f"{EXACT_SET_LIMIT} certificates for the same set of names per 7 days "
-                           f"(no override exists){when}")
-        elif e.used + count == EXACT_SET_LIMIT:
-            notes.append(f"{names}: this uses the last of {EXACT_SET_LIMIT} certificates for this set of names; "
-                         "the next rebuild without a restore will be refused")
+        if count > e.remaining:
+            when = f"; one more every 34 h, the first at {_iso(e.available_at or e.refills_at)}" \
+                if e.refills_at else ""
+            reasons.append(f"{names}: {e.remaining} of {EXACT_SET_LIMIT} left ({e.used} issued in the last 168 h), "
+                           f"{count} new would exceed {EXACT_SET_LIMIT} certificates for the same set of names "
+                           f"per 7 days (renewals included, no override exists){when}")
+        elif count == e.remaining:
+            notes.append(f"{names}: this uses the last of {EXACT_SET_LIMIT} certificates for this set of names "
+                         "(one comes back every 34 h); the next rebuild without a restore may be refused")
     notes += budget.notes
     if reasons and ignore_budget:
         return GuardResult(True, reasons, sets, [*notes, "--ignore-budget: going ahead anyway"])

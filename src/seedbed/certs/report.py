@@ -15,7 +15,7 @@ from typing import Any
 from ..config import Config
 from ..errors import SeedbedError
 from . import _cluster_scan, collect
-from .budget import Budget, registered_domain
+from .budget import Budget, registered_domain, validate_domain
 from .ledger import Issuance, Ledger
 
 DEFAULT_IDENTITY = "~/.config/seedbed/age.key"
@@ -78,7 +78,8 @@ async def budget_report(cfg: Config, *, ct: bool = False, archive: Path | None =
                         kube: Any = None) -> BudgetReport:
     """The budget from the cluster, an optional backup archive and (with ``ct``) crt.sh."""
     now = now or datetime.now(UTC)
-    asked = sorted({registered_domain(d) or d.lower() for d in domains})
+    # Validated before anything is read: a typo must not come back as "50 left".
+    asked = sorted({registered_domain(d) or d for d in (validate_domain(n) for n in domains)})
     backup = backup_ledger(cfg, archive) if archive is not None else None
     ct_domains = (asked or _config_domains(cfg)) if ct else []
     if ct and not ct_domains and out is not None:
