@@ -700,3 +700,109 @@ def test_budget_for_a_malformed_domain_is_an_error_not_fifty_left(bad: str, caps
     assert code == 2 and "50" not in out
     assert repr(bad) in err and "fix:" in err and "Traceback" not in err
     assert validate_domain("*.Home.Example.org.") == "*.home.example.org"
+
+
+# --------------------------------------------------------------------------- cert-manager's re-issue decision
+# cert-manager v1.18.0 / v1.21.1 internal/controller/certificates/policies (NewTriggerPolicyChain, checks.go)
+
+
+def tls_secret(names: list[str], *, age: timedelta, lifetime: timedelta = timedelta(days=90),
+               key: Any = None, issuer: str = PRODUCTION_ISSUER, cert_name: str = "web",
+               namespace: str = "apps", secret_name: str = "web-tls") -> dict[str, Any]:
+    """A Secret exactly as cert-manager writes one: a real key pair and certificate, and its annotations."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    start = NOW - age
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "R11")]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + lifetime)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": secret_name, "namespace": namespace, "annotations": {
+                "cert-manager.io/issuer-name": issuer, "cert-manager.io/issuer-kind": "ClusterIssuer",
+                "cert-manager.io/issuer-group": "cert-manager.io", "cert-manager.io/certificate-name": cert_name,
+                "cert-manager.io/alt-names": ",".join(names), "cert-manager.io/common-name": names[0]}},
+            "data": {"tls.crt": base64.b64encode(pem_cert).decode(), "tls.key": base64.b64encode(pem_key).decode()}}
+
+
+def web_certificate(**spec: Any) -> str:
+    body = {"secretName": "web-tls", "dnsNames": ["web.example.org"],
+            "issuerRef": {"kind": "ClusterIssuer", "name": PRODUCTION_ISSUER}, **spec}
+    return yaml.safe_dump({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                           "metadata": {"name": "web", "namespace": "apps"}, "spec": body})
+
+
+def reissued(manifest: str, secret: dict[str, Any] | None) -> list[str]:
+    from seedbed.certs.guard import issues
+
+    certs = parse_manifests(manifest, "apps/web.yaml").certificates
+    return [i.reason for i in issues(certs, [secret] if secret else [], NOW)]
+
+
+def test_a_valid_restored_certificate_is_not_issued_again() -> None:
+    assert reissued(web_certificate(), tls_secret(["web.example.org"], age=timedelta(days=10))) == []
+
+
+def test_a_restored_certificate_inside_its_renewal_window_is_issued_again() -> None:
+    """Default renewal at 2/3 of the lifetime (pki.RenewalTime): a 90-day certificate renews at day 60."""
+    old = tls_secret(["web.example.org"], age=timedelta(days=61))
+    [reason] = reissued(web_certificate(), old)
+    assert reason.startswith("Renewing certificate as renewal was scheduled at")
+    # renewBefore and renewBeforePercentage move the window.
+    young = tls_secret(["web.example.org"], age=timedelta(days=30))
+    assert reissued(web_certificate(renewBefore="1440h"), young) != []  # 60 days before expiry = day 30
+    assert reissued(web_certificate(renewBeforePercentage=50), young) == []
+    assert reissued(web_certificate(renewal={"policy": "Disabled"}), old) == []  # v1.21
+
+
+def test_a_staging_certificate_restored_after_switching_to_production_is_issued_again() -> None:
+    staging = tls_secret(["web.example.org"], age=timedelta(days=1), issuer=STAGING_ISSUER)
+    [reason] = reissued(web_certificate(), staging)
+    assert f"previously issued by 'ClusterIssuer.cert-manager.io/{STAGING_ISSUER}'" in reason
+
+
+def test_a_certificate_whose_names_changed_since_the_backup_is_issued_again() -> None:
+    secret = tls_secret(["web.example.org"], age=timedelta(days=1))
+    [reason] = reissued(web_certificate(dnsNames=["web.example.org", "www.example.org"]), secret)
+    assert "not up to date for spec: ['spec.dnsNames']" in reason
+    [ips] = reissued(web_certificate(ipAddresses=["192.0.2.1"]), secret)
+    assert "spec.ipAddresses" in ips
+
+
+def test_a_certificate_whose_key_type_or_size_changed_is_issued_again() -> None:
+    secret = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert "['spec.privateKey.algorithm']" in reissued(web_certificate(privateKey={"algorithm": "ECDSA"}), secret)[0]
+    assert "['spec.privateKey.size']" in reissued(web_certificate(privateKey={"size": 4096}), secret)[0]
+    p384 = tls_secret(["web.example.org"], age=timedelta(days=1), key=ec.generate_private_key(ec.SECP384R1()))
+    assert reissued(web_certificate(privateKey={"algorithm": "ECDSA", "size": 384}), p384) == []
+
+
+def test_a_missing_or_damaged_secret_means_a_new_certificate() -> None:
+    good = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert reissued(web_certificate(), None) == ["Issuing certificate as Secret does not exist"]
+    no_key = {**good, "data": {"tls.crt": good["data"]["tls.crt"]}}
+    assert reissued(web_certificate(), no_key) == ["Issuing certificate as Secret does not contain a private key"]
+    other_key = tls_secret(["web.example.org"], age=timedelta(days=1))
+    mixed = {**good, "data": {"tls.crt": good["data"]["tls.crt"], "tls.key": other_key["data"]["tls.key"]}}
+    assert "does not match the certificate" in reissued(web_certificate(), mixed)[0]
+    junk = {**good, "data": {**good["data"], "tls.crt": base64.b64encode(b"not a certificate").decode()}}
+    assert "invalid certificate" in reissued(web_certificate(), junk)[0]
+
+
+def test_the_guard_counts_restored_certificates_cert_manager_will_renew() -> None:
+    """A restore of certificates near expiry is no protection: each spends one of the 5 per set."""
+    names = {"web.example.org"}
+    certs = parse_manifests(web_certificate(), "apps/web.yaml").certificates
+    budget = compute(Ledger([iss(*names, ago=H + k * timedelta(minutes=5)) for k in range(5)]), NOW)
+    fresh = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert check([c.names for c in would_issue(certs, [fresh], NOW)], budget, acme="production").ok
+    due = tls_secret(["web.example.org"], age=timedelta(days=75))
+    with pytest.raises(Refused, match=r"web\.example\.org"):
+        check([c.names for c in would_issue(certs, [due], NOW)], budget, acme="production")

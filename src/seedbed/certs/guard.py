@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..errors import Refused
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
+from .policies import reissue_reason
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
 _DOC_SPLIT = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
@@ -41,6 +43,10 @@ class CertificateDoc:
     line: int
     kind: str = "Certificate"
     unresolved: tuple[str, ...] = ()  # ${VARS} left unsubstituted
+    # The Certificate's name and spec as cert-manager will see them (ingress-shim's for an Ingress),
+    # for the re-issue decision (policies.py).
+    name: str = ""
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def where(self) -> str:
@@ -135,7 +141,7 @@ def _from_object(obj: dict[str, Any], file: str, line: int, unresolved: tuple[st
             return []
         return [CertificateDoc(frozenset(n.lower() for n in names), str(spec["secretName"]), ns,
                                str(ref.get("kind") or "Issuer"), str(ref.get("name") or ""), file, line,
-                               "Certificate", unresolved)]
+                               "Certificate", unresolved, str(meta.get("name") or ""), spec)]
     if kind == "Ingress":
         ann = meta.get("annotations") or {}
         if "cert-manager.io/cluster-issuer" in ann:
@@ -149,10 +155,32 @@ def _from_object(obj: dict[str, Any], file: str, line: int, unresolved: tuple[st
         for tls in (obj.get("spec") or {}).get("tls") or []:
             hosts = [h.lower() for h in tls.get("hosts") or []]
             if hosts and tls.get("secretName"):
+                spec = _shim_spec(ann, hosts, ikind, iname)
                 out.append(CertificateDoc(frozenset(hosts), str(tls["secretName"]), ns, ikind, iname,
-                                          file, line, "Ingress", unresolved))
+                                          file, line, "Ingress", unresolved, str(tls["secretName"]), spec))
         return out
     return []
+
+
+def _shim_spec(ann: Mapping[str, Any], hosts: list[str], kind: str, name: str) -> dict[str, Any]:
+    """The Certificate spec ingress-shim derives from an Ingress's annotations (cert-manager v1.18
+    pkg/controller/certificate-shim/helper.go translateAnnotations; the fields the re-issue decision reads)."""
+    spec: dict[str, Any] = {"dnsNames": hosts,
+                            "issuerRef": {"kind": kind, "name": name,
+                                          "group": str(ann.get("cert-manager.io/issuer-group") or "")}}
+    for key, field_ in (("common-name", "commonName"), ("duration", "duration"), ("renew-before", "renewBefore")):
+        if ann.get(f"cert-manager.io/{key}"):
+            spec[field_] = str(ann[f"cert-manager.io/{key}"])
+    if str(ann.get("cert-manager.io/renew-before-percentage", "")).isdigit():
+        spec["renewBeforePercentage"] = int(ann["cert-manager.io/renew-before-percentage"])
+    key_spec: dict[str, Any] = {}
+    if ann.get("cert-manager.io/private-key-algorithm"):
+        key_spec["algorithm"] = str(ann["cert-manager.io/private-key-algorithm"])
+    if str(ann.get("cert-manager.io/private-key-size", "")).isdigit():
+        key_spec["size"] = int(ann["cert-manager.io/private-key-size"])
+    if key_spec:
+        spec["privateKey"] = key_spec
+    return spec
 
 
 def _production_issuer(obj: dict[str, Any]) -> str | None:
@@ -213,33 +241,68 @@ def certificates_in_repo(tree: Path, variables: Mapping[str, str] | None = None)
     return scan_repo(tree, variables).certificates
 
 
-def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[tuple[str, str] | str], *,
-                production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
-                ) -> list[CertificateDoc]:
-    """The Certificates cert-manager will request from LE production: Secret not restored.
+@dataclass(frozen=True)
+class Issue:
+    """A certificate cert-manager will request from Let's Encrypt production, and why."""
 
-    ``restored_secrets`` are (namespace, name) pairs or "namespace/name" strings. A Certificate
-    whose namespace a Kustomization sets (none in the manifest) matches a restored Secret by name.
+    cert: CertificateDoc
+    reason: str
+
+
+RestoredSecret = Mapping[str, Any] | tuple[str, str] | str
+
+
+def issues(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
+           now: datetime | None = None, *, production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)) -> list[Issue]:
+    """Every production Certificate cert-manager will issue once it runs, with cert-manager's reason.
+
+    ``restored_secrets`` are the Secret objects the restore wrote (data and annotations as in the
+    archive). A restored Secret prevents an issuance only if cert-manager's trigger policies pass
+    (:func:`seedbed.certs.policies.reissue_reason`): a certificate inside its renewal window, issued
+    by another issuer (a staging certificate after switching to production), for other names, or
+    with another key type or size is issued again, and spends one of the five per set of names.
+    A Certificate whose namespace a Kustomization sets (none in the manifest) matches by Secret name.
+
+    A restored Secret given only by name ("namespace/name" or a pair), not as the object, cannot be
+    checked and is taken as sufficient, as seedbed did before it read the objects.
     """
-    restored: set[tuple[str, str]] = set()
+    now = now or datetime.now(UTC)
+    by_key: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+    by_name: dict[str, Mapping[str, Any] | None] = {}
     for s in restored_secrets:
-        ns, _, name = s.partition("/") if isinstance(s, str) else (s[0], "/", s[1])
-        restored.add((ns, name))
-    restored_names = {name for _, name in restored}
+        if isinstance(s, Mapping):
+            md = s.get("metadata") or {}
+            ns, name, obj = str(md.get("namespace") or ""), str(md.get("name") or ""), s
+        else:
+            ns, _, name = s.partition("/") if isinstance(s, str) else (s[0], "/", s[1])
+            obj = None
+        by_key[(ns, name)] = obj
+        by_name.setdefault(name, obj)
     prod = set(production_issuers)
-    out: list[CertificateDoc] = []
+    out: list[Issue] = []
     seen: set[tuple[str | None, str]] = set()
     for c in certs:
-        if _issuer_key(c.issuer_kind, c.issuer_name) not in prod:
-            continue
-        if (c.namespace, c.secret_name) in restored or (c.namespace is None and c.secret_name in restored_names):
-            continue
         key = (c.namespace, c.secret_name)
-        if key in seen:  # the same Secret in two overlays is one certificate
-            continue
+        if _issuer_key(c.issuer_kind, c.issuer_name) not in prod or key in seen:
+            continue  # the same Secret in two overlays is one certificate
         seen.add(key)
-        out.append(c)
+        found = (c.namespace, c.secret_name) in by_key if c.namespace is not None else c.secret_name in by_name
+        secret = by_key.get((c.namespace or "", c.secret_name)) if c.namespace is not None \
+            else by_name.get(c.secret_name)
+        if found and secret is None:
+            continue  # restored, known by name only
+        reason = reissue_reason(c.spec, c.name or c.secret_name, secret, now)
+        if reason is not None:
+            out.append(Issue(c, reason))
     return out
+
+
+def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
+                now: datetime | None = None, *,
+                production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
+                ) -> list[CertificateDoc]:
+    """The Certificates of :func:`issues`, without the reasons."""
+    return [i.cert for i in issues(certs, restored_secrets, now, production_issuers=production_issuers)]
 
 
 def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignore_budget: bool = False
