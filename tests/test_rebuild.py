@@ -8,18 +8,25 @@ out is in tests/emulator/SIMPLIFICATIONS.md.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seedbed import yamlutil
+from seedbed.backup import archive, restore
 from seedbed.backup.volumes import backup_volumes
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, VolumeRef
 from seedbed.errors import ClusterError
 
 pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
+from emulator import Emulator
+from emulator.controllers import BackupStore, LonghornSim
 from seedbed.kube import Kube
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+TARGET = "s3://backups@us-east-1/lh"
 
 LH_API = "longhorn.io/v1beta2"
 LH_NS = "longhorn-system"
@@ -119,3 +126,77 @@ async def test_a_backup_leaves_no_snapshot_behind(emulator: Any, kube: Kube, ups
     (record,) = await backup_volumes(kube, lh_config(), timeout=30)
     assert emulator.get(LH_API, "Backup", record["backup"], LH_NS) is not None
     assert emulator.list(LH_API, "Snapshot", LH_NS) == []
+
+
+# --------------------------------------------------------------------------- restoring volumes on a new cluster
+
+
+@pytest.fixture
+async def rebuilt(tmp_path: Path) -> AsyncIterator[tuple[Emulator, Kube]]:
+    """A second, empty cluster: the rebuilt one."""
+    emu = Emulator().start()
+    kube = await connect(emu, tmp_path, "rebuilt")
+    try:
+        yield emu, kube
+    finally:
+        await kube.close()
+        emu.stop()
+
+
+async def install_longhorn(kube: Kube, upstream: Any) -> None:
+    """What the Longhorn step leaves behind: the CRDs, and the default BackupTarget longhorn-manager makes."""
+    await kube.apply([*longhorn_crds(upstream), ns(LH_NS)])
+    await kube.create({"apiVersion": LH_API, "kind": "BackupTarget", "metadata": {"name": "default", "namespace": LH_NS},
+                       "spec": {"backupTargetURL": TARGET, "pollInterval": "5m0s"}})
+
+
+def volumes_archive(records: list[dict[str, Any]]) -> Any:
+    return archive.untar(archive.build({"volumes.json": archive.dumps({"volumes": records})},
+                                       cluster="homelab", created=NOW))
+
+
+async def test_a_rebuild_restores_volumes_once_longhorn_has_synced_the_backups(
+        emulator: Any, kube: Kube, rebuilt: tuple[Emulator, Kube], upstream: Any) -> None:
+    """On a new cluster Longhorn's webhook refuses a Volume restoring a backup until the backup target
+    has synced the Backup and BackupVolume (longhorn-manager v1.12.1 webhook/resources/volume/mutator.go);
+    seedbed waits for them, saying what it waits for, and the claim comes back bound to the restored data."""
+    bucket = BackupStore()  # the S3 bucket: outlives the first cluster
+    LonghornSim(emulator, bucket, sync_delay=0.01)
+    await longhorn_volume(kube, upstream)
+    await kube.create({"apiVersion": LH_API, "kind": "BackupTarget", "metadata": {"name": "default", "namespace": LH_NS},
+                       "spec": {"backupTargetURL": TARGET}})
+    records = await backup_volumes(kube, lh_config(), timeout=30)
+    assert bucket.backups["pvc-0b1c"]
+
+    emu, dest = rebuilt
+    LonghornSim(emu, bucket, sync_delay=0.3)
+    await install_longhorn(dest, upstream)
+    # What seedbed did before: create the Volume at once. Longhorn's webhook says no.
+    volume = {"apiVersion": LH_API, "kind": "Volume", "metadata": {"name": "probe", "namespace": LH_NS},
+              "spec": {"fromBackup": records[0]["url"], "size": "10737418240", "accessMode": "rwo"}}
+    with pytest.raises(ClusterError, match=r'mutator\.longhorn\.io" denied the request: cannot get backup seedbed-'):
+        await dest.create(volume)
+
+    said: list[str] = []
+    summary = await restore.restore_volumes(dest, volumes_archive(records), timeout=60, log=said.append)
+    assert summary.restored == ["PersistentVolumeClaim gitea/gitea-shared-storage"]
+    assert "waiting for Longhorn's backup target default to be available" in said
+    assert any(s.startswith(f"waiting for Longhorn to sync Backup {records[0]['backup']} of volume pvc-0b1c")
+               for s in said)
+    restored = emu.get(LH_API, "Volume", "pvc-0b1c", LH_NS) or {}
+    assert restored["status"]["restoreRequired"] is False
+    assert emu.get("v1", "PersistentVolumeClaim", "gitea-shared-storage", "gitea")["spec"]["volumeName"] == "pvc-0b1c"
+
+
+async def test_a_backup_missing_from_the_target_is_an_error_naming_it_and_the_target(
+        rebuilt: tuple[Emulator, Kube], upstream: Any) -> None:
+    emu, dest = rebuilt
+    LonghornSim(emu, BackupStore(), sync_delay=0.01)  # another (empty) bucket: the wrong backupTarget
+    await install_longhorn(dest, upstream)
+    record = {"namespace": "gitea", "pvc": "gitea-shared-storage", "volume": "pvc-0b1c", "backup": "nightly-1",
+              "url": f"{TARGET}?backup=nightly-1&volume=pvc-0b1c", "sizeBytes": 10737418240}
+    with pytest.raises(ClusterError) as e:
+        await restore.restore_volumes(dest, volumes_archive([record]), timeout=1)
+    assert "Longhorn backup nightly-1 (of gitea/gitea-shared-storage) did not appear" in e.value.message
+    assert TARGET in (e.value.fix or "") and "longhorn.backupTarget" in (e.value.fix or "")
+    assert emu.get(LH_API, "Volume", "pvc-0b1c", LH_NS) is None  # nothing half-made

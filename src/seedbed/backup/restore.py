@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from seedbed.errors import ArchiveError, ClusterError
 
 from .archive import Archive
 from .collect import CM_API, CM_KINDS
-from .volumes import LONGHORN_API, LONGHORN_NS, restore_objects
+from .volumes import LONGHORN_API, LONGHORN_NS, create_restored
 
 _CONCURRENCY = 16
 _EXISTS = "exists (use --force to overwrite)"
@@ -244,7 +244,8 @@ async def _write(kube: Any, objs: dict[Key, dict[str, Any]], items: list[PlanIte
 
 
 async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
-                          wait: bool = True, timeout: float = 1800) -> Summary:
+                          wait: bool = True, timeout: float = 1800,
+                          log: Callable[[str], None] | None = None) -> Summary:
     """Longhorn Volume (fromBackup) -> PV -> PVC per recorded claim, then wait for the data."""
     del force  # volumes are never replaced (see plan_volumes); the flag is accepted for a uniform call
     records = volume_records(archive)
@@ -261,9 +262,8 @@ async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, d
         return Summary("volumes", items, dry_run=True)
     todo = [r for r, i in zip(records, items, strict=True) if i.action == "restore"]
     await _ensure_namespaces(kube, (r["namespace"] for r in todo))
-    for r in todo:
-        for obj in restore_objects(r):
-            await kube.create(obj)
+    # Waits for Longhorn to sync the backups from the target, then creates Volume, PV, PVC per claim.
+    await create_restored(kube, todo, timeout=timeout, log=log)
     if wait:
         await asyncio.gather(*(_wait_restored(kube, r, timeout) for r in todo))
     return Summary("volumes", items)
