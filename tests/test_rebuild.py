@@ -52,6 +52,7 @@ async def connect(emu: Any, tmp_path: Path, name: str = "kube") -> Kube:
 @pytest.fixture
 async def kube(emulator: Any, tmp_path: Path) -> AsyncIterator[Kube]:
     k = await connect(emulator, tmp_path)
+    k.backoff = 0.01  # keep the client's own 5xx retries quick; the policy is the same
     try:
         yield k
     finally:
@@ -200,3 +201,45 @@ async def test_a_backup_missing_from_the_target_is_an_error_naming_it_and_the_ta
     assert "Longhorn backup nightly-1 (of gitea/gitea-shared-storage) did not appear" in e.value.message
     assert TARGET in (e.value.fix or "") and "longhorn.backupTarget" in (e.value.fix or "")
     assert emu.get(LH_API, "Volume", "pvc-0b1c", LH_NS) is None  # nothing half-made
+
+
+# --------------------------------------------------------------------------- cert-manager's webhook
+
+ISSUER = {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt-production"},
+          "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory", "email": "a@example.org",
+                            "privateKeySecretRef": {"name": "letsencrypt-production-account-key"},
+                            "solvers": [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]}}}
+CERTIFICATE = {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "web", "namespace": "apps"},
+               "spec": {"secretName": "web-tls", "dnsNames": ["web.example.org"],
+                        "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt-production"}}}
+
+
+async def test_certificates_are_restored_once_cert_managers_webhook_answers(
+        emulator: Any, kube: Kube, upstream: Any) -> None:
+    """cert-manager v1.18.0's ValidatingWebhookConfiguration (failurePolicy Fail, every cert-manager.io and
+    acme.cert-manager.io resource) refuses writes with 500 until the webhook Deployment is ready and
+    cainjector has injected the CA bundle. seedbed waits for both, saying so, instead of failing."""
+    emulator.controllers.webhooks.delay = 0.3  # the webhook's CA, then cainjector: a real cluster takes longer
+    emulator.hold_ready("Deployment", "cert-manager", "cert-manager-webhook")
+    await kube.apply(yamlutil.load_all(upstream("cert-manager-v1.18.0.yaml").read_text()))
+    await kube.create(ns("apps"))
+    with pytest.raises(ClusterError, match=r'500 InternalError: Internal error occurred: failed calling webhook '
+                                           r'"webhook\.cert-manager\.io".*no endpoints available'):
+        await kube.create(ISSUER)
+
+    arc = archive.untar(archive.build({"cert-manager/clusterissuers/letsencrypt-production.json": archive.dumps(ISSUER),
+                                       "cert-manager/certificates/apps/web.json": archive.dumps(CERTIFICATE)},
+                                      cluster="homelab", created=NOW))
+    said: list[str] = []
+
+    def log(line: str) -> None:
+        said.append(line)
+        if line.startswith("waiting for Deployment cert-manager/cert-manager-webhook"):
+            emulator.release_ready("Deployment", "cert-manager", "cert-manager-webhook")
+
+    summary = await restore.restore_cert_manager(kube, arc, timeout=60, log=log)
+    assert summary.restored == ["ClusterIssuer letsencrypt-production", "Certificate apps/web"]
+    assert "waiting for cainjector to inject the CA bundle into ValidatingWebhookConfiguration cert-manager-webhook" \
+        in said
+    config = emulator.get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "cert-manager-webhook")
+    assert config["webhooks"][0]["clientConfig"]["caBundle"]

@@ -21,6 +21,7 @@ from typing import Any
 from seedbed.errors import ArchiveError, ClusterError
 
 from .archive import Archive
+from .certmanager import WebhookRetry, wait_for_webhook
 from .collect import CM_API, CM_KINDS
 from .volumes import LONGHORN_API, LONGHORN_NS, create_restored
 
@@ -306,7 +307,7 @@ async def restore_secrets(kube: Any, archive: Archive, *, force: bool = False, d
 
 
 async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
-                               timeout: float = 300) -> Summary:
+                               timeout: float = 300, log: Callable[[str], None] | None = None) -> Summary:
     """Issuers, ClusterIssuers and Certificates, once their CRDs are Established."""
     ordered = cert_manager_objects(archive)
     objs = {(o["kind"], *_meta(o)): o for o in ordered}
@@ -327,6 +328,9 @@ async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = Fal
                  for i in items]
         return Summary("cert-manager", items, dry_run=True)
     await _ensure_namespaces(kube, (ns for (_, ns, _) in objs))
+    # Established CRDs are not enough: cert-manager's webhook refuses every write until it is up.
+    await wait_for_webhook(kube, timeout=timeout, log=log)
+    kube = WebhookRetry(kube, timeout=timeout, log=log)
     done: list[PlanItem] = []
     # Issuers first, then Certificates: cert-manager would otherwise log a missing issuer for each.
     for group in (["ClusterIssuer", "Issuer"], ["Certificate"]):
