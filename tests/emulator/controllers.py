@@ -781,7 +781,7 @@ class LonghornSim:
                  "backup target name and volume name cannot be empty")
         bv_info = self._info("BackupVolume")
         found = [o for o in (self.ctl.store.list(bv_info, self.NS) if bv_info else [])
-                 if (o["metadata"].get("labels") or {}) .get("backup-target") == target
+                 if (o["metadata"].get("labels") or {}).get("backup-target") == target
                  and (o["metadata"].get("labels") or {}).get("backup-volume") == vol]
         if not found:
             deny(f'cannot get backup volume for backup target {target} and volume {vol}: backupVolumes "" not found')
