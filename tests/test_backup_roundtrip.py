@@ -26,6 +26,7 @@ from seedbed.errors import ArchiveError, ClusterError, ConfigError
 
 pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
 from emulator import Emulator
+from emulator.controllers import BackupStore, LonghornSim
 from seedbed.kube import Kube
 
 CM_CRDS = "cert-manager-v1.21.1-crds"
@@ -456,7 +457,8 @@ async def test_restore_order_secrets_before_flux(source: Kube, fresh: tuple[Any,
 # --------------------------------------------------------------------------- Longhorn
 
 
-LH_CRDS = {"volumes.longhorn.io", "backups.longhorn.io", "snapshots.longhorn.io", "backuptargets.longhorn.io"}
+LH_CRDS = {"volumes.longhorn.io", "backups.longhorn.io", "snapshots.longhorn.io", "backuptargets.longhorn.io",
+           "backupvolumes.longhorn.io"}
 BACKUP_URL = "s3://backups@us-east-1/lh?backup={name}&volume=pvc-0b1c"
 
 
@@ -510,14 +512,14 @@ async def test_longhorn_backup_and_restore(emulator: Any, fresh: tuple[Any, Kube
     assert rec["url"] == BACKUP_URL.format(name=rec["backup"]) and rec["backupSize"] == 4096
 
     emu, dest = fresh
+    # The rebuilt cluster's Longhorn syncs the backups from the same store (the S3 bucket outlives the cluster).
+    bucket = BackupStore()
+    bucket.backups["pvc-0b1c"] = {rec["backup"]: {"url": rec["url"], "size": "4096", "volumeSize": "10737418240"}}
+    LonghornSim(emu, bucket, sync_delay=0.01)
     await dest.apply([*longhorn_crds(upstream, LH_CRDS), ns("longhorn-system")])
-
-    def restored(emu: Any, obj: dict[str, Any]) -> None:
-        if obj["spec"].get("fromBackup"):
-            emu.set_status(obj["apiVersion"], "Volume", obj["metadata"]["name"], "longhorn-system",
-                           {"restoreInitiated": True, "restoreRequired": False, "state": "detached"})
-
-    emu.on_apply("Volume", restored)
+    await dest.create({"apiVersion": "longhorn.io/v1beta2", "kind": "BackupTarget",
+                       "metadata": {"name": "default", "namespace": "longhorn-system"},
+                       "spec": {"backupTargetURL": "s3://backups@us-east-1/lh"}})
     sealed = archive.encrypt(archive.build({"volumes.json": archive.dumps({"volumes": records})}, cluster="homelab",
                                            created=NOW, signing_key=signing_key(key)), [key[1]])
     out = tmp_path / "volumes.age"

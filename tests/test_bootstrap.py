@@ -249,8 +249,9 @@ def test_operator_keys_are_added_once(lab, tmp_path, capsys):
 
 def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_lets_encrypt_limits(
         lab, tmp_path, capsys):
-    """Five certificates for git.example.org this week (from the backup's ledger), a sixth would be
-    requested because its Secret is not in the backup: with production issuers, bootstrap refuses."""
+    """Five certificates for git.example.org in the last hours (from the backup's ledger: five quick
+    rebuilds), a sixth would be requested because its Secret is not in the backup: with production
+    issuers, bootstrap refuses (Let's Encrypt gives one back only every 34 hours)."""
     from datetime import UTC, datetime, timedelta
 
     from seedbed.backup.archive import build, encrypt, keygen, write
@@ -260,7 +261,7 @@ def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_let
     key = tmp_path / "age.key"
     recipient = keygen(key)
     now = datetime.now(UTC)
-    ledger = Ledger.merge([Issuance(frozenset({"git.example.org"}), now - timedelta(hours=24 * i + 1), "cluster",
+    ledger = Ledger.merge([Issuance(frozenset({"git.example.org"}), now - timedelta(minutes=20 * i + 60), "cluster",
                                     serial=f"0{i}", ca="production") for i in range(5)])
     archive = tmp_path / "old.age"
     signer = load_signing_key(tmp_path / "signing.key")  # made by keygen beside the identity

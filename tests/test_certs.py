@@ -35,6 +35,7 @@ from seedbed.certs import (
     scan_cluster,
     would_issue,
 )
+from seedbed.certs.budget import DOMAIN_REFILL, EXACT_SET_REFILL, validate_domain
 from seedbed.certs.guard import parse_manifests, scan_repo, substitute
 from seedbed.config import CertificatesConfig, Config, Dns01Solver, WildcardConfig
 from seedbed.errors import ArchiveError, ConfigError, Refused
@@ -95,11 +96,10 @@ def test_co_uk_domains_are_budgeted_separately() -> None:
 def test_window_edges_167_and_169_hours() -> None:
     ledger = Ledger([iss("a.example.com", ago=167 * H), iss("b.example.com", ago=169 * H)])
     d = compute(ledger, NOW).domain("example.com")
-    assert d.used == 1
-    assert d.remaining == REGISTERED_DOMAIN_LIMIT - 1
-    # The 167 h old one leaves the window one hour from now.
-    assert d.refills_at == NOW + H
-    assert d.available_at is None  # room now
+    assert d.used == 1  # counted in the 168 h shown ...
+    # ... but its token came back ~202 minutes after it was spent: the bucket is full.
+    assert d.remaining == REGISTERED_DOMAIN_LIMIT
+    assert d.refills_at is None and d.available_at is None
 
 
 def test_exactly_168_hours_is_outside_the_window() -> None:
@@ -107,29 +107,45 @@ def test_exactly_168_hours_is_outside_the_window() -> None:
     assert d.used == 0
 
 
-def test_exact_set_full_and_refill_time() -> None:
+def test_an_exact_set_refills_one_certificate_every_34_hours_not_after_a_week() -> None:
+    """letsencrypt.org/docs/rate-limits (2025): 5 per exact set per 7 days, one back every 34 hours."""
     names = ("*.home.example.com", "home.example.com")
-    ledger = Ledger([iss(*names, ago=k * 30 * H + H) for k in range(5)]  # 1, 31, 61, 91, 121 h ago
-                    + [iss(*names, ago=169 * H)])  # outside
-    budget = compute(ledger, NOW)
-    e = budget.exact_set(names)
+    burst = Ledger([iss(*names, ago=H, serial=f"{k + 1:x}") for k in range(5)] + [iss(*names, ago=169 * H)])
+    e = compute(burst, NOW).exact_set(names)
     assert (e.used, e.limit, e.remaining) == (5, EXACT_SET_LIMIT, 0)
-    # The oldest counted (121 h ago) leaves at +47 h: that is when one more is possible.
-    assert e.refills_at == NOW + 47 * H
-    assert e.available_at == NOW + 47 * H
+    assert e.available_at == NOW - H + EXACT_SET_REFILL  # 33.6 h after the burst, not 168 h
+    # Spread out (1, 31, 61, 91, 121 h ago), five re-issues leave room for three more today.
+    spread = compute(Ledger([iss(*names, ago=k * 30 * H + H) for k in range(5)]), NOW).exact_set(names)
+    assert (spread.used, spread.remaining, spread.available_at) == (5, 3, None)
+
+
+def test_renewals_are_shown_apart_and_spend_only_the_exact_set_limit() -> None:
+    """A certificate for exactly the same names again is a renewal: exempt from the 50 per registered
+    domain, not from the 5 per exact set (letsencrypt.org/docs/rate-limits)."""
+    names = ("*.home.example.com", "home.example.com")
+    ledger = Ledger([iss(*names, ago=169 * H)] + [iss(*names, ago=k * H + H) for k in range(3)]
+                    + [iss("new.example.com", ago=H)])
+    budget = compute(ledger, NOW)
     d = budget.domain("example.com")
-    assert d.used == 5
-    assert d.renewals == 5  # each repeats the set first seen 169 h ago
-    assert d.fully_refilled_at == NOW + 167 * H
+    assert (d.used, d.renewals) == (1, 3)
+    assert budget.exact_set(names).used == 3
+    assert budget.is_renewal(names) and not budget.is_renewal({"other.example.com"})
+    text = "\n".join(budget.render_table())
+    assert "example.com: 1 new certificate(s) in 168 h" in text
+    assert "renewals: 3 in 168 h (same names again: exempt from the 50 per domain, not from the 5 per set)" in text
+    assert budget.to_json()["domains"][0]["renewals"] == 3
 
 
-def test_registered_domain_limit_and_available_at() -> None:
-    ledger = Ledger([iss(f"h{k}.example.com", ago=(k + 1) * H) for k in range(52)])  # 1..52 h ago
-    d = compute(ledger, NOW).domain("example.com")
-    assert d.used == 52 and d.remaining == 0
-    assert d.refills_at == NOW + (168 - 52) * H
-    # 52 used: the 3 oldest must leave before one more fits; the 3rd oldest was 50 h ago.
-    assert d.available_at == NOW + (168 - 50) * H
+def test_a_registered_domain_refills_one_certificate_every_202_minutes() -> None:
+    burst = Ledger([iss(f"h{k}.example.com", ago=H) for k in range(50)])
+    d = compute(burst, NOW).domain("example.com")
+    assert d.used == 50 and d.remaining == 0
+    assert d.available_at == NOW - H + DOMAIN_REFILL == d.refills_at
+    assert timedelta(minutes=201.6) == DOMAIN_REFILL
+    assert d.fully_refilled_at == NOW - H + 168 * H
+    # One an hour for 52 hours: the bucket never ran dry.
+    steady = compute(Ledger([iss(f"h{k}.example.com", ago=(k + 1) * H) for k in range(52)]), NOW)
+    assert steady.domain("example.com").remaining == 13
 
 
 def test_staging_and_other_cas_do_not_count_unknown_does() -> None:
@@ -162,13 +178,14 @@ def test_budget_json_shape() -> None:
     [dom] = doc["domains"]
     assert set(dom) == {"domain", "used", "limit", "remaining", "renewals", "refillsAt", "availableAt",
                         "fullyRefilledAt", "exactSets"}
-    assert (dom["domain"], dom["used"], dom["remaining"], dom["renewals"]) == ("example.com", 2, 48, 1)
-    assert dom["refillsAt"] == "2026-03-17T07:00:00Z"
+    assert (dom["domain"], dom["used"], dom["remaining"], dom["renewals"]) == ("example.com", 1, 50, 1)
+    assert dom["refillsAt"] is None
+    assert doc["refillMinutes"] == {"registeredDomain": 201.6, "exactSet": 2016.0}
     [es] = dom["exactSets"]
     assert es["names"] == ["a.example.com"] and es["used"] == 2 and es["remaining"] == 3
     assert es["availableAt"] is None
     lines = compute(ledger, NOW).render_table()
-    assert lines[0].startswith("example.com: 2/50")
+    assert lines[0].startswith("example.com: 1 new certificate(s) in 168 h, 50/50 left")
 
 
 @settings(max_examples=60, deadline=None)
@@ -180,12 +197,11 @@ def test_used_is_the_count_inside_the_window(hours_ago: list[int]) -> None:
     d = compute(ledger, NOW).domain("example.com")
     inside = sorted(h for h in hours_ago if 0 <= h < 168)
     assert d.used == len(inside)
-    assert d.remaining == max(0, 50 - len(inside))
-    if inside:
-        assert d.refills_at == NOW - inside[-1] * H + 168 * H
-    if d.available_at is not None:
-        # At that moment at most limit-1 of them remain in the window.
-        assert sum(1 for h in inside if NOW - h * H + 168 * H > d.available_at) <= 49
+    # The token bucket always gives at least the room a 168 h sliding window would, never more than 50.
+    assert max(0, 50 - len(inside)) <= d.remaining <= 50
+    assert (d.available_at is None) == (d.remaining >= 1)
+    if d.refills_at is not None:
+        assert NOW < d.refills_at <= NOW + DOMAIN_REFILL
 
 
 # --------------------------------------------------------------------------- ledger
@@ -394,7 +410,7 @@ async def test_ct_unreachable_is_partial() -> None:
 
 def test_guard_refuses_the_sixth_identical_certificate_and_names_it() -> None:
     names = {"*.home.example.com", "home.example.com"}
-    budget = compute(Ledger([iss(*names, ago=k * 10 * H + H) for k in range(5)]), NOW)
+    budget = compute(Ledger([iss(*names, ago=H + k * timedelta(minutes=10)) for k in range(5)]), NOW)
     result = assess([names], budget, acme="production", ignore_budget=False)
     assert not result.ok
     [reason] = result.reasons
@@ -422,7 +438,7 @@ def test_guard_registered_domain_limit_and_last_slot_note() -> None:
     budget = compute(Ledger([iss(f"h{k}.example.co.uk", ago=H) for k in range(48)]), NOW)
     planned = [{"a.example.co.uk"}, {"b.example.co.uk"}, {"c.example.co.uk"}]
     result = assess(planned, budget, acme="production")
-    assert not result.ok and "example.co.uk: 48 issued" in result.reasons[0]
+    assert not result.ok and "example.co.uk: 2 of 50 left (48 new in the last 168 h)" in result.reasons[0]
     assert "50 certificates per registered domain" in result.reasons[0]
     assert assess(planned[:2], budget, acme="production").ok
     four = compute(Ledger([iss("x.example.com", ago=k * H + H) for k in range(4)]), NOW)
@@ -517,7 +533,7 @@ def test_guard_end_to_end_refuses_a_rebuild_without_restore(tmp_path: Path) -> N
     variables = {"CLUSTER_DOMAIN": "home.example.com", "CLUSTER_ISSUER": PRODUCTION_ISSUER}
     wildcard = {"*.home.example.com", "home.example.com"}
     # Five earlier rebuilds, each issuing the wildcard again.
-    budget = compute(Ledger([iss(*wildcard, ago=k * 20 * H + H, source="ct") for k in range(5)]), NOW)
+    budget = compute(Ledger([iss(*wildcard, ago=k * 2 * H + H, source="ct") for k in range(5)]), NOW)
     planned = [c.names for c in would_issue(scan_repo(_repo(tmp_path), variables).certificates, [])]
     with pytest.raises(Refused, match=r"\*\.home\.example\.com, home\.example\.com"):
         check(planned, budget, acme="production")
@@ -672,7 +688,7 @@ async def test_budget_report_merges_cluster_backup_and_ct(monkeypatch: pytest.Mo
     doc = report.to_json()
     [dom] = doc["domains"]
     assert (dom["domain"], dom["used"]) == ("example.com", 3)  # web (3 sightings), old, laptop
-    assert "example.com: 3/50" in report.render_text()
+    assert "example.com: 3 new certificate(s) in 168 h" in report.render_text()
     assert ("cert-manager.io/v1", "CertificateRequest") in kube.calls
     only = await budget_report(cfg, SimpleNamespace(kube=FakeKube([])), domains=["x.example.org"],  # type: ignore[arg-type]
                                now=NOW)
@@ -702,3 +718,122 @@ def test_certs_budget_finds_the_identity_where_keygen_put_it(tmp_path, monkeypat
     code, out, err = run_cli(capsys, "certs", "budget", "--ledger", "old.age")
     assert code == 0, err
     assert "example.com" in out and "cluster not reachable" in err
+
+
+@pytest.mark.parametrize("bad", ["exa mple.org", "example", "-x.example.org", "exa_mple.org", "co.uk", "1.2.3.4"])
+def test_budget_for_a_malformed_domain_is_an_error_not_fifty_left(bad: str, capsys: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seedbed.yaml").write_text("cluster: {name: homelab}\n")
+    code, out, err = run_cli(capsys, "certs", "budget", "--domain", bad)
+    assert code == 2 and "50" not in out
+    assert repr(bad) in err and "fix:" in err and "Traceback" not in err
+    assert validate_domain("*.Home.Example.org.") == "*.home.example.org"
+
+
+# --------------------------------------------------------------------------- cert-manager's re-issue decision
+# cert-manager v1.18.0 / v1.21.1 internal/controller/certificates/policies (NewTriggerPolicyChain, checks.go)
+
+
+def tls_secret(names: list[str], *, age: timedelta, lifetime: timedelta = timedelta(days=90),
+               key: Any = None, issuer: str = PRODUCTION_ISSUER, cert_name: str = "web",
+               namespace: str = "apps", secret_name: str = "web-tls") -> dict[str, Any]:
+    """A Secret exactly as cert-manager writes one: a real key pair and certificate, and its annotations."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    start = NOW - age
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "R11")]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + lifetime)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": secret_name, "namespace": namespace, "annotations": {
+                "cert-manager.io/issuer-name": issuer, "cert-manager.io/issuer-kind": "ClusterIssuer",
+                "cert-manager.io/issuer-group": "cert-manager.io", "cert-manager.io/certificate-name": cert_name,
+                "cert-manager.io/alt-names": ",".join(names), "cert-manager.io/common-name": names[0]}},
+            "data": {"tls.crt": base64.b64encode(pem_cert).decode(), "tls.key": base64.b64encode(pem_key).decode()}}
+
+
+def web_certificate(**spec: Any) -> str:
+    body = {"secretName": "web-tls", "dnsNames": ["web.example.org"],
+            "issuerRef": {"kind": "ClusterIssuer", "name": PRODUCTION_ISSUER}, **spec}
+    return yaml.safe_dump({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                           "metadata": {"name": "web", "namespace": "apps"}, "spec": body})
+
+
+def reissued(manifest: str, secret: dict[str, Any] | None) -> list[str]:
+    from seedbed.certs.guard import issues
+
+    certs = parse_manifests(manifest, "apps/web.yaml").certificates
+    return [i.reason for i in issues(certs, [secret] if secret else [], NOW)]
+
+
+def test_a_valid_restored_certificate_is_not_issued_again() -> None:
+    assert reissued(web_certificate(), tls_secret(["web.example.org"], age=timedelta(days=10))) == []
+
+
+def test_a_restored_certificate_inside_its_renewal_window_is_issued_again() -> None:
+    """Default renewal at 2/3 of the lifetime (pki.RenewalTime): a 90-day certificate renews at day 60."""
+    old = tls_secret(["web.example.org"], age=timedelta(days=61))
+    [reason] = reissued(web_certificate(), old)
+    assert reason.startswith("Renewing certificate as renewal was scheduled at")
+    # renewBefore and renewBeforePercentage move the window.
+    young = tls_secret(["web.example.org"], age=timedelta(days=30))
+    assert reissued(web_certificate(renewBefore="1440h"), young) != []  # 60 days before expiry = day 30
+    assert reissued(web_certificate(renewBeforePercentage=50), young) == []
+    assert reissued(web_certificate(renewal={"policy": "Disabled"}), old) == []  # v1.21
+
+
+def test_a_staging_certificate_restored_after_switching_to_production_is_issued_again() -> None:
+    staging = tls_secret(["web.example.org"], age=timedelta(days=1), issuer=STAGING_ISSUER)
+    [reason] = reissued(web_certificate(), staging)
+    assert f"previously issued by 'ClusterIssuer.cert-manager.io/{STAGING_ISSUER}'" in reason
+
+
+def test_a_certificate_whose_names_changed_since_the_backup_is_issued_again() -> None:
+    secret = tls_secret(["web.example.org"], age=timedelta(days=1))
+    [reason] = reissued(web_certificate(dnsNames=["web.example.org", "www.example.org"]), secret)
+    assert "not up to date for spec: ['spec.dnsNames']" in reason
+    [ips] = reissued(web_certificate(ipAddresses=["192.0.2.1"]), secret)
+    assert "spec.ipAddresses" in ips
+
+
+def test_a_certificate_whose_key_type_or_size_changed_is_issued_again() -> None:
+    secret = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert "['spec.privateKey.algorithm']" in reissued(web_certificate(privateKey={"algorithm": "ECDSA"}), secret)[0]
+    assert "['spec.privateKey.size']" in reissued(web_certificate(privateKey={"size": 4096}), secret)[0]
+    p384 = tls_secret(["web.example.org"], age=timedelta(days=1), key=ec.generate_private_key(ec.SECP384R1()))
+    assert reissued(web_certificate(privateKey={"algorithm": "ECDSA", "size": 384}), p384) == []
+
+
+def test_a_missing_or_damaged_secret_means_a_new_certificate() -> None:
+    good = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert reissued(web_certificate(), None) == ["Issuing certificate as Secret does not exist"]
+    no_key = {**good, "data": {"tls.crt": good["data"]["tls.crt"]}}
+    assert reissued(web_certificate(), no_key) == ["Issuing certificate as Secret does not contain a private key"]
+    other_key = tls_secret(["web.example.org"], age=timedelta(days=1))
+    mixed = {**good, "data": {"tls.crt": good["data"]["tls.crt"], "tls.key": other_key["data"]["tls.key"]}}
+    assert "does not match the certificate" in reissued(web_certificate(), mixed)[0]
+    junk = {**good, "data": {**good["data"], "tls.crt": base64.b64encode(b"not a certificate").decode()}}
+    assert "invalid certificate" in reissued(web_certificate(), junk)[0]
+
+
+def test_the_guard_counts_restored_certificates_cert_manager_will_renew() -> None:
+    """A restore of certificates near expiry is no protection: each spends one of the 5 per set."""
+    names = {"web.example.org"}
+    certs = parse_manifests(web_certificate(), "apps/web.yaml").certificates
+    budget = compute(Ledger([iss(*names, ago=H + k * timedelta(minutes=5)) for k in range(5)]), NOW)
+    fresh = tls_secret(["web.example.org"], age=timedelta(days=1))
+    assert check([c.names for c in would_issue(certs, [fresh], NOW)], budget, acme="production").ok
+    due = tls_secret(["web.example.org"], age=timedelta(days=75))
+    with pytest.raises(Refused, match=r"web\.example\.org"):
+        check([c.names for c in would_issue(certs, [due], NOW)], budget, acme="production")

@@ -521,3 +521,20 @@ async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Pat
         assert kube.stats.writes == before  # verify is read-only
         monkeypatch.setenv("LH_SECRET", SECRET + "-rotated")
         assert not await LonghornStep().verify(ctx)
+
+
+def test_data_path_advice_is_a_bind_mount_never_a_symlink(manifest: str, tmp_path: Path) -> None:
+    """Longhorn's best practices: no symlinked disk path (longhorn-manager sees the host under /host,
+    where an absolute symlink does not resolve; longhorn/longhorn#1056). Every place seedbed gives the
+    advice (plan note, config schema, example config) says bind mount and warns off symlinks."""
+    from seedbed.example import EXAMPLE_CONFIG
+    from seedbed.steps.base import Options
+    from seedbed.steps.longhorn import LonghornStep
+
+    cfg = Config.model_validate({"baseDir": tmp_path})
+    planned = LonghornStep().plan(cfg, FixedManifests(manifest), Options())  # type: ignore[arg-type]
+    schema = LonghornConfig.model_fields["data_path"].description or ""
+    data_path_lines = [line for line in EXAMPLE_CONFIG.splitlines()[:20] if "symlink" in line]
+    assert data_path_lines
+    for advice in [*planned.notes[:1], schema, *data_path_lines]:
+        assert "bind mount" in advice and "never a symlink" in advice, advice

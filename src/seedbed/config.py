@@ -107,7 +107,8 @@ class LonghornConfig(Model):
     version: ReleaseTag = Field(LONGHORN_VERSION, description="Longhorn release tag.")
     data_path: str = Field(
         "/var/lib/longhorn",
-        description="Node data path. Choose a stable location every node bind-mounts or symlinks.",
+        description="Node data path. Choose a stable location every node provides by a bind mount "
+                    "(never a symlink: Longhorn cannot follow it).",
     )
     backup_target: str | None = Field(
         None, description="s3://bucket@region/path or nfs://host:/path; empty for none."

@@ -11,8 +11,9 @@ cluster:
 
 longhorn:
   version: v1.12.1
-  # A stable path that every node provides, by bind mount or symlink, so that changing
-  # disks later is a node chore, not a config change. Nodes need open-iscsi installed.
+  # A stable path that every node provides by a bind mount (never a symlink: Longhorn's
+  # manager cannot follow one), so that changing disks later is a node chore, not a config
+  # change. Nodes need open-iscsi installed.
   dataPath: /var/lib/longhorn
   # backupTarget: s3://homelab-backups@us-east-1/longhorn
   # backupCredentials:

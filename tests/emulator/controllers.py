@@ -8,6 +8,7 @@ nothing to do emits nothing.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import hashlib
@@ -90,6 +91,12 @@ class Controllers:
         self.store.after_write = self.after_write
         self.store.after_delete = self.after_delete
         self.store.before_create = self.before_create
+        self.store.admit = self.admit
+        # Admission webhooks: each gets (info, old or None, new) for API writes and raises ApiError to deny.
+        self.admission: list[Callable[[ResourceInfo, Obj | None, Obj], None]] = []
+        # Simulated controllers that want every write (the webhook and Longhorn simulations).
+        self.listeners: list[Callable[[ResourceInfo, Obj | None, Obj, str], None]] = []
+        self.webhooks = WebhookSim(self)
 
     # ---- scheduling ---------------------------------------------------------------------
 
@@ -143,7 +150,13 @@ class Controllers:
                                     "spec.names.plural+\".\"+spec.group", "Invalid")
         return obj
 
+    def admit(self, info: ResourceInfo, old: Obj | None, new: Obj) -> None:
+        for fn in list(self.admission):
+            fn(info, old, new)
+
     def after_write(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str) -> None:
+        for listener in list(self.listeners):
+            listener(info, old, new, part)
         md = new["metadata"]
         ns, name, kind = md.get("namespace", ""), md["name"], info.kind
         if part == "main" and kind in self.emu._hooks:
@@ -528,3 +541,357 @@ class Controllers:
         return {"phase": "Running", "conditions": merge_conditions(old.get("conditions"), conds),
                 "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ip, "podIPs": [{"ip": ip}],
                 "startTime": start, "containerStatuses": containers, "qosClass": "BestEffort"}
+
+
+# ---- admission webhooks and cert-manager's CA injection -------------------------------------
+
+
+def _labels_match(labels: dict[str, Any], selector: Obj | None) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) against labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, True)
+        if not ok:
+            return False
+    return True
+
+
+class WebhookSim:
+    """The API server calling admission webhooks, and cert-manager's CA injection.
+
+    kube-apiserver (k8s.io/apiserver pkg/admission/plugin/webhook, v1.32): an API write matching a
+    ValidatingWebhookConfiguration's rules (apiGroups, apiVersions, operations, resources, and the
+    namespaceSelector for namespaced objects) is sent to the webhook's Service. When the call fails
+    and ``failurePolicy`` is Fail, the write is refused with 500 InternalError ``Internal error
+    occurred: failed calling webhook "NAME": failed to call webhook: Post "https://SVC.NS.svc:443/PATH
+    ?timeout=30s": ...``. Here a call fails when the Service is missing, has no Ready pod behind its
+    selector ("no endpoints available for service"), or ``clientConfig.caBundle`` is empty (the
+    server's certificate cannot be verified). A webhook that answers allows the write: the webhook's
+    own validation is not simulated.
+
+    cert-manager v1.18.0 (the webhook's dynamic serving certificate; cainjector,
+    ``cert-manager.io/inject-ca-from-secret``): once the webhook's pod is Ready it writes its CA to the
+    Secret the annotation names; once cainjector's pod is Ready it copies that Secret's ``ca.crt`` into
+    every webhook's ``caBundle``. Each takes ``delay`` seconds (0 by default; tens of seconds on a
+    fresh real cluster).
+    """
+
+    CONFIG_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+    def __init__(self, ctl: Controllers) -> None:
+        self.ctl = ctl
+        self.delay = 0.0
+        ctl.admission.append(self.check)
+        ctl.listeners.append(self.on_write)
+
+    def _configs(self) -> list[tuple[ResourceInfo, Obj]]:
+        out = []
+        for kind in self.CONFIG_KINDS:
+            info = self.ctl.registry.resolve("admissionregistration.k8s.io/v1", kind)
+            if info is not None:
+                out += [(info, o) for o in self.ctl.store.list(info, None)]
+        return out
+
+    def _endpoints(self, ns: str, name: str) -> str | None:
+        """Why a call to Service ns/name fails for want of a backend, or None when a Ready pod serves it."""
+        svc = self.ctl.store.get(self.ctl.info("v1", "Service"), ns, name)
+        if svc is None:
+            return f'service "{name}" not found'
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        for pod in self.ctl.store.list(self.ctl.info("v1", "Pod"), ns):
+            labels = pod["metadata"].get("labels") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in (pod.get("status") or {}).get("conditions") or [])
+            if selector and ready and all(labels.get(k) == v for k, v in selector.items()):
+                return None
+        return f'no endpoints available for service "{name}"'
+
+    def check(self, info: ResourceInfo, old: Obj | None, new: Obj) -> None:
+        op = "CREATE" if old is None else "UPDATE"
+        ns = new["metadata"].get("namespace", "")
+        for _, config in self._configs():
+            for hook in config.get("webhooks") or []:
+                if not self._matches(hook, info, op, ns):
+                    continue
+                client = hook.get("clientConfig") or {}
+                svc = client.get("service") or {}
+                why = self._endpoints(svc.get("namespace", ""), svc.get("name", "")) if svc else None
+                if why is None and not client.get("caBundle"):
+                    why = "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                if why is None or hook.get("failurePolicy", "Fail") != "Fail":
+                    continue
+                url = (f'https://{svc.get("name")}.{svc.get("namespace")}.svc:{svc.get("port", 443)}'
+                       f'{svc.get("path", "")}?timeout={hook.get("timeoutSeconds", 10)}s')
+                raise ApiError(500, f'Internal error occurred: failed calling webhook "{hook.get("name")}": '
+                                    f'failed to call webhook: Post "{url}": {why}', "InternalError")
+
+    def _matches(self, hook: Obj, info: ResourceInfo, op: str, ns: str) -> bool:
+        if info.namespaced and ns and hook.get("namespaceSelector"):
+            nso = self.ctl.store.get(self.ctl.info("v1", "Namespace"), None, ns)
+            if not _labels_match((nso or {}).get("metadata", {}).get("labels") or {}, hook["namespaceSelector"]):
+                return False
+        for rule in hook.get("rules") or []:
+            groups, versions = rule.get("apiGroups") or [], rule.get("apiVersions") or []
+            ops, resources = rule.get("operations") or [], rule.get("resources") or []
+            if (("*" in groups or info.group in groups) and ("*" in versions or info.version in versions)
+                    and ("*" in ops or op in ops)
+                    and any(r in ("*", "*/*", info.plural, f"{info.plural}/*") for r in resources)):
+                return True
+        return False
+
+    # cainjector and the webhook's CA Secret
+
+    def on_write(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str) -> None:
+        del old, new, part
+        if (info.kind in ("Pod", "Secret") and not info.group) or info.kind in ("Deployment", *self.CONFIG_KINDS):
+            self.ctl.schedule(("cainjector",), self._inject_soon)
+
+    def _inject_soon(self) -> None:
+        if self.ctl.emu.loop is not None and any(
+                ((c["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from-secret"))
+                for _, c in self._configs()):
+            self.ctl.emu.loop.call_later(self.delay, self.inject, context=_EMPTY_CONTEXT)
+
+    def inject(self) -> None:
+        secrets = self.ctl.info("v1", "Secret")
+        for cinfo, config in self._configs():
+            ref = (config["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from-secret")
+            if not ref or "/" not in ref:
+                continue
+            ns, name = ref.split("/", 1)
+            hooks = config.get("webhooks") or []
+            services = [(h.get("clientConfig") or {}).get("service") or {} for h in hooks]
+            secret = self.ctl.store.get(secrets, ns, name)
+            if secret is None:
+                # The webhook makes its CA when it starts serving.
+                if any(s and self._endpoints(s.get("namespace", ""), s.get("name", "")) is None for s in services):
+                    ca = base64.b64encode(self.ctl.emu.ca_pem.encode()).decode()
+                    self.ctl.store.create(secrets, ns, {
+                        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": name, "namespace": ns,
+                                     "annotations": {"cert-manager.io/allow-direct-injection": "true"}},
+                        "data": {"ca.crt": ca, "tls.crt": ca, "tls.key": ""}}, None, internal=True)
+                continue
+            if not self._cainjector_ready(ns):
+                continue
+            bundle = (secret.get("data") or {}).get("ca.crt", "")
+            if bundle and any((h.get("clientConfig") or {}).get("caBundle") != bundle for h in hooks):
+                new_hooks = [{**h, "clientConfig": {**(h.get("clientConfig") or {}), "caBundle": bundle}} for h in hooks]
+                self.ctl.store.update(cinfo, "", config["metadata"]["name"], {**config, "webhooks": new_hooks}, None,
+                                      internal=True)
+
+    def _cainjector_ready(self, ns: str) -> bool:
+        for dep in self.ctl.store.list(self.ctl.info("apps/v1", "Deployment"), ns):
+            if dep["metadata"]["name"].endswith("cainjector"):
+                return int((dep.get("status") or {}).get("readyReplicas") or 0) > 0
+        return False
+
+
+# ---- Longhorn: backups, the backup target's sync, restores ------------------------------------
+
+
+class BackupStore:
+    """The S3 bucket (or NFS export) behind a Longhorn backup target. It outlives clusters: give the
+    same store to the source cluster's and the rebuilt cluster's :class:`LonghornSim`."""
+
+    def __init__(self) -> None:
+        self.backups: dict[str, dict[str, Obj]] = {}  # volume -> backup name -> Backup status fields
+
+
+class LonghornSim:
+    """longhorn-manager v1.12.1, the parts that backups and a rebuild meet. Opt in per emulator:
+    ``LonghornSim(emu, BackupStore(), sync_delay=0.05)``.
+
+    - ``webhook/resources/volume/mutator.go`` (Create): a Volume with ``spec.fromBackup`` is denied
+      with 422 by ``mutator.longhorn.io`` unless the Backup named in the URL exists (``cannot get
+      backup NAME: backup.longhorn.io "NAME" not found``) with ``status.backupTargetName`` set, and a
+      BackupVolume with labels ``backup-target``/``backup-volume`` exists (``cannot get backup volume
+      for backup target T and volume V: ...``; datastore ``GetBackupVolumeByBackupTargetAndVolumeRO``).
+    - ``controller/backup_target_controller.go``: the ``default`` BackupTarget comes from the
+      ``longhorn-default-resource`` ConfigMap (``backup-target``). One reconcile marks it available
+      and returns; the next pulls a BackupVolume per volume in the store, named
+      ``VOL-sha256("VOL-TARGET")[:8]`` (types.GetBackupVolumeNameFromVolumeName).
+    - ``controller/backup_volume_controller.go``: a BackupVolume pulls a Backup per backup in the store
+      (label ``backup-target``); ``controller/backup_controller.go`` then sets its status
+      (``backupTargetName``, ``state: Completed``, ``url``, ``size``...).
+    - An on-demand Backup (``spec.snapshotName``, label ``backup-volume``) is written to the store and
+      Completed; a Snapshot becomes ``readyToUse``; a Volume restoring from a backup reports
+      ``restoreInitiated`` and then ``restoreRequired: false``, or a ``Restore`` condition with
+      reason ``RestoreFailure`` when the backup is not in the store.
+
+    Every hop waits ``sync_delay`` seconds: on a real new cluster each takes seconds, and a target
+    that was unreachable at first is retried only at its poll interval (300 s by default).
+    """
+
+    API = "longhorn.io/v1beta2"
+    NS = "longhorn-system"
+
+    def __init__(self, emu: Emulator, store: BackupStore, *, sync_delay: float = 0.05) -> None:
+        self.emu, self.ctl, self.bucket, self.delay = emu, emu.controllers, store, sync_delay
+        self.ctl.admission.append(self.mutate_volume)
+        self.ctl.listeners.append(self.on_write)
+
+    def later(self, fn: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                fn()
+            except ApiError as e:
+                log.debug("longhorn sim: %s", e)
+        assert self.emu.loop is not None
+        self.emu.loop.call_later(self.delay, run, context=_EMPTY_CONTEXT)
+
+    def _info(self, kind: str) -> ResourceInfo | None:
+        return self.ctl.registry.resolve(self.API, kind)
+
+    def _get(self, kind: str, name: str) -> Obj | None:
+        info = self._info(kind)
+        return self.ctl.store.get(info, self.NS, name) if info else None
+
+    @staticmethod
+    def decode_url(url: str) -> tuple[str, str]:
+        """(backup name, volume name) of ``s3://bucket@region/path?backup=NAME&volume=VOL`` (backupstore)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        q = parse_qs(urlsplit(url).query)
+        return (q.get("backup") or [""])[0], (q.get("volume") or [""])[0]
+
+    # admission: webhook/resources/volume/mutator.go
+
+    def mutate_volume(self, info: ResourceInfo, old: Obj | None, new: Obj) -> None:
+        url = (new.get("spec") or {}).get("fromBackup")
+        if info.group != "longhorn.io" or info.kind != "Volume" or old is not None or not url:
+            return
+        backup_name, vol = self.decode_url(url)
+
+        def deny(message: str) -> None:
+            raise ApiError(422, f'admission webhook "mutator.longhorn.io" denied the request: {message}', "Invalid")
+
+        if not backup_name or not vol:
+            deny(f"cannot get backup and volume name from backup URL {url}: invalid backup URL")
+        backup = self._get("Backup", backup_name)
+        if backup is None:
+            deny(f'cannot get backup {backup_name}: backup.longhorn.io "{backup_name}" not found')
+        target = ((backup or {}).get("status") or {}).get("backupTargetName", "")
+        if not target:
+            deny(f"cannot get backup volume for backup target  and volume {vol}: "
+                 "backup target name and volume name cannot be empty")
+        bv_info = self._info("BackupVolume")
+        found = [o for o in (self.ctl.store.list(bv_info, self.NS) if bv_info else [])
+                 if (o["metadata"].get("labels") or {}).get("backup-target") == target
+                 and (o["metadata"].get("labels") or {}).get("backup-volume") == vol]
+        if not found:
+            deny(f'cannot get backup volume for backup target {target} and volume {vol}: backupVolumes "" not found')
+
+    # controllers
+
+    def on_write(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str) -> None:
+        md = new["metadata"]
+        if info.kind == "ConfigMap" and not info.group and md.get("namespace") == self.NS \
+                and md["name"] == "longhorn-default-resource" and part == "main":
+            self.later(lambda: self.target_from_configmap(new))
+        if info.group != "longhorn.io" or part != "main" or old is not None:
+            return
+        name = md["name"]
+        if info.kind == "BackupTarget":
+            self.later(lambda: self.target_available(name))
+        elif info.kind == "BackupVolume":
+            self.later(lambda: self.pull_backups(name))
+        elif info.kind == "Snapshot":
+            self.later(lambda: self.set_status("Snapshot", name, {"readyToUse": True, "size": "4096"}))
+        elif info.kind == "Backup":
+            self.later(lambda: self.sync_backup(name))
+        elif info.kind == "Volume" and (new.get("spec") or {}).get("fromBackup"):
+            self.later(lambda: self.restore(name))
+
+    def set_status(self, kind: str, name: str, status: Obj) -> None:
+        info, obj = self._info(kind), self._get(kind, name)
+        if info is not None and obj is not None:
+            self.ctl.set_status(info, obj, {**(obj.get("status") or {}), **status})
+
+    def target_from_configmap(self, cm: Obj) -> None:
+        import yaml
+
+        settings = yaml.safe_load((cm.get("data") or {}).get("default-resource.yaml") or "") or {}
+        url = settings.get("backup-target") if isinstance(settings, dict) else None
+        info = self._info("BackupTarget")
+        if not url or info is None or self._get("BackupTarget", "default") is not None:
+            return
+        self.ctl.store.create(info, self.NS, {
+            "apiVersion": self.API, "kind": "BackupTarget", "metadata": {"name": "default", "namespace": self.NS},
+            "spec": {"backupTargetURL": url, "credentialSecret": settings.get("backup-target-credential-secret", ""),
+                     "pollInterval": "5m0s"}}, None, internal=True)
+
+    def target_available(self, name: str) -> None:
+        target = self._get("BackupTarget", name)
+        if target is None or not (target.get("spec") or {}).get("backupTargetURL"):
+            return
+        self.set_status("BackupTarget", name, {"available": True, "conditions": []})
+        self.later(lambda: self.pull_backup_volumes(name))
+
+    def pull_backup_volumes(self, target: str) -> None:
+        info = self._info("BackupVolume")
+        if info is None:
+            return
+        for vol in sorted(self.bucket.backups):
+            name = f"{vol}-{hashlib.sha256(f'{vol}-{target}'.encode()).hexdigest()[:8]}"
+            if self._get("BackupVolume", name) is None:
+                self.ctl.store.create(info, self.NS, {
+                    "apiVersion": self.API, "kind": "BackupVolume",
+                    "metadata": {"name": name, "namespace": self.NS,
+                                 "labels": {"backup-target": target, "backup-volume": vol}},
+                    "spec": {"backupTargetName": target, "volumeName": vol}}, None, internal=True)
+        self.set_status("BackupTarget", target, {"lastSyncedAt": now()})
+
+    def pull_backups(self, bv_name: str) -> None:
+        bv, info = self._get("BackupVolume", bv_name), self._info("Backup")
+        if bv is None or info is None:
+            return
+        target, vol = bv["spec"]["backupTargetName"], bv["spec"]["volumeName"]
+        for name in sorted(self.bucket.backups.get(vol, {})):
+            if self._get("Backup", name) is None:
+                self.ctl.store.create(info, self.NS, {
+                    "apiVersion": self.API, "kind": "Backup",
+                    "metadata": {"name": name, "namespace": self.NS,
+                                 "labels": {"backup-target": target, "backup-volume": vol}},
+                    "spec": {"labels": {}}}, None, internal=True)
+        self.set_status("BackupVolume", bv_name, {"lastSyncedAt": now()})
+
+    def sync_backup(self, name: str) -> None:
+        backup = self._get("Backup", name)
+        if backup is None:
+            return
+        labels = backup["metadata"].get("labels") or {}
+        vol = labels.get("backup-volume", "")
+        target = self._get("BackupTarget", "default")
+        url = ((target or {}).get("spec") or {}).get("backupTargetURL", "")
+        if (backup.get("spec") or {}).get("snapshotName"):  # on demand: take it, write it to the store
+            volume = self._get("Volume", vol)
+            if volume is None:
+                self.set_status("Backup", name, {"state": "Error", "error": f'cannot find the corresponding volume: '
+                                                 f'volume.longhorn.io "{vol}" not found'})
+                return
+            self.bucket.backups.setdefault(vol, {})[name] = {
+                "url": f"{url}?backup={name}&volume={vol}", "size": "4096",
+                "volumeSize": str((volume.get("spec") or {}).get("size", "0"))}
+        record = self.bucket.backups.get(vol, {}).get(name)
+        if record is None:
+            return
+        self.set_status("Backup", name, {"backupTargetName": "default", "state": "Completed", **record,
+                                         "lastSyncedAt": now()})
+
+    def restore(self, name: str) -> None:
+        volume = self._get("Volume", name)
+        if volume is None:
+            return
+        backup_name, vol = self.decode_url(volume["spec"]["fromBackup"])
+        if backup_name not in self.bucket.backups.get(vol, {}):
+            self.set_status("Volume", name, {"state": "detached", "restoreInitiated": True, "conditions": [
+                {"type": "Restore", "status": "False", "reason": "RestoreFailure",
+                 "message": f"backup {backup_name} not found in the backup target"}]})
+            return
+        self.set_status("Volume", name, {"state": "attached", "restoreInitiated": True, "restoreRequired": True})
+        self.later(lambda: self.set_status("Volume", name, {"state": "detached", "restoreRequired": False}))

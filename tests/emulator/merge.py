@@ -34,6 +34,9 @@ MERGE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "hostAliases": (("ip",),),
     "ownerReferences": (("uid",),),
     "topologySpreadConstraints": (("topologyKey", "whenUnsatisfiable"),),
+    # admissionregistration/v1 (Validating|Mutating)WebhookConfiguration: re-applying the manifest keeps
+    # the caBundle cainjector wrote.
+    "webhooks": (("name",),),
 }
 
 

@@ -162,6 +162,9 @@ class Store:
         self.after_write: Callable[[ResourceInfo, Obj | None, Obj, str], None] = lambda *a: None
         self.after_delete: Callable[[ResourceInfo, Obj], None] = lambda *a: None
         self.before_create: Callable[[ResourceInfo, Obj], Obj] = lambda info, obj: obj
+        # Admission: called for every main-resource write an API request makes (not for controller writes
+        # or emu.put), with the stored object (None on create) and the new one; raises ApiError to deny.
+        self.admit: Callable[[ResourceInfo, Obj | None, Obj], None] = lambda *a: None
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -220,6 +223,8 @@ class Store:
 
     def _finish(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str, dry_run: bool) -> tuple[Obj, bool]:
         """Store new (unless it equals old), bump versions, emit the event. Returns (obj, changed)."""
+        if part == "main" and CURRENT_REQUEST.get() is not None:
+            self.admit(info, old, new)
         md = new["metadata"]
         if old is not None:
             omd = old["metadata"]

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seedbed.errors import ClusterError
 
 from .archive import Archive
+from .certmanager import WebhookRetry, wait_for_webhook
 from .collect import CM_API, CM_KINDS
-from .volumes import LONGHORN_API, LONGHORN_NS, restore_objects
+from .volumes import LONGHORN_API, LONGHORN_NS, create_restored
 
 if TYPE_CHECKING:
     from seedbed.certs.ledger import Ledger
@@ -238,7 +239,8 @@ async def _write(kube: Any, objs: dict[Key, dict[str, Any]], items: list[PlanIte
 
 
 async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
-                          wait: bool = True, timeout: float = 1800) -> Summary:
+                          wait: bool = True, timeout: float = 1800,
+                          log: Callable[[str], None] | None = None) -> Summary:
     """Longhorn Volume (fromBackup) -> PV -> PVC per recorded claim, then wait for the data."""
     del force  # volumes are never replaced (see plan_volumes); the flag is accepted for a uniform call
     records = volume_records(archive)
@@ -255,9 +257,8 @@ async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, d
         return Summary("volumes", items, dry_run=True)
     todo = [r for r, i in zip(records, items, strict=True) if i.action == "restore"]
     await _ensure_namespaces(kube, (r["namespace"] for r in todo))
-    for r in todo:
-        for obj in restore_objects(r):
-            await kube.create(obj)
+    # Waits for Longhorn to sync the backups from the target, then creates Volume, PV, PVC per claim.
+    await create_restored(kube, todo, timeout=timeout, log=log)
     if wait:
         await asyncio.gather(*(_wait_restored(kube, r, timeout) for r in todo))
     return Summary("volumes", items)
@@ -300,7 +301,7 @@ async def restore_secrets(kube: Any, archive: Archive, *, force: bool = False, d
 
 
 async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
-                               timeout: float = 300) -> Summary:
+                               timeout: float = 300, log: Callable[[str], None] | None = None) -> Summary:
     """Issuers, ClusterIssuers and Certificates, once their CRDs are Established."""
     ordered = cert_manager_objects(archive)
     objs = {(o["kind"], *_meta(o)): o for o in ordered}
@@ -321,6 +322,9 @@ async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = Fal
                  for i in items]
         return Summary("cert-manager", items, dry_run=True)
     await _ensure_namespaces(kube, (ns for (_, ns, _) in objs))
+    # Established CRDs are not enough: cert-manager's webhook refuses every write until it is up.
+    await wait_for_webhook(kube, timeout=timeout, log=log)
+    kube = WebhookRetry(kube, timeout=timeout, log=log)
     done: list[PlanItem] = []
     # Issuers first, then Certificates: cert-manager would otherwise log a missing issuer for each.
     for group in (["ClusterIssuer", "Issuer"], ["Certificate"]):

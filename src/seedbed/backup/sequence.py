@@ -11,6 +11,7 @@ before the first phase, and each phase is the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .restore import (
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
 class Restore:
     def __init__(self, archive: Archive, kube: Kube, gitserver: GitServer, *, force: bool = False,
-                 dry_run: bool = False, timeout: float = 1800) -> None:
+                 dry_run: bool = False, timeout: float = 1800, log: Callable[[str], None] | None = None) -> None:
         self.archive = archive
+        self.log = log  # what the phases wait for (Longhorn syncing backups, cert-manager's webhook)
         self.kube = kube
         self.gitserver = gitserver
         self.force = force
@@ -42,14 +44,14 @@ class Restore:
 
     async def volumes(self) -> Summary:
         return await restore_volumes(self.kube, self.archive, force=self.force, dry_run=self.dry_run,
-                                     timeout=self.timeout)
+                                     timeout=self.timeout, log=self.log)
 
     async def secrets(self) -> Summary:
         return await restore_secrets(self.kube, self.archive, force=self.force, dry_run=self.dry_run)
 
     async def cert_manager(self) -> Summary:
         return await restore_cert_manager(self.kube, self.archive, force=self.force, dry_run=self.dry_run,
-                                          timeout=min(self.timeout, 600))
+                                          timeout=min(self.timeout, 600), log=self.log)
 
     async def repository(self, *, required: bool = False) -> Summary:
         """Push the archived branches the server is missing or behind on.

@@ -14,17 +14,22 @@ Field names follow Longhorn v1.12's CRDs (longhorn.io/v1beta2): Volume ``spec.fr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from seedbed.config import Config, VolumeRef
-from seedbed.errors import ClusterError, ConfigError
+from seedbed.errors import ClusterError, ConfigError, WaitTimeout
 
 LONGHORN_NS = "longhorn-system"
 LONGHORN_API = "longhorn.io/v1beta2"
 CSI_DRIVER = "driver.longhorn.io"
+
+# Longhorn's final Backup states (longhorn-manager v1.12.1 controller/backup_controller.go backupInFinalState):
+# after Error or Unknown the controller stops monitoring the backup, so waiting longer changes nothing.
+BACKUP_FINAL_STATES = ("Completed", "Error", "Unknown")
 
 # Kubernetes access modes -> Longhorn's Volume.spec.accessMode enum (rwo, rwop, rwx).
 _ACCESS = {"ReadWriteOnce": "rwo", "ReadWriteOncePod": "rwop", "ReadWriteMany": "rwx"}
@@ -198,7 +203,10 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) 
         "metadata": {"name": name, "namespace": LONGHORN_NS, "labels": {"app.kubernetes.io/managed-by": "seedbed"}},
         "spec": {"volume": vol_name, "createSnapshot": True},
     })
-    fix = "check the volume and backup target in the Longhorn UI; a detached volume cannot be snapshotted"
+    # Longhorn attaches a detached volume itself for the snapshot and the backup (attachment tickets,
+    # longhorn-manager v1.12.1 controller/backup_controller.go handleAttachmentTicketCreation).
+    fix = ("check the volume's health and the backup target in the Longhorn UI "
+           "(kubectl -n longhorn-system get volume,backuptarget)")
     snap = await kube.wait_for(
         LONGHORN_API, "Snapshot", name, LONGHORN_NS,
         lambda o: o is not None and bool((o.get("status") or {}).get("readyToUse") or (o.get("status") or {}).get("error")),
@@ -213,12 +221,16 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) 
     })
     backup = await kube.wait_for(
         LONGHORN_API, "Backup", name, LONGHORN_NS,
-        lambda o: o is not None and (o.get("status") or {}).get("state") in ("Completed", "Error"),
+        lambda o: o is not None and (o.get("status") or {}).get("state") in BACKUP_FINAL_STATES,
         timeout=timeout, what=f"Longhorn backup {name} of {where}", describe=_state)
     status = backup.get("status") or {}
-    if status.get("state") == "Error":
+    if status.get("state") != "Completed":
         detail = status.get("error") or "; ".join((status.get("messages") or {}).values()) or "no message"
-        raise ClusterError(f"Longhorn backup of {where} failed: {detail}", fix=fix)
+        raise ClusterError(f"Longhorn backup of {where} failed (state {status.get('state')}): {detail}", fix=fix)
+    # The snapshot served only this backup. Longhorn deletes it itself only with the setting
+    # auto-cleanup-snapshot-after-on-demand-backup-completed (default false; controller/backup_controller.go
+    # deleteSnapshotAfterBackupCompleted); otherwise every backup would leave one behind.
+    await kube.delete(LONGHORN_API, "Snapshot", name, namespace=LONGHORN_NS)
     if not status.get("url"):
         raise ClusterError(f"Longhorn backup {name} of {where} completed without a URL",
                            fix="check the backup target; kubectl -n longhorn-system get backups " + name)
@@ -251,3 +263,109 @@ async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) 
         "dataEngine": vspec.get("dataEngine"),
         "pvcLabels": (pvc.get("metadata") or {}).get("labels") or {},
     }
+
+
+# --------------------------------------------------------------------------- restoring on a new cluster
+#
+# Longhorn's Volume mutating webhook (longhorn-manager v1.12.1 webhook/resources/volume/mutator.go)
+# denies a Volume with spec.fromBackup until the Backup named in the URL exists with
+# status.backupTargetName set and the matching BackupVolume exists. On a new cluster those appear only
+# after the BackupTarget is available and the backup-target and backup-volume controllers have synced
+# from the store (controller/backup_target_controller.go, backup_volume_controller.go), seconds to a
+# poll interval (300 s by default) after Longhorn starts. So the restore waits for them, then creates
+# the Volume, retrying the webhook's denial until the deadline.
+
+_RETRY_PAUSE = 1.0
+
+
+def backup_of(url: str) -> tuple[str, str]:
+    """(backup name, volume name) from a backup URL ``...?backup=NAME&volume=VOL`` (backupstore.DecodeBackupURL)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url).query)
+    return (query.get("backup") or [""])[0], (query.get("volume") or [""])[0]
+
+
+def backup_volume_name(volume: str, target: str) -> str:
+    """The BackupVolume Longhorn pulls for ``volume`` from ``target`` (types.GetBackupVolumeNameFromVolumeName)."""
+    return f"{volume}-{hashlib.sha256(f'{volume}-{target}'.strip().encode()).hexdigest()[:8]}"
+
+
+def _never_synced(record: dict[str, Any], what: str, timeout: float) -> ClusterError:
+    backup, _ = backup_of(record["url"])
+    return ClusterError(
+        f"Longhorn backup {backup} (of {record['namespace']}/{record['pvc']}) did not appear in this cluster "
+        f"within {timeout:g}s: {what}",
+        fix="check that longhorn.backupTarget names the store the backup was written to "
+            f"({record['url'].split('?')[0]}) and that its credentials work "
+            "(kubectl -n longhorn-system get backuptarget default -o yaml: status.available, conditions), "
+            "and that the backup still exists there; then re-run")
+
+
+async def wait_backups_synced(kube: Any, records: list[dict[str, Any]], *, timeout: float,
+                              log: Callable[[str], None] | None = None) -> None:
+    """Wait until Longhorn's webhook will accept a Volume restoring each record's backup."""
+    if not records:
+        return
+    say = log or (lambda _: None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    async def wait(api: str, kind: str, name: str, check: Callable[[dict[str, Any] | None], bool],
+                   what: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return await kube.wait_for(api, kind, name, LONGHORN_NS, check, timeout=max(0.0, deadline - loop.time()),
+                                       what=what, describe=_state)
+        except WaitTimeout as e:
+            raise _never_synced(record, e.message, timeout) from None
+
+    target = await kube.get(LONGHORN_API, "BackupTarget", "default", namespace=LONGHORN_NS)
+    if target is not None and not (target.get("spec") or {}).get("backupTargetURL"):
+        raise ClusterError("the archive has Longhorn volume backups but this cluster's Longhorn has no backup target",
+                           fix="set longhorn.backupTarget (and its credentials) to the store the backups are in "
+                               f"({records[0]['url'].split('?')[0]}) and re-run")
+    say("waiting for Longhorn's backup target default to be available")
+    await wait(LONGHORN_API, "BackupTarget", "default",
+               lambda o: o is not None and (o.get("status") or {}).get("available") is True,
+               "BackupTarget default to be available", records[0])
+
+    async def one(record: dict[str, Any]) -> None:
+        backup, volume = backup_of(record["url"])
+        say(f"waiting for Longhorn to sync Backup {backup} of volume {volume} from the backup target")
+        obj = await wait(LONGHORN_API, "Backup", backup,
+                         lambda o: o is not None and bool((o.get("status") or {}).get("backupTargetName")),
+                         f"Backup {backup} with status.backupTargetName", record)
+        target = str(((obj or {}).get("status") or {}).get("backupTargetName") or "default")
+        bv = backup_volume_name(volume, target)
+        await wait(LONGHORN_API, "BackupVolume", bv, lambda o: o is not None,
+                   f"BackupVolume {bv} (volume {volume} on target {target})", record)
+
+    await asyncio.gather(*(one(r) for r in records))
+
+
+async def create_restored(kube: Any, records: list[dict[str, Any]], *, timeout: float,
+                          log: Callable[[str], None] | None = None) -> None:
+    """Volume (fromBackup), PV and PVC per record, once Longhorn has synced the backups; the Volume's
+    create is retried while Longhorn's webhook still denies it (its caches lag the objects)."""
+    if not records:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    await wait_backups_synced(kube, records, timeout=timeout, log=log)
+    for record in records:
+        volume, *rest = restore_objects(record)
+        while True:
+            try:
+                await kube.create(volume)
+                break
+            except ClusterError as e:
+                denied = "mutator.longhorn.io" in e.message or "validator.longhorn.io" in e.message
+                if not denied or loop.time() + _RETRY_PAUSE > deadline:
+                    if denied:
+                        raise _never_synced(record, e.message, timeout) from None
+                    raise
+                if log:
+                    log(f"Longhorn refused volume {record['volume']} for now ({e.message}); retrying")
+                await asyncio.sleep(_RETRY_PAUSE)
+        for obj in rest:
+            await kube.create(obj)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..errors import Refused
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
+from .policies import reissue_reason
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
 _DOC_SPLIT = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
@@ -41,6 +43,10 @@ class CertificateDoc:
     line: int
     kind: str = "Certificate"
     unresolved: tuple[str, ...] = ()  # ${VARS} left unsubstituted
+    # The Certificate's name and spec as cert-manager will see them (ingress-shim's for an Ingress),
+    # for the re-issue decision (policies.py).
+    name: str = ""
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def where(self) -> str:
@@ -70,7 +76,7 @@ REMEDIES = (
     "restore the certificates from a backup first: `seedbed bootstrap --restore ARCHIVE`",
     "use Let's Encrypt staging for a throwaway cluster: `--acme staging`",
     "use a separate domain for development: `--domain dev.example.net`",
-    "or, knowing the risk of a week-long block, `--ignore-budget`",
+    "or, knowing that Let's Encrypt then refuses until its limits refill, `--ignore-budget`",
 )
 
 
@@ -135,7 +141,7 @@ def _from_object(obj: dict[str, Any], file: str, line: int, unresolved: tuple[st
             return []
         return [CertificateDoc(frozenset(n.lower() for n in names), str(spec["secretName"]), ns,
                                str(ref.get("kind") or "Issuer"), str(ref.get("name") or ""), file, line,
-                               "Certificate", unresolved)]
+                               "Certificate", unresolved, str(meta.get("name") or ""), spec)]
     if kind == "Ingress":
         ann = meta.get("annotations") or {}
         if "cert-manager.io/cluster-issuer" in ann:
@@ -149,10 +155,32 @@ def _from_object(obj: dict[str, Any], file: str, line: int, unresolved: tuple[st
         for tls in (obj.get("spec") or {}).get("tls") or []:
             hosts = [h.lower() for h in tls.get("hosts") or []]
             if hosts and tls.get("secretName"):
+                spec = _shim_spec(ann, hosts, ikind, iname)
                 out.append(CertificateDoc(frozenset(hosts), str(tls["secretName"]), ns, ikind, iname,
-                                          file, line, "Ingress", unresolved))
+                                          file, line, "Ingress", unresolved, str(tls["secretName"]), spec))
         return out
     return []
+
+
+def _shim_spec(ann: Mapping[str, Any], hosts: list[str], kind: str, name: str) -> dict[str, Any]:
+    """The Certificate spec ingress-shim derives from an Ingress's annotations (cert-manager v1.18
+    pkg/controller/certificate-shim/helper.go translateAnnotations; the fields the re-issue decision reads)."""
+    spec: dict[str, Any] = {"dnsNames": hosts,
+                            "issuerRef": {"kind": kind, "name": name,
+                                          "group": str(ann.get("cert-manager.io/issuer-group") or "")}}
+    for key, field_ in (("common-name", "commonName"), ("duration", "duration"), ("renew-before", "renewBefore")):
+        if ann.get(f"cert-manager.io/{key}"):
+            spec[field_] = str(ann[f"cert-manager.io/{key}"])
+    if str(ann.get("cert-manager.io/renew-before-percentage", "")).isdigit():
+        spec["renewBeforePercentage"] = int(ann["cert-manager.io/renew-before-percentage"])
+    key_spec: dict[str, Any] = {}
+    if ann.get("cert-manager.io/private-key-algorithm"):
+        key_spec["algorithm"] = str(ann["cert-manager.io/private-key-algorithm"])
+    if str(ann.get("cert-manager.io/private-key-size", "")).isdigit():
+        key_spec["size"] = int(ann["cert-manager.io/private-key-size"])
+    if key_spec:
+        spec["privateKey"] = key_spec
+    return spec
 
 
 def _production_issuer(obj: dict[str, Any]) -> str | None:
@@ -213,33 +241,68 @@ def certificates_in_repo(tree: Path, variables: Mapping[str, str] | None = None)
     return scan_repo(tree, variables).certificates
 
 
-def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[tuple[str, str] | str], *,
-                production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
-                ) -> list[CertificateDoc]:
-    """The Certificates cert-manager will request from LE production: Secret not restored.
+@dataclass(frozen=True)
+class Issue:
+    """A certificate cert-manager will request from Let's Encrypt production, and why."""
 
-    ``restored_secrets`` are (namespace, name) pairs or "namespace/name" strings. A Certificate
-    whose namespace a Kustomization sets (none in the manifest) matches a restored Secret by name.
+    cert: CertificateDoc
+    reason: str
+
+
+RestoredSecret = Mapping[str, Any] | tuple[str, str] | str
+
+
+def issues(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
+           now: datetime | None = None, *, production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)) -> list[Issue]:
+    """Every production Certificate cert-manager will issue once it runs, with cert-manager's reason.
+
+    ``restored_secrets`` are the Secret objects the restore wrote (data and annotations as in the
+    archive). A restored Secret prevents an issuance only if cert-manager's trigger policies pass
+    (:func:`seedbed.certs.policies.reissue_reason`): a certificate inside its renewal window, issued
+    by another issuer (a staging certificate after switching to production), for other names, or
+    with another key type or size is issued again, and spends one of the five per set of names.
+    A Certificate whose namespace a Kustomization sets (none in the manifest) matches by Secret name.
+
+    A restored Secret given only by name ("namespace/name" or a pair), not as the object, cannot be
+    checked and is taken as sufficient, as seedbed did before it read the objects.
     """
-    restored: set[tuple[str, str]] = set()
+    now = now or datetime.now(UTC)
+    by_key: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+    by_name: dict[str, Mapping[str, Any] | None] = {}
     for s in restored_secrets:
-        ns, _, name = s.partition("/") if isinstance(s, str) else (s[0], "/", s[1])
-        restored.add((ns, name))
-    restored_names = {name for _, name in restored}
+        if isinstance(s, Mapping):
+            md = s.get("metadata") or {}
+            ns, name, obj = str(md.get("namespace") or ""), str(md.get("name") or ""), s
+        else:
+            ns, _, name = s.partition("/") if isinstance(s, str) else (s[0], "/", s[1])
+            obj = None
+        by_key[(ns, name)] = obj
+        by_name.setdefault(name, obj)
     prod = set(production_issuers)
-    out: list[CertificateDoc] = []
+    out: list[Issue] = []
     seen: set[tuple[str | None, str]] = set()
     for c in certs:
-        if _issuer_key(c.issuer_kind, c.issuer_name) not in prod:
-            continue
-        if (c.namespace, c.secret_name) in restored or (c.namespace is None and c.secret_name in restored_names):
-            continue
         key = (c.namespace, c.secret_name)
-        if key in seen:  # the same Secret in two overlays is one certificate
-            continue
+        if _issuer_key(c.issuer_kind, c.issuer_name) not in prod or key in seen:
+            continue  # the same Secret in two overlays is one certificate
         seen.add(key)
-        out.append(c)
+        found = (c.namespace, c.secret_name) in by_key if c.namespace is not None else c.secret_name in by_name
+        secret = by_key.get((c.namespace or "", c.secret_name)) if c.namespace is not None \
+            else by_name.get(c.secret_name)
+        if found and secret is None:
+            continue  # restored, known by name only
+        reason = reissue_reason(c.spec, c.name or c.secret_name, secret, now)
+        if reason is not None:
+            out.append(Issue(c, reason))
     return out
+
+
+def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
+                now: datetime | None = None, *,
+                production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
+                ) -> list[CertificateDoc]:
+    """The Certificates of :func:`issues`, without the reasons."""
+    return [i.cert for i in issues(certs, restored_secrets, now, production_issuers=production_issuers)]
 
 
 def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignore_budget: bool = False
@@ -255,27 +318,32 @@ def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignor
     per_domain: dict[str, list[frozenset[str]]] = {}
     per_set: dict[frozenset[str], int] = {}
     for s in sets:
-        for d in sorted({registered_domain(n) or n for n in s}):
-            per_domain.setdefault(d, []).append(s)
+        # A renewal (this exact set issued before) is exempt from the per-domain limit, not the per-set one.
+        if not budget.is_renewal(s):
+            for d in sorted({registered_domain(n) or n for n in s}):
+                per_domain.setdefault(d, []).append(s)
         per_set[s] = per_set.get(s, 0) + 1
     for d, items in sorted(per_domain.items()):
         b = budget.domain(d)
-        if b.used + len(items) > REGISTERED_DOMAIN_LIMIT:
-            when = f"; room again from {_iso(b.available_at or b.refills_at)}" if b.refills_at else ""
+        if len(items) > b.remaining:
+            when = f"; one more every ~202 min, the first at {_iso(b.available_at or b.refills_at)}" \
+                if b.refills_at else ""
             listed = "; ".join(", ".join(sorted(s)) for s in items[:5]) + (" ..." if len(items) > 5 else "")
-            reasons.append(f"{d}: {b.used} issued in the last 168 h + {len(items)} new ({listed}) would exceed "
-                           f"{REGISTERED_DOMAIN_LIMIT} certificates per registered domain per 7 days{when}")
+            reasons.append(f"{d}: {b.remaining} of {REGISTERED_DOMAIN_LIMIT} left ({b.used} new in the last 168 h), "
+                           f"{len(items)} new ({listed}) would exceed {REGISTERED_DOMAIN_LIMIT} certificates per "
+                           f"registered domain per 7 days{when}")
     for s, count in sorted(per_set.items(), key=lambda kv: sorted(kv[0])):
         e = budget.exact_set(s)
         names = ", ".join(sorted(s))
-        if e.used + count > EXACT_SET_LIMIT:
-            when = f"; room again from {_iso(e.available_at or e.refills_at)}" if e.refills_at else ""
-            reasons.append(f"{names}: {e.used} issued in the last 168 h + {count} new would exceed "
-                           f"{EXACT_SET_LIMIT} certificates for the same set of names per 7 days "
-                           f"(no override exists){when}")
-        elif e.used + count == EXACT_SET_LIMIT:
-            notes.append(f"{names}: this uses the last of {EXACT_SET_LIMIT} certificates for this set of names; "
-                         "the next rebuild without a restore will be refused")
+        if count > e.remaining:
+            when = f"; one more every 34 h, the first at {_iso(e.available_at or e.refills_at)}" \
+                if e.refills_at else ""
+            reasons.append(f"{names}: {e.remaining} of {EXACT_SET_LIMIT} left ({e.used} issued in the last 168 h), "
+                           f"{count} new would exceed {EXACT_SET_LIMIT} certificates for the same set of names "
+                           f"per 7 days (renewals included, no override exists){when}")
+        elif count == e.remaining:
+            notes.append(f"{names}: this uses the last of {EXACT_SET_LIMIT} certificates for this set of names "
+                         "(one comes back every 34 h); the next rebuild without a restore may be refused")
     notes += budget.notes
     if reasons and ignore_budget:
         return GuardResult(True, reasons, sets, [*notes, "--ignore-budget: going ahead anyway"])

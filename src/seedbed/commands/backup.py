@@ -123,7 +123,8 @@ async def run_restore(archive: Archive, clients: Clients, *, dry_run: bool, forc
     from ..backup.sequence import Restore
 
     try:
-        return await Restore(archive, clients.kube, clients.gitserver, force=force, dry_run=dry_run).all()
+        return await Restore(archive, clients.kube, clients.gitserver, force=force, dry_run=dry_run,
+                             log=clients.out.log).all()
     finally:
         clients.out.close()
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..certs import collect
-from ..certs.budget import Budget, registered_domain
+from ..certs.budget import Budget, registered_domain, validate_domain
 from ..certs.history import archive_ledger
 from ..certs.ledger import Ledger
 from ..config import Config
@@ -53,7 +53,8 @@ async def budget_report(cfg: Config, clients: Clients | None, *, ct: bool = Fals
                         now: datetime | None = None) -> BudgetReport:
     """The budget from the cluster (when ``clients``), an optional backup archive and (with ``ct``) crt.sh."""
     now = now or datetime.now(UTC)
-    asked = sorted({registered_domain(d) or d.lower() for d in domains})
+    # Validated before anything is read: a typo must not come back as "50 left".
+    asked = sorted({registered_domain(d) or d for d in (validate_domain(n) for n in domains)})
     backup = (archive_ledger(archive) or Ledger()) if archive is not None else None
     ct_domains = (asked or _config_domains(cfg)) if ct else []
     if ct and not ct_domains and out is not None:

@@ -108,7 +108,7 @@ def cluster_issuers(cfg: Config | CertificatesConfig) -> list[dict[str, Any]]:
     if not email:
         raise ConfigError(
             "certificates.email: an ACME account e-mail is required to render the ClusterIssuers",
-            fix="set certificates.email in seedbed.yaml (Let's Encrypt sends expiry warnings there)",
+            fix="set certificates.email in seedbed.yaml (the ACME account's contact; Let's Encrypt ended expiry emails in 2025)",
         )
     if not _EMAIL.match(email):
         raise ConfigError(f"certificates.email: {email!r} is not an e-mail address",

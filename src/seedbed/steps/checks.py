@@ -22,7 +22,7 @@ class CertGuardStep(Step):
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         from ..certs.budget import compute
-        from ..certs.guard import assess, refusal, scan_repo, would_issue
+        from ..certs.guard import assess, issues, refusal, scan_repo
         from ..certs.history import archive_ledger, cluster_issuances
         from ..certs.ledger import Ledger
         from ..render.certs import PRODUCTION_ISSUER
@@ -34,19 +34,24 @@ class CertGuardStep(Step):
         scan = scan_repo(cfg.resolve(cfg.repo.path), variables)
         for w in scan.warnings:
             ctx.out.warn(w)
-        restored = [f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}" for s in ctx.restored_secrets]
         # ${CLUSTER_ISSUER} resolves to the production issuer under --acme production, even when the
         # repository does not (yet) define that ClusterIssuer itself.
         issuers = set(scan.production_issuers)
         if acme == "production":
             issuers.add(f"ClusterIssuer/{PRODUCTION_ISSUER}")
-        planned = would_issue(scan.certificates, restored, production_issuers=issuers) if issuers else []
+        now = datetime.now(UTC)
+        # cert-manager's own re-issue decision on each restored Secret (certs/policies.py).
+        found = issues(scan.certificates, ctx.restored_secrets, now, production_issuers=issuers) if issuers else []
+        for issue in found:
+            ctx.out.log(f"{issue.cert.file}:{issue.cert.line}: {', '.join(sorted(issue.cert.names))} "
+                        f"will be issued: {issue.reason}")
+        planned = [issue.cert for issue in found]
         sources: list[Any] = [(await cluster_issuances(ctx.kube))[0]]
         if ctx.archive is not None:
             ledger = archive_ledger(ctx.archive)
             if ledger is not None:
                 sources.append(list(ledger))
-        budget = compute(Ledger.merge(*sources), datetime.now(UTC))
+        budget = compute(Ledger.merge(*sources), now)
         result = assess([c.names for c in planned], budget, acme=acme, ignore_budget=options.ignore_budget)
         for note in result.notes:
             ctx.out.log(note)

@@ -111,7 +111,7 @@ class LonghornStep(Step):
         objects = render_longhorn(lh, text, backup_credentials=shown, redact=True)
         waits = [f"rollout {kind} {NAMESPACE}/{name}" for kind, name in ROLLOUTS]
         waits.append(f"StorageClass {STORAGE_CLASS} (created by longhorn-manager)")
-        notes = [f"data path {lh.data_path} must exist on every node (bind mount or symlink)"]
+        notes = [f"data path {lh.data_path} must exist on every node (a bind mount, never a symlink)"]
         if creds is not None:
             source = f"file {creds.from_file}" if creds.from_file else "environment variables " + ", ".join(
                 (creds.from_env or {}).values())

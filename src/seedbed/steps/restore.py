@@ -26,7 +26,7 @@ def restore_of(ctx: Context) -> Restore:
     from ..backup.sequence import Restore
 
     assert ctx.archive is not None, "restore phases are planned only with --restore"
-    return Restore(ctx.archive, ctx.kube, ctx.gitserver, force=ctx.options.force)
+    return Restore(ctx.archive, ctx.kube, ctx.gitserver, force=ctx.options.force, log=ctx.out.log)
 
 
 class _RestoreStep(Step):
