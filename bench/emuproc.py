@@ -35,8 +35,13 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 class EmuProc:
     """A child process holding at most one emulator (or Lab) at a time."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        """latency_ms: the ROUND-TRIP time of the simulated link for every emulator this process starts
+        (tests/emulator/server.py, Emulator(latency=...): half on the way in, half on the way out,
+        watch events one way, one more round trip per new connection)."""
+        self.latency_ms = latency_ms
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve",
+                                      "--latency-ms", str(latency_ms)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                                      cwd=str(ROOT))
 
@@ -65,7 +70,8 @@ class EmuProc:
         self.call("reset")
 
     def stats(self) -> dict[str, Any]:
-        """Requests since the last reset: total, writes that changed state, write-method requests, by method."""
+        """Requests since the last reset: total, writes that changed state, write-method requests, by method,
+        and the sequential round trips on the critical path (Emulator.sequential_round_trips)."""
         return self.call("stats")
 
     def close(self) -> None:
@@ -151,7 +157,7 @@ def _populate_backup(emu: Any, secrets: int, certificates: int, namespaces: int)
     return {"namespaces": names}
 
 
-def _serve() -> None:
+def _serve(latency: float) -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the protocol
     sys.path.insert(0, str(TESTS))
@@ -181,7 +187,7 @@ def _serve() -> None:
         try:
             if op == "fresh":
                 stop()
-                emu = Emulator().start()
+                emu = Emulator(latency=latency).start()
                 root = Path(cmd["root"])
                 root.mkdir(parents=True, exist_ok=True)
                 kc = emu.write_kubeconfig(root / "kubeconfig")
@@ -195,6 +201,7 @@ def _serve() -> None:
                 root.mkdir(parents=True, exist_ok=True)
                 lab = Lab(root).start()
                 emu = lab.emu
+                emu.latency = latency
                 tree = make_worktree(root / "gitops")
                 config = lab.write_config(tree)
                 reply = {"kubeconfig": str(lab.kubeconfig), "config": str(config)}
@@ -209,7 +216,7 @@ def _serve() -> None:
                 by_method: dict[str, int] = {}
                 for r in reqs:
                     by_method[r.method] = by_method.get(r.method, 0) + 1
-                reply = {"requests": len(reqs), "writes": emu.writes(),
+                reply = {"requests": len(reqs), "writes": emu.writes(), "sequential": emu.sequential_round_trips(),
                          "write_requests": sum(1 for r in reqs if r.method in WRITE_METHODS),
                          "by_method": by_method,
                          "errors": sum(1 for r in reqs if r.status >= 400 and r.status != 404),
@@ -233,7 +240,7 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        _serve()
+    if sys.argv[1:2] == ["--serve"] and sys.argv[2:3] == ["--latency-ms"] and len(sys.argv) == 4:
+        _serve(float(sys.argv[3]) / 1000)
     else:
         sys.exit("bench/emuproc.py is started by bench/run.py (with --serve)")
