@@ -96,6 +96,34 @@ class EmuProc:
 # --------------------------------------------------------------------------- server (child side)
 
 
+def _label(method: str, path: str, query: dict[str, str]) -> str:
+    """What a request was, for reading a critical path: discovery, or VERB resource[/subresource]."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] in ("version", "openapi", "healthz", "readyz", "livez") \
+            or (parts[0] == "api" and len(parts) <= 2) or (parts[0] == "apis" and len(parts) <= 3):
+        return "discovery"
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        verb = "WATCH" if query.get("watch") in ("1", "true") else "GET" if len(rest) > 1 else "LIST"
+    else:
+        verb = method
+    return f"{verb} {resource}"
+
+
+def _runs(labels: list[str]) -> str:
+    """Consecutive equal labels folded: 'discovery x3 > PATCH secrets > GET pods x2'."""
+    out: list[list[Any]] = []
+    for label in labels:
+        if out and out[-1][0] == label:
+            out[-1][1] += 1
+        else:
+            out.append([label, 1])
+    return " > ".join(f"{lab} x{n}" if n > 1 else lab for lab, n in out)
+
+
 def _populate_backup(emu: Any, secrets: int, certificates: int, namespaces: int) -> dict[str, Any]:
     """cert-manager CRDs (v1.21.1), then Secrets and Certificates spread over namespaces.
 
@@ -216,7 +244,9 @@ def _serve(latency: float) -> None:
                 by_method: dict[str, int] = {}
                 for r in reqs:
                     by_method[r.method] = by_method.get(r.method, 0) + 1
-                reply = {"requests": len(reqs), "writes": emu.writes(), "sequential": emu.sequential_round_trips(),
+                path = emu.critical_path()
+                reply = {"requests": len(reqs), "writes": emu.writes(), "sequential": len(path),
+                         "critical_path": _runs([_label(r.method, r.path, r.query) for r in path]),
                          "write_requests": sum(1 for r in reqs if r.method in WRITE_METHODS),
                          "by_method": by_method,
                          "errors": sum(1 for r in reqs if r.status >= 400 and r.status != 404),

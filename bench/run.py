@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Sample:
     write_requests: int = 0  # POST/PUT/PATCH/DELETE sent
     writes: int = 0  # of those, the ones that changed stored state (emu.writes())
     seq: int = 0  # sequential round trips on the critical path (Emulator.sequential_round_trips)
+    critical_path: str = ""  # what those round trips were (emuproc._runs)
     server_cpu: float = 0.0  # the emulator process's CPU while serving this run
 
 
@@ -109,7 +111,7 @@ def run_timed(cmd: list[str], *, stdout: Any = subprocess.DEVNULL, env: dict[str
 def add_stats(s: Sample, st: dict[str, Any]) -> Sample:
     s.requests, s.gets = st["requests"], st["by_method"].get("GET", 0)
     s.write_requests, s.writes, s.server_cpu = st["write_requests"], st["writes"], st["server_cpu"]
-    s.seq = st["sequential"]
+    s.seq, s.critical_path = st["sequential"], st["critical_path"]
     return s
 
 
@@ -150,6 +152,16 @@ def series_table(series: list[Series], ref: str | None, *, rss: bool = False, se
             r.append(f"{s.med('wall') / base.med('wall'):.2f}" if base else "-")
         rows.append(r)
     table(headers, rows)
+
+
+def critical_paths(series: list[Series], *names: str) -> None:
+    """The critical path of the last run of each named seedbed series on a link (latency > 0)."""
+    for s in series:
+        if s.name in names and s.latency_ms > 0 and s.samples:
+            last = s.samples[-1]
+            print(f"\ncritical path, {s.name} at {s.latency_ms:g} ms ({last.seq} sequential round trips):")
+            print(textwrap.fill(last.critical_path, 100, initial_indent="  ", subsequent_indent="  ",
+                                break_on_hyphens=False))
 
 
 def at_goal(series: list[Series], name: str) -> Series | None:
@@ -253,6 +265,7 @@ chain of requests each sent after the previous one was answered.""")
                 if ms == latencies[0]:
                     python_floor.samples.append(run_timed([PY, "-c", "pass"])[0])
     series_table(all_series, "kubectl cold" if KUBECTL else None)
+    critical_paths(all_series, "seedbed engine")
     print(f"\n(interpreter floor: `python -c pass` median {python_floor.med('wall'):.3f} s)")
     goal = f"apply at {GOAL_MS:g} ms: seedbed <= 0.3x kubectl apply --server-side"
     if not KUBECTL:
@@ -381,6 +394,7 @@ Peak RSS is each process's own (/usr/bin/time %M); CPU = user+sys (os.wait4)."""
                                                         "secrets,certificates", "-A", "-o", "yaml"))
                         kc.samples.append(add_stats(s, ep.stats()))
     series_table(all_series, "kubectl get -o yaml" if KUBECTL else None, rss=True)
+    critical_paths(all_series, "seedbed backup")
     print(f"\nseedbed said: {summary_line}")
     goal = f"backup at {GOAL_MS:g} ms: >= 3x kubectl's speed"
     sb_, kc_ = at_goal(all_series, "seedbed backup"), at_goal(all_series, "kubectl get -o yaml")
@@ -424,6 +438,7 @@ the goal is absolute.""")
                 said = " | ".join(ln.strip() for ln in (root / "out.txt").read_text().splitlines()
                                   if ln.strip() and not ln.startswith(("skip", "restore", " ")))[:300]
     series_table(all_series, None, rss=True)
+    critical_paths(all_series, "seedbed restore --dry-run")
     print(f"\nseedbed said: {said}")
     goal = f"restore --dry-run at {GOAL_MS:g} ms: <= 2 s"
     s = at_goal(all_series, "seedbed restore --dry-run")
@@ -505,6 +520,7 @@ Git traffic goes through the emulator's port-forward, whose data frames the link
                     else:
                         inproc.samples.append(add_stats(in_process(), lab.stats()))
     series_table(all_series, "kubectl no-op apply" if KUBECTL else None)
+    critical_paths(all_series, "seedbed process")
     print("\nwrite requests of a seedbed re-run (none changed state):", ", ".join(write_paths) or "none")
     said = [ln.strip() for ln in last_err.splitlines() if ln.strip()][-3:]
     print("\nseedbed's last lines:", " | ".join(said))

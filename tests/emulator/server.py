@@ -320,29 +320,43 @@ class Emulator:
         self.requests = []
 
     def sequential_round_trips(self) -> int:
+        """How many requests (since the last reset) had to happen one after another: len(critical_path())."""
+        return len(self.critical_path())
+
+    def critical_path(self) -> list[RequestRecord]:
         """The longest chain of requests (since the last reset) in which each one was sent only after
-        the previous one had been answered: the round trips on the client's critical path.
+        the previous one had been answered: the round trips on the client's critical path, in order.
 
         Requests that overlap in time were in flight together (concurrency), so they count once;
         a chain of requests that never overlap had to happen one after another. Intervals are
         [sent, answered] as the client sees them (link latency included; a watch is answered at its
-        last event, a request still open never ends). With latency L the run lasts at least chain x L,
-        so the number shows a regression without a stopwatch. Computed by one sweep over the sorted
-        ends and starts: chain(r) = 1 + the longest chain among requests that ended before r started.
+        last event, a request still open never ends). With latency L the run lasts at least
+        len(chain) x L, so the length shows a regression without a stopwatch. At latency 0 almost
+        every request is answered before the next is sent, so the chain is nearly every request:
+        the count is meaningful with a latency. One sweep over the sorted ends and starts:
+        chain(r) = 1 + the longest chain among requests that ended before r started.
         """
+        reqs = list(self.requests)
         points: list[tuple[float, int, int]] = []  # (time, 0 = an end / 1 = a start, index); ends first on ties
-        for i, r in enumerate(list(self.requests)):
+        for i, r in enumerate(reqs):
             points.append((r.start, 1, i))
             if r.end is not None:
                 points.append((r.end, 0, i))
-        chain: dict[int, int] = {}
-        best = 0  # the longest chain among requests answered so far
+        chain: dict[int, tuple[int, int | None]] = {}  # index -> (chain length, previous request on it)
+        best: tuple[int, int | None] = (0, None)  # the longest chain among requests answered so far
         for _, kind, i in sorted(points):
             if kind == 1:
-                chain[i] = best + 1
-            else:
-                best = max(best, chain[i])
-        return max(chain.values(), default=0)
+                chain[i] = (best[0] + 1, best[1])
+            elif chain[i][0] > best[0]:
+                best = (chain[i][0], i)
+        if not chain:
+            return []
+        last: int | None = max(chain, key=lambda i: chain[i][0])
+        path = []
+        while last is not None:
+            path.append(reqs[last])
+            last = chain[last][1]
+        return path[::-1]
 
     # ---- synchronous object access (any thread) -----------------------------------------
 
