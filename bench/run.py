@@ -191,12 +191,17 @@ def bundle_args() -> list[str]:
     return [a for b in BUNDLES for a in ("-f", str(b))]
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+
+
 def header(title: str, what: str) -> None:
     print()
     print("=" * 100)
     print(title)
     print("=" * 100)
     print(what.strip())
+    print(f"(load average at the start of this section: {loadavg()} on {os.cpu_count()} cpus)")
     print()
 
 
@@ -574,9 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing upstream fixtures in {UPSTREAM}: {', '.join(missing)}")
         return 2
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"seedbed benchmarks  python {sys.version.split()[0]}  kubectl: "
-          f"{KUBECTL or 'absent (baselines skipped)'}  cpus: {os.cpu_count()}  load: {' '.join(load)}")
+          f"{KUBECTL or 'absent (baselines skipped)'}  cpus: {os.cpu_count()}  load: {loadavg()}  "
+          f"link RTTs: {', '.join(f'{ms:g} ms' for ms in opts.latency)}")
     if not GNU_TIME:
         print("(no /usr/bin/time: peak RSS of subprocesses includes this process's RSS before exec)")
     with tempfile.TemporaryDirectory(prefix="seedbed-bench-") as d:
@@ -590,8 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Summary")
     print("=" * 100)
     table(["goal", "measured", "result", "note"], [list(r) for r in SUMMARY])
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"\nload at the end: {' '.join(load)} on {os.cpu_count()} cpus (a shared machine: read the min-max spread)")
+    print(f"\nload at the end: {loadavg()} on {os.cpu_count()} cpus (a shared machine: read the min-max spread)")
     return 0
 
 

@@ -333,7 +333,8 @@ class Emulator:
         last event, a request still open never ends). With latency L the run lasts at least
         len(chain) x L, so the length shows a regression without a stopwatch. At latency 0 almost
         every request is answered before the next is sent, so the chain is nearly every request:
-        the count is meaningful with a latency. One sweep over the sorted ends and starts:
+        the count is meaningful with a latency. CPU time counts too: requests the (one-threaded)
+        emulator or a busy client handles one after another stop overlapping. One sweep over the sorted ends and starts:
         chain(r) = 1 + the longest chain among requests that ended before r started.
         """
         reqs = list(self.requests)
