@@ -58,6 +58,7 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
     from ..kube import Kube
     from . import archive as fmt
     from . import make_backup
+    from .collect import collect
 
     if not cfg.backup.recipients:
         raise ConfigError("backup.recipients is empty: the archive would have no one to decrypt it",
@@ -69,16 +70,18 @@ async def run_backup(cfg: Config, output_file: Path, out: Output, *, skip_volume
         kube = await Kube.connect(cfg.cluster, base_dir=cfg.base_dir)
     try:
         out.begin("Backup")
-        out.activity("bundling the in-cluster repository, reading the issuance ledger")
-        # Independent reads, concurrently: on a slow link each one after another costs its round trips.
-        bundle, (issuances, _), stored = await asyncio.gather(_git_bundle(cfg, kube, out), cluster_issuances(kube),
-                                                              stored_ledger(kube))
+        out.activity("bundling the in-cluster repository, reading certificates and Secrets")
+        # Independent reads, concurrently: on a slow link each one after another costs its round trips
+        # (and the bundle, through a port-forward, costs many).
+        bundle, (issuances, _), stored, collected = await asyncio.gather(
+            _git_bundle(cfg, kube, out), cluster_issuances(kube), stored_ledger(kube), collect(kube, cfg))
         ledger = Ledger.merge(issuances, stored)
-        out.activity("reading certificates and Secrets" + ("" if skip_volumes else ", backing up volumes"))
         if skip_volumes:
             cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
                 update={"volumes": [], "include_git_server_volume": False})})
-        result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger)
+        else:
+            out.activity("backing up volumes")
+        result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, collected=collected)
         fmt.write(output_file, result.ciphertext)
         entries = list(result.index.get("entries", {}))
         from ..status import record_backup
