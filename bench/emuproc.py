@@ -35,8 +35,13 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 class EmuProc:
     """A child process holding at most one emulator (or Lab) at a time."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        """latency_ms: the ROUND-TRIP time of the simulated link for every emulator this process starts
+        (tests/emulator/server.py, Emulator(latency=...): half on the way in, half on the way out,
+        watch events one way, one more round trip per new connection)."""
+        self.latency_ms = latency_ms
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve",
+                                      "--latency-ms", str(latency_ms)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                                      cwd=str(ROOT))
 
@@ -65,7 +70,8 @@ class EmuProc:
         self.call("reset")
 
     def stats(self) -> dict[str, Any]:
-        """Requests since the last reset: total, writes that changed state, write-method requests, by method."""
+        """Requests since the last reset: total, writes that changed state, write-method requests, by method,
+        and the sequential round trips on the critical path (Emulator.sequential_round_trips)."""
         return self.call("stats")
 
     def close(self) -> None:
@@ -88,6 +94,34 @@ class EmuProc:
 
 
 # --------------------------------------------------------------------------- server (child side)
+
+
+def _label(method: str, path: str, query: dict[str, str]) -> str:
+    """What a request was, for reading a critical path: discovery, or VERB resource[/subresource]."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] in ("version", "openapi", "healthz", "readyz", "livez") \
+            or (parts[0] == "api" and len(parts) <= 2) or (parts[0] == "apis" and len(parts) <= 3):
+        return "discovery"
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        verb = "WATCH" if query.get("watch") in ("1", "true") else "GET" if len(rest) > 1 else "LIST"
+    else:
+        verb = method
+    return f"{verb} {resource}"
+
+
+def _runs(labels: list[str]) -> str:
+    """Consecutive equal labels folded: 'discovery x3 > PATCH secrets > GET pods x2'."""
+    out: list[list[Any]] = []
+    for label in labels:
+        if out and out[-1][0] == label:
+            out[-1][1] += 1
+        else:
+            out.append([label, 1])
+    return " > ".join(f"{lab} x{n}" if n > 1 else lab for lab, n in out)
 
 
 def _populate_backup(emu: Any, secrets: int, certificates: int, namespaces: int) -> dict[str, Any]:
@@ -151,7 +185,7 @@ def _populate_backup(emu: Any, secrets: int, certificates: int, namespaces: int)
     return {"namespaces": names}
 
 
-def _serve() -> None:
+def _serve(latency: float) -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the protocol
     sys.path.insert(0, str(TESTS))
@@ -181,7 +215,7 @@ def _serve() -> None:
         try:
             if op == "fresh":
                 stop()
-                emu = Emulator().start()
+                emu = Emulator(latency=latency).start()
                 root = Path(cmd["root"])
                 root.mkdir(parents=True, exist_ok=True)
                 kc = emu.write_kubeconfig(root / "kubeconfig")
@@ -195,6 +229,7 @@ def _serve() -> None:
                 root.mkdir(parents=True, exist_ok=True)
                 lab = Lab(root).start()
                 emu = lab.emu
+                emu.latency = latency
                 tree = make_worktree(root / "gitops")
                 config = lab.write_config(tree)
                 reply = {"kubeconfig": str(lab.kubeconfig), "config": str(config)}
@@ -209,7 +244,9 @@ def _serve() -> None:
                 by_method: dict[str, int] = {}
                 for r in reqs:
                     by_method[r.method] = by_method.get(r.method, 0) + 1
-                reply = {"requests": len(reqs), "writes": emu.writes(),
+                path = emu.critical_path()
+                reply = {"requests": len(reqs), "writes": emu.writes(), "sequential": len(path),
+                         "critical_path": _runs([_label(r.method, r.path, r.query) for r in path]),
                          "write_requests": sum(1 for r in reqs if r.method in WRITE_METHODS),
                          "by_method": by_method,
                          "errors": sum(1 for r in reqs if r.status >= 400 and r.status != 404),
@@ -233,7 +270,7 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        _serve()
+    if sys.argv[1:2] == ["--serve"] and sys.argv[2:3] == ["--latency-ms"] and len(sys.argv) == 4:
+        _serve(float(sys.argv[3]) / 1000)
     else:
         sys.exit("bench/emuproc.py is started by bench/run.py (with --serve)")

@@ -325,10 +325,9 @@ async def test_dry_run_writes_nothing_and_shows_no_values(source: Kube, fresh: t
     await dest.create(ns("apps"))
     await dest.create(secret("apps", "web-tls", {"tls.crt": b"other"}))
     writes = dest.stats.writes
-    summaries = await restore.restore_all(dest, arc, dry_run=True)
+    summaries = await _sequence(dest, arc, dry_run=True).all()
     assert dest.stats.writes == writes
     text = "\n".join(line for s in summaries for line in s.lines()) + restore.dumps_summary(summaries)
-    text += "\n".join(restore.plan_restore(arc, set()).lines())
     assert "restore   Secret cert-manager/cloudflare-api-token" in text
     assert "skip      Secret apps/web-tls: exists (use --force to overwrite)" in text
     assert "Certificate apps/web" in text
@@ -377,7 +376,23 @@ async def _restore_cli_like(kube: Kube, path: Path, key: tuple[Path, str], ident
                             cluster: str = "homelab", other: bool = False) -> None:
     """What `seedbed restore ARCHIVE` does: verify everything first, then restore."""
     arc = open_(path, key, identity, cluster=cluster, other=other)
-    await restore.restore_all(kube, arc, timeout=30)
+    await _sequence(kube, arc, timeout=30).all()
+
+
+class _NoGitServer:
+    """A cluster without a Git server yet: `seedbed restore` skips the repository and says why."""
+
+    async def push_bundle(self, bundle: bytes) -> int:
+        from seedbed.errors import GitServerError
+
+        raise GitServerError("no Git server runs yet", fix="run `seedbed bootstrap --restore`")
+
+
+def _sequence(kube: Kube, arc: Any, **kw: Any) -> Any:
+    """The one restore sequence of `seedbed restore`."""
+    from seedbed.backup.sequence import Restore
+
+    return Restore(arc, kube, _NoGitServer(), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("case", ["wrong key", "truncated", "index", "entry", "version", "other cluster"])

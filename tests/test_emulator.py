@@ -593,6 +593,19 @@ async def test_faults(emulator: Emulator, api: aiohttp.ClientSession) -> None:
     assert len(events) == 1
 
 
+async def test_round_trips_are_counted_one_after_another_and_concurrent_ones_once(
+        emulator: Emulator, api: aiohttp.ClientSession) -> None:
+    """sequential_round_trips() is the longest chain of requests each sent after the previous was
+    answered; with a link latency, requests sent together overlap and count once."""
+    emulator.latency = 0.05
+    emulator.reset_requests()
+    for _ in range(3):
+        assert (await call(api, "GET", "/api/v1/namespaces/default"))[0] == 200
+    await asyncio.gather(*(call(api, "GET", "/api/v1/namespaces/default") for _ in range(4)))
+    assert (len(emulator.requests), emulator.sequential_round_trips()) == (7, 4)
+    emulator.latency = 0.0
+
+
 async def test_bearer_token_and_tls(tmp_path: Any) -> None:
     import ssl
 

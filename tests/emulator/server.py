@@ -12,6 +12,8 @@ import logging
 import re
 import ssl
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,10 @@ class RequestRecord:
     user_agent: str
     status: int = 0
     changed: bool = False  # the request changed stored state (a no-op apply did not)
+    # When the client sent it and when the client had the whole answer (time.monotonic(), link
+    # latency included; a watch ends at its last event): what sequential_round_trips() chains.
+    start: float = 0.0
+    end: float | None = None
 
 
 @dataclass
@@ -110,9 +116,19 @@ class Emulator:
     """A Kubernetes API server emulator. See tests/emulator/SIMPLIFICATIONS.md for what it leaves out."""
 
     def __init__(self, nodes: int = 1, tls: bool = False, token: str | None = None, host: str = "127.0.0.1",
-                 history: int = 10_000) -> None:
+                 history: int = 10_000, latency: float = 0.0) -> None:
         """nodes: Ready Nodes node-1..N; tls: HTTPS with a trustme CA; token: required bearer token;
-        history: how many watch events are kept for watches from a resourceVersion (older: 410)."""
+        history: how many watch events are kept for watches from a resourceVersion (older: 410);
+        latency: ROUND-TRIP time in seconds of a simulated network link between client and server.
+
+        The link is modelled as a real one adds delay (loopback itself adds ~0):
+        - every request: latency/2 before the server handles it (the request travelling in) and
+          latency/2 after (the response travelling out), so a write takes effect mid-way, as it would;
+        - every watch event reaches the client latency/2 after the server emitted it; events
+          travel concurrently (a burst of 100 events costs latency/2 once, not 100 times);
+        - a new TCP connection costs one extra round trip before its first request (the handshake),
+          two with TLS (TLS 1.3 adds one): clients that reuse connections are rewarded, as on a link.
+        Port-forward data frames are not delayed. `emu.latency` may be changed at any time."""
         self.host = host
         self.tls = tls
         self.token = token
@@ -121,7 +137,8 @@ class Emulator:
         self.store = Store(self.registry, history)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
-        self.latency = 0.0
+        self.latency = latency
+        self._connections: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self.requests: list[RequestRecord] = []
         self.port_forward_streams = 0
         self._faults: list[Fault] = []
@@ -304,6 +321,46 @@ class Emulator:
     def reset_requests(self) -> None:
         self.requests = []
 
+    def sequential_round_trips(self) -> int:
+        """How many requests (since the last reset) had to happen one after another: len(critical_path())."""
+        return len(self.critical_path())
+
+    def critical_path(self) -> list[RequestRecord]:
+        """The longest chain of requests (since the last reset) in which each one was sent only after
+        the previous one had been answered: the round trips on the client's critical path, in order.
+
+        Requests that overlap in time were in flight together (concurrency), so they count once;
+        a chain of requests that never overlap had to happen one after another. Intervals are
+        [sent, answered] as the client sees them (link latency included; a watch is answered at its
+        last event, a request still open never ends). With latency L the run lasts at least
+        len(chain) x L, so the length shows a regression without a stopwatch. At latency 0 almost
+        every request is answered before the next is sent, so the chain is nearly every request:
+        the count is meaningful with a latency. CPU time counts too: requests the (one-threaded)
+        emulator or a busy client handles one after another stop overlapping. One sweep over the sorted ends and starts:
+        chain(r) = 1 + the longest chain among requests that ended before r started.
+        """
+        reqs = list(self.requests)
+        points: list[tuple[float, int, int]] = []  # (time, 0 = an end / 1 = a start, index); ends first on ties
+        for i, r in enumerate(reqs):
+            points.append((r.start, 1, i))
+            if r.end is not None:
+                points.append((r.end, 0, i))
+        chain: dict[int, tuple[int, int | None]] = {}  # index -> (chain length, previous request on it)
+        best: tuple[int, int | None] = (0, None)  # the longest chain among requests answered so far
+        for _, kind, i in sorted(points):
+            if kind == 1:
+                chain[i] = (best[0] + 1, best[1])
+            elif chain[i][0] > best[0]:
+                best = (chain[i][0], i)
+        if not chain:
+            return []
+        last: int | None = max(chain, key=lambda i: chain[i][0])
+        path = []
+        while last is not None:
+            path.append(reqs[last])
+            last = chain[last][1]
+        return path[::-1]
+
     # ---- synchronous object access (any thread) -----------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -384,15 +441,20 @@ class Emulator:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         rec = RequestRecord(request.method, request.path, dict(request.query),
-                            request.headers.get("User-Agent", ""))
+                            request.headers.get("User-Agent", ""), start=time.monotonic())
         self.requests.append(rec)
         CURRENT_REQUEST.set(rec)
         resp: web.StreamResponse
+        one_way = self.latency / 2
         try:
             if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             fault = self._match_fault(request)
-            delay = self.latency + (fault.latency if fault else 0.0)
+            delay = one_way + (fault.latency if fault else 0.0)
+            transport = request.transport
+            if self.latency and transport is not None and transport not in self._connections:
+                self._connections.add(transport)
+                delay += self.latency * (2 if self.tls else 1)  # TCP handshake (+ TLS 1.3) on a new connection
             if delay:
                 await asyncio.sleep(delay)
             if fault is not None and fault.status:
@@ -406,6 +468,10 @@ class Emulator:
             log.exception("emulator: %s %s failed", request.method, request.path)
             resp = _json(status_body(500, f"emulator error: {e!r}"), 500)
         rec.status = resp.status
+        if not resp.prepared:  # a watch or port-forward has streamed already; its end is set there
+            if one_way:
+                await asyncio.sleep(one_way)  # the response travelling back
+            rec.end = time.monotonic()
         return resp
 
     async def _dispatch(self, request: web.Request, fault: Fault | None) -> web.StreamResponse:
@@ -668,34 +734,58 @@ class Emulator:
                         w.offer(ev)
         if expired is None:
             self.store.watchers.add(w)
+        rec = CURRENT_REQUEST.get()
+        loop = asyncio.get_running_loop()
+        one_way = self.latency / 2
+        # With a link, each event is stamped when the server emits it and written one way later; a
+        # separate task stamps them so that waiting for one event's delay never delays the next one.
+        events: asyncio.Queue[tuple[float, tuple[Any, str] | None]] = asyncio.Queue()
+
+        async def stamp() -> None:
+            while True:
+                item = await w.queue.get()
+                events.put_nowait((loop.time(), item))
+                if item is None:
+                    return
+
+        stamper = asyncio.create_task(stamp()) if one_way else None
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
                                                        "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
         try:
+            if one_way:
+                await asyncio.sleep(one_way)  # the headers and the initial events travelling back
             await resp.prepare(request)
+            rec.end = time.monotonic()
             if expired is not None:
                 await resp.write(expired)
                 await resp.write_eof()
                 return resp
             timeout = float(request.query.get("timeoutSeconds") or 1800)
-            deadline = asyncio.get_running_loop().time() + timeout
+            deadline = loop.time() + timeout
             sent = 0
             pending = list(initial)
             while True:
                 if pending:
                     await resp.write(pending.pop(0))
                 else:
-                    remaining = deadline - asyncio.get_running_loop().time()
+                    remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
                     try:
-                        item = await asyncio.wait_for(w.queue.get(), remaining)
+                        if stamper is None:
+                            item = await asyncio.wait_for(w.queue.get(), remaining)
+                        else:
+                            at, item = await asyncio.wait_for(events.get(), remaining)
+                            if item is not None and at + one_way > loop.time():
+                                await asyncio.sleep(at + one_way - loop.time())
                     except TimeoutError:
                         break
                     if item is None:
                         break
                     ev, type_ = item
                     await resp.write(ev.line(type_, info.api_version))
+                rec.end = time.monotonic()
                 sent += 1
                 if fault is not None and fault.drop_watch and sent == 1:
                     # Cut the stream mid-response, as a dropped connection would.
@@ -707,6 +797,8 @@ class Emulator:
             pass
         finally:
             self.store.watchers.discard(w)
+            if stamper is not None:
+                stamper.cancel()
         return resp
 
     async def _access_review(self, request: web.Request, info: ResourceInfo) -> web.Response:
@@ -755,6 +847,7 @@ class Emulator:
                                 f"supports [{PORT_FORWARD_PROTOCOL}]", "BadRequest")
         ws = web.WebSocketResponse(protocols=(PORT_FORWARD_PROTOCOL,), max_msg_size=0, autoping=True)
         await ws.prepare(request)
+        CURRENT_REQUEST.get().end = time.monotonic()  # the upgrade is answered; the stream itself is not timed
         self.port_forward_streams += 1
         self._sockets.add(ws)
         try:

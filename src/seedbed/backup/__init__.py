@@ -26,13 +26,10 @@ from .archive import (
 )
 from .collect import collect, extra_entries
 from .restore import (
-    RestorePlan,
     Summary,
     git_bundle,
     git_bundle_name,
     ledger,
-    plan_restore,
-    restore_all,
     restore_cert_manager,
     restore_secrets,
     restore_volumes,
@@ -53,16 +50,19 @@ class BackupResult:
 
 async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None, ledger: Any = None,
                       volume_timeout: float = 1800, now: datetime | None = None,
-                      signing_key: Ed25519PrivateKey | None = None) -> BackupResult:
+                      signing_key: Ed25519PrivateKey | None = None,
+                      collected: dict[str, bytes] | None = None) -> BackupResult:
     """Collect, take the Longhorn backups, build and encrypt; the caller writes ``ciphertext``.
 
     ``git_bundle`` is the repository bundle (seedbed.git, through the port-forward) and ``ledger``
     the issuance ledger; both are passed in so this package stays free of Git and HTTP.
+    ``collected``: what :func:`collect` returned, when the caller read it already (concurrently
+    with the bundle, so that a slow link pays for the longer of the two, not for both).
     """
     # Fail on the keys before anything slow (or a Longhorn backup) happens.
     encrypt(b"", cfg.backup.recipients)
     now = now or datetime.now(UTC)
-    entries = await collect(kube, cfg)
+    entries = collected if collected is not None else await collect(kube, cfg)
     volumes = await backup_volumes(kube, cfg, timeout=volume_timeout, now=now)
     entries.update(extra_entries(git_bundle=git_bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
                                  ledger=ledger, volumes=volumes))
@@ -75,8 +75,8 @@ async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None
 
 
 __all__ = [
-    "FORMAT_VERSION", "Archive", "BackupResult", "RestorePlan", "Summary", "backup_volumes", "build", "collect",
+    "FORMAT_VERSION", "Archive", "BackupResult", "Summary", "backup_volumes", "build", "collect",
     "encrypt", "extra_entries", "git_bundle", "git_bundle_name", "keygen", "ledger", "make_backup", "open_archive",
-    "open_bytes", "plan_restore", "restore_all", "restore_cert_manager", "restore_objects", "restore_secrets",
+    "open_bytes", "restore_cert_manager", "restore_objects", "restore_secrets",
     "restore_volumes", "write",
 ]

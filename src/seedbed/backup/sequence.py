@@ -11,6 +11,7 @@ before the first phase, and each phase is the same code.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -97,7 +98,10 @@ class Restore:
 
     async def all(self) -> list[Summary]:
         """Every phase, in order (`seedbed restore`)."""
-        summaries = [await self.volumes(), await self.secrets(), await self.cert_manager()]
+        if self.dry_run:  # only reads: one round of them, not three
+            summaries = list(await asyncio.gather(self.volumes(), self.secrets(), self.cert_manager()))
+        else:
+            summaries = [await self.volumes(), await self.secrets(), await self.cert_manager()]
         git = await self.repository()
         if git.items:
             summaries.append(git)

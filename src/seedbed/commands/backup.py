@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     """Take the backup into ``target`` (from :func:`check_backup`) and write the archive."""
     from ..backup import archive as fmt
     from ..backup import make_backup
+    from ..backup.collect import collect
     from ..certs.history import cluster_issuances, stored_ledger
     from ..certs.ledger import Ledger
     from ..errors import SeedbedError
@@ -83,19 +85,27 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     # Connected, nothing read yet: the key that signs the archive must be there before any backup work.
     signing_key = _signing_key(cfg)
     out.begin("Backup")
-    out.activity("bundling the in-cluster repository")
-    try:
-        bundle = await clients.gitserver.bundle()
-    except SeedbedError as e:
-        out.warn(f"repository not backed up: {e.message}")
-        bundle = None
-    issuances, _ = await cluster_issuances(kube)
-    ledger = Ledger.merge(issuances, await stored_ledger(kube))
-    out.activity("reading certificates and Secrets" + ("" if skip_volumes else ", backing up volumes"))
+    out.activity("bundling the in-cluster repository, reading certificates and Secrets")
+
+    async def bundle_or_none() -> bytes | None:
+        try:
+            return await clients.gitserver.bundle()
+        except SeedbedError as e:
+            out.warn(f"repository not backed up: {e.message}")
+            return None
+
+    # Independent reads, concurrently: on a slow link each one after another costs its round trips
+    # (and the bundle, through a port-forward, costs many).
+    bundle, (issuances, _), stored, collected = await asyncio.gather(
+        bundle_or_none(), cluster_issuances(kube), stored_ledger(kube), collect(kube, cfg))
+    ledger = Ledger.merge(issuances, stored)
     if skip_volumes:
         cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
             update={"volumes": [], "include_git_server_volume": False})})
-    result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, signing_key=signing_key)
+    else:
+        out.activity("backing up volumes")
+    result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, signing_key=signing_key,
+                               collected=collected)
     fmt.write(target, result.ciphertext)
     entries = list(result.index.get("entries", {}))
     await record_backup(kube, target.path.name, len(entries))
