@@ -501,7 +501,7 @@ class _Reader:
         if built.error:
             self.repo.problems.append(Problem(
                 where[0], where[1], "warning",
-                f"Flux Kustomization {k.ref} cannot be built from ./{k.path}: {built.error}; nothing in it is checked",
+                f"Flux Kustomization {k.ref} cannot be built from ./{k.path.strip('.')}: {built.error}; nothing in it is checked",
                 "make `kustomize build` of the path succeed (Flux fails the same way)"))
             return []
         self.repo.builds.append(k.path)
@@ -609,6 +609,14 @@ def _clean_path(path: str) -> str:
     return posixpath.normpath(posixpath.join("/", path.strip())).lstrip("/") or "."
 
 
+# What source-controller leaves out of the artifact it serves kustomize-controller
+# (fluxcd/source-controller internal/controller/gitrepository_controller.go -> pkg/sourceignore
+# VCSPatterns and default exclusions); .sourceignore files are not read.
+_IGNORED_DIRS = {".git", ".github", ".circleci"}
+_IGNORED_FILES = {".travis.yml", ".gitlab-ci.yml", "appveyor.yml", ".drone.yml", "cloudbuild.yaml",
+                  "codeship-services.yml", "codeship-steps.yml", ".goreleaser.yml", ".sops.yaml", ".flux.yaml"}
+
+
 def _generated_resources(folder: Path) -> list[str]:
     """The resource list kustomize-controller generates for a path without kustomization.yaml."""
     out: list[str] = []
@@ -617,15 +625,17 @@ def _generated_resources(folder: Path) -> list[str]:
         here = Path(dirpath)
         keep = []
         for d in dirnames:
+            if d in _IGNORED_DIRS:
+                continue
             if any((here / d / name).is_file() for name in KUSTOMIZATION_FILES):
                 out.append((here / d).relative_to(folder).as_posix())
             else:
                 keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
-            if f.endswith((".yaml", ".yml")):
+            if f.endswith((".yaml", ".yml")) and f not in _IGNORED_FILES:
                 out.append((here / f).relative_to(folder).as_posix())
-    return out
+    return sorted(out, key=lambda p: p.split("/"))  # Go's filepath.Walk order: lexical, depth first
 
 
 def _substituted_docs(text: str, variables: dict[str, str], unknown: bool) -> list[str]:

@@ -1077,7 +1077,14 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
 
     # Report in reading order, file by file; the checks themselves run object by object.
     report.findings.sort(key=lambda f: (f.file, f.line))
-    if not releases and not workloads and not others:
+    unbuilt = [k for k in flux.kustomizations if k.path not in flux.builds]
+    if not releases and not workloads and not others and unbuilt:
+        report.findings.append(Finding(
+            ".", 0, "unverified",
+            f"no Git server found, but {len(unbuilt)} Flux Kustomization(s) could not be read "
+            f"({', '.join(k.ref for k in unbuilt[:5])}{', ...' if len(unbuilt) > 5 else ''}): the Git server "
+            "may be in one of them", "make those paths build (see the warnings above), then check again"))
+    elif not releases and not workloads and not others:
         report.findings.append(Finding(
             ".", 0, "warning",
             f"no Git server in what Flux applies from {cfg.flux_path} (no Gitea/Forgejo HelmRelease, Deployment or "
