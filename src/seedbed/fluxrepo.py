@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -111,10 +112,27 @@ def _kustomize_message(stderr: str) -> str:
 
 def find_kustomize() -> Kustomize:
     """A ``kustomize`` binary when present (it is usually newer), else ``kubectl kustomize``."""
-    if shutil.which("kustomize"):
+    return _find_kustomize(os.environ.get("PATH", ""))
+
+
+@functools.cache
+def _find_kustomize(search_path: str) -> Kustomize:
+    if shutil.which("kustomize", path=search_path):
         return Kustomize(("kustomize", "build"))
-    if shutil.which("kubectl"):
-        return Kustomize(("kubectl", "kustomize"))
+    kubectl = shutil.which("kubectl", path=search_path)
+    if kubectl:
+        # kubectl before 1.21 embeds kustomize v2, which knows neither the flags nor today's fields.
+        try:
+            out = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout
+            version = str(yamlutil.safe_json(out, what="kubectl version").get("kustomizeVersion") or "")
+        except (OSError, subprocess.TimeoutExpired, SeedbedError, AttributeError):
+            version = ""
+        if version.startswith("v5"):
+            return Kustomize((kubectl, "kustomize"))
+        raise KustomizeError(
+            f"kubectl embeds kustomize {version or 'of an unknown version'}; reading the repository as Flux does "
+            "needs kustomize v5", fix="install kubectl 1.27 or later, or a kustomize v5 binary")
     raise KustomizeError(
         "reading the repository as Flux does needs kustomize, and neither `kustomize` nor `kubectl` "
         "(whose `kubectl kustomize` embeds kustomize v5) is on PATH",

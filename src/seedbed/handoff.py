@@ -1053,6 +1053,8 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
     gs = cfg.git_server
     for p in flux.problems:
         checker.add(p.file, p.line, "error" if p.severity == "error" else "warning", p.message, p.fix)
+    if not flux.kustomizations:  # the Flux path itself is missing: that is the one thing to say
+        return report
 
     releases = [(doc, chart) for doc in repo.docs if (chart := checker.helm_chart(doc))]
     for doc, chart in releases:
