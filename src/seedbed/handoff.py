@@ -1030,6 +1030,106 @@ def _find_image(values: Val) -> tuple[Val, str] | None:
     return None
 
 
+# --------------------------------------------------------------------------- the live hand-over
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """SHA256 fingerprints (``SHA256:...``) of the Git server's SSH host key, from three places."""
+
+    secret: str | None  # the public half of the host-key Secret
+    pinned: str | None  # the key Flux's known_hosts pins (in Flux's Git credentials Secret)
+    served: str | None = None  # what the running server presents (an SSH handshake); None if not probed
+
+
+_ROLLBACK = ("roll the Git server back to the last commit that worked (`git revert` the change and push it "
+             "through `seedbed`'s port-forward, or suspend its HelmRelease and `helm rollback`), then see "
+             "`seedbed check-handoff`")
+
+
+def check_live(cfg: Config, *, service: dict[str, Any] | None, workload: dict[str, Any] | None,
+               host_keys: HostKeys, git_repository: dict[str, Any] | None,
+               branch_head: str | None = None) -> list[Finding]:
+    """The hand-over as it runs: is the Git server Flux fetches from still the bootstrap's?
+
+    Pure: the caller reads the objects (the Service ``gitServer.sshService``, the Deployment or
+    StatefulSet whose pods it selects, the GitRepository Flux syncs from) and the fingerprints; this
+    says what is wrong, one finding per cause, each with the way back. Findings name the object
+    (``Service gitea/gitea-ssh``) with line 0.
+    """
+    gs = cfg.git_server
+    out: list[Finding] = []
+
+    def add(where: str, message: str, fix: str, severity: Severity = "error") -> None:
+        out.append(Finding(where, 0, severity, message, fix))
+
+    svc_ref = f"Service {gs.namespace}/{gs.ssh_service}"
+    if service is None:
+        add(svc_ref, "the SSH Service Flux's GitRepository URL names does not exist", _ROLLBACK)
+    if workload is None:
+        add(svc_ref, "no Deployment or StatefulSet serves the SSH Service: Flux cannot fetch", _ROLLBACK)
+    pod = ((workload or {}).get("spec") or {}).get("template") or {}
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if service is not None:
+        spec = service.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if workload is not None and (not selector or any(labels.get(k) != v for k, v in selector.items())):
+            add(svc_ref, f"the Service's selector {selector} does not select the Git server's pods {labels}",
+                _ROLLBACK)
+        port = next((p for p in spec.get("ports") or [] if p.get("port") == SSH_PORT), None)
+        if port is None:
+            add(svc_ref, f"the Service has no port {SSH_PORT}: Flux's GitRepository URL uses it", _ROLLBACK)
+        else:
+            target = port.get("targetPort", SSH_PORT)
+            if isinstance(target, str):  # a named port: the container's port of that name
+                named = [p.get("containerPort") for c in containers for p in c.get("ports") or []
+                         if p.get("name") == target]
+                target = named[0] if named else target
+            if target != SSH_LISTEN_PORT:
+                add(svc_ref, f"the Service sends port {SSH_PORT} to {target}, but the rootless server listens on "
+                    f"{SSH_LISTEN_PORT}", _ROLLBACK)
+            if spec.get("clusterIP") == "None":
+                add(svc_ref, "the Service is headless: no port mapping, Flux reaches the pod's port 22", _ROLLBACK)
+    if workload is not None:
+        meta = workload.get("metadata") or {}
+        ref = f"{workload.get('kind', 'Deployment')} {meta.get('namespace', gs.namespace)}/{meta.get('name', '?')}"
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        claims = [(v.get("persistentVolumeClaim") or {}).get("claimName") for v in volumes]
+        secrets = [(v.get("secret") or {}).get("secretName") for v in volumes]
+        if gs.pvc_name not in claims:
+            add(ref, f"the Git server does not mount the claim {gs.pvc_name!r} that holds the repository "
+                f"(it mounts {[c for c in claims if c] or 'no claim'})", _ROLLBACK)
+        if gs.host_key_secret not in secrets:
+            add(ref, f"the Git server does not mount the host key Secret {gs.host_key_secret!r}: it presents "
+                "another key, and Flux's known_hosts stops matching", _ROLLBACK)
+        strategy = ((workload.get("spec") or {}).get("strategy") or {}).get("type")
+        if workload.get("kind", "Deployment") == "Deployment" and strategy not in {None, "Recreate"}:
+            add(ref, f"update strategy {strategy}: during an upgrade two pods would share the claim (or the new "
+                "one waits forever for the volume)", "set the strategy to Recreate", "warning")
+    key_ref = f"Secret {gs.namespace}/{gs.host_key_secret}"
+    if host_keys.secret and host_keys.pinned and host_keys.secret != host_keys.pinned:
+        add(key_ref, f"the host key Secret holds {host_keys.secret}, but Flux's known_hosts pins {host_keys.pinned}",
+            "restore the host key Secret from the backup (`seedbed restore`), or re-pin with `seedbed bootstrap`")
+    if host_keys.served and host_keys.pinned and host_keys.served != host_keys.pinned:
+        add(svc_ref, f"the Git server presents host key {host_keys.served}, but Flux's known_hosts pins "
+            f"{host_keys.pinned}", _ROLLBACK)
+    source_ref = f"GitRepository {cfg.flux.secret}"
+    if git_repository is None:
+        add(source_ref, "Flux's GitRepository does not exist", "run `seedbed bootstrap` again")
+    else:
+        status = git_repository.get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None or ready.get("status") != "True":
+            why = (ready or {}).get("message") or "no Ready condition yet"
+            add(source_ref, f"Flux cannot fetch the repository: {why}", _ROLLBACK)
+        revision = str((status.get("artifact") or {}).get("revision") or "")
+        if branch_head and ready is not None and ready.get("status") == "True" and not revision.endswith(branch_head):
+            add(source_ref, f"Flux has revision {revision or 'none'}, not the branch head {branch_head}",
+                "wait one interval, or `flux reconcile source git flux-system`", "warning")
+    return out
+
+
 # --------------------------------------------------------------------------- entry point
 
 
