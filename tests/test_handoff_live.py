@@ -26,7 +26,10 @@ def bootstrap_objects():
     return service, workload
 
 
-def run(service, workload, keys=HostKeys(KEY, KEY, KEY), repo=READY, head="abc123"):
+SAME = HostKeys(KEY, KEY, KEY)
+
+
+def run(service, workload, keys=SAME, repo=READY, head="abc123"):
     return check_live(CFG, service=service, workload=workload, host_keys=keys, git_repository=repo, branch_head=head)
 
 
