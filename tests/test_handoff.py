@@ -390,3 +390,12 @@ def test_json_form(tmp_path):
     data = check_handoff(repo, CFG).as_dict()
     assert data["ok"] is False
     assert data["findings"][0]["file"] == "apps/gitea/values.yaml" and data["findings"][0]["severity"] == "error"
+
+
+def test_the_readme_example_output_is_a_real_run():
+    """The README's hand-over section shows check-handoff's output on tests/fixtures/handoff/readme-example."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- check-handoff example:", 1)[1].split("```console\n$ seedbed check-handoff\n", 1)[1]
+    shown = block.split("```", 1)[0].rstrip("\n")
+    report = check_handoff(FIXTURES / "readme-example", Config())
+    assert shown == report.format(), "README.md's check-handoff example is out of date: paste a new run"
