@@ -435,11 +435,13 @@ class _Reader:
         try:
             root_path = _clean_path(flux_path)
             if not (self.tree / root_path).is_dir():
+                # seedbed commits only <path>/flux-system/ to the in-cluster repository: from a tree
+                # without the folder, Flux applies nothing else.
                 self.repo.problems.append(Problem(
-                    ".", 0, "error",
-                    f"the cluster's Flux path {flux_path!r} is not a folder of the repository: Flux would apply "
-                    "nothing from it", "set flux.path in seedbed.yaml to the folder your cluster syncs "
-                    "(clusters/<name> for `flux bootstrap`)"))
+                    ".", 0, "warning",
+                    f"the cluster's Flux path {root_path} is not in the repository: Flux applies only the "
+                    "flux-system/ files seedbed commits there, so nothing in this tree is applied",
+                    f"add {root_path}/ with the manifests (or Flux Kustomizations pointing at them) Flux should apply"))
                 return self.repo
             root = FluxKustomization("flux-system", "flux-system", root_path, "", 0)
             self._walk([root])
