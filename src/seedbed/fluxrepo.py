@@ -42,7 +42,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -698,8 +698,3 @@ def envsubst(text: str, variables: dict[str, str], *, keep_unset: bool = False) 
         return value
 
     return _ENVSUBST.sub(one, text)
-
-
-def iter_kinds(repo: Repo, kinds: Iterable[str]) -> list[Obj]:
-    wanted = set(kinds)
-    return [o for o in repo.objects if o.kind in wanted]
