@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seedbed.config import Config, GitServerConfig
+from seedbed.config import Config, FluxConfig, GitServerConfig
 from seedbed.handoff import (
     RECOMMENDED_VALUES,
     Finding,
@@ -29,7 +29,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "handoff"
 MARK = re.compile(r"#\s*expect:\s*([a-z, ]+)$")
 RELEASE_MARK = re.compile(r"#\s*expect-release:\s*([a-z, ]+)$")
 
-CFG = Config()
+# The test repositories are whole Flux paths: the cluster syncs their root.
+ROOT = FluxConfig(path=".")
+CFG = Config(flux=ROOT)
 
 # The HelmRelease that reads a values file through kustomize's configMapGenerator (a common layout).
 RELEASE = """\
@@ -68,6 +70,17 @@ configurations:
   - kustomizeconfig.yaml
 """
 
+# kustomize's nameReference for HelmRelease valuesFrom, so the generated name (with its hash) is
+# written into the release (the layout of the fluxcd/flux2-kustomize-helm-example repository).
+KUSTOMIZECONFIG = """\
+nameReference:
+  - kind: ConfigMap
+    version: v1
+    fieldSpecs:
+      - path: spec/valuesFrom/name
+        kind: HelmRelease
+"""
+
 
 def expected_marks(text: str, file: str) -> Counter[tuple[str, int, str]]:
     marks: Counter[tuple[str, int, str]] = Counter()
@@ -90,6 +103,7 @@ def values_repo(tmp_path: Path, values_fixture: str) -> tuple[Path, Counter[tupl
     (app / "values.yaml").write_text(text)
     (app / "release.yaml").write_text(RELEASE)
     (app / "kustomization.yaml").write_text(KUSTOMIZATION)
+    (app / "kustomizeconfig.yaml").write_text(KUSTOMIZECONFIG)
     expected = expected_marks(text, "apps/gitea/values.yaml")
     for line in text.splitlines():
         if m := RELEASE_MARK.search(line):
@@ -122,7 +136,9 @@ def test_real_world_values_pass(tmp_path):
     assert report.ok, explain(report)
     assert report.findings == [], explain(report)
     assert "HelmRelease gitea/gitea (chart gitea) in apps/gitea/release.yaml" in report.found
-    assert "values for gitea from ConfigMap gitea-values (apps/gitea/values.yaml)" in report.found
+    # The ConfigMap as applied: kustomize's generator appends a content hash to its name.
+    assert any(f.startswith("values for gitea from ConfigMap gitea-values-") and f.endswith("(apps/gitea/values.yaml)")
+               for f in report.found), report.found
 
 
 @pytest.mark.parametrize("fixture", [*sorted(p.name for p in FIXTURES.glob("values-bad-*.yaml")), "values-chart-defaults.yaml"])
@@ -200,7 +216,7 @@ def test_unreadable_values_downgrade_missing_keys_to_warnings(tmp_path):
 
 def test_forgejo_chart_matches_only_a_forgejo_bootstrap(tmp_path):
     repo, _ = fixture_repo(tmp_path, "release-forgejo.yaml")
-    forgejo = Config(git_server=GitServerConfig(flavor="forgejo"))
+    forgejo = Config(flux=ROOT, git_server=GitServerConfig(flavor="forgejo"))
     report = check_handoff(repo, forgejo)
     assert report.findings == [], explain(report)
     assert "HelmRelease gitea/forgejo (chart forgejo) in gitea/release-forgejo.yaml" in report.found
@@ -218,7 +234,7 @@ def test_wrong_namespace(tmp_path):
 
 
 def test_custom_names_in_seedbed_yaml(tmp_path):
-    cfg = Config(git_server=GitServerConfig(pvc_name="git-data", ssh_service="git-ssh", http_service="git-http",
+    cfg = Config(flux=ROOT, git_server=GitServerConfig(pvc_name="git-data", ssh_service="git-ssh", http_service="git-http",
                                             host_key_secret="git-host-key"))
     repo, _ = fixture_repo(tmp_path, "release-good.yaml")
     report = check_handoff(repo, cfg)
@@ -242,7 +258,7 @@ def helmrelease_with(values: str) -> str:
                     host_key_secret="forge-host-key"),
 ], ids=["default", "forgejo", "custom-names"])
 def test_recommended_values_pass_their_own_lint(tmp_path, git_server):
-    cfg = Config(git_server=git_server)
+    cfg = Config(flux=ROOT, git_server=git_server)
     values = recommended_values(cfg)
     yaml.safe_load(values)  # valid YAML on its own
     release = helmrelease_with(values).replace("namespace: gitea", f"namespace: {git_server.namespace}")
@@ -263,7 +279,7 @@ def test_recommended_values_constant_is_the_default_rendering():
 
 
 def test_service_names_without_a_common_prefix_cannot_be_reached_by_the_chart():
-    cfg = Config(git_server=GitServerConfig(ssh_service="ssh", http_service="web"))
+    cfg = Config(flux=ROOT, git_server=GitServerConfig(ssh_service="ssh", http_service="web"))
     values = recommended_values(cfg)
     assert "fullnameOverride" not in yaml.safe_load(values)
     assert "rename" in values
@@ -318,14 +334,20 @@ def test_nothing_found_is_a_warning(tmp_path):
     assert report.found == []
 
 
-def test_broken_yaml_mentioning_gitea_is_a_warning_and_templates_are_ignored(tmp_path):
+def test_a_path_kustomize_cannot_build_is_named_and_never_called_ok(tmp_path):
+    """kustomize-controller lists every .yaml file of a path without kustomization.yaml
+    (fluxcd/pkg kustomize/kustomize_generator.go generateKustomization), so broken YAML fails the
+    whole path, as Flux would; nothing in it is checked, and the report does not say OK."""
     (tmp_path / "chart" / "templates").mkdir(parents=True)
     (tmp_path / "chart" / "templates" / "svc.yaml").write_text("name: {{ .Release.Name }}\n  bad: [\n")
     (tmp_path / "gitea.yaml").write_text("kind: HelmRelease\nmetadata: {name: gitea\n")
     report = check_handoff(tmp_path, CFG)
-    files = [(f.file, f.severity) for f in report.findings]
-    assert ("gitea.yaml", "warning") in files
-    assert all(f != "chart/templates/svc.yaml" for f, _ in files)
+    build, nothing = report.findings
+    assert (build.file, build.severity) == (".", "warning")
+    assert "cannot be built" in build.message and "chart/templates/svc.yaml" in build.message
+    assert nothing.severity == "unverified" and "could not be read (flux-system/flux-system)" in nothing.message
+    assert not report.ok
+    assert report.format().splitlines()[-1] == "hand-over NOT verified: 0 error(s), 1 warning(s), 1 not verified"
 
 
 def test_finding_format():
@@ -347,7 +369,7 @@ def test_the_bootstrap_servers_own_manifests_pass(tmp_path, flavor):
     from seedbed.sshkeys import generate_ed25519
     from seedbed.yamlutil import dump_all
 
-    cfg = Config(git_server=GitServerConfig(flavor=flavor))
+    cfg = Config(flux=ROOT, git_server=GitServerConfig(flavor=flavor))
     objects = render_git_server(cfg, admin_password="x" * 32, host_key=generate_ed25519("test host key"))
     (tmp_path / "gitea.yaml").write_text(dump_all(objects))
     report = check_handoff(tmp_path, cfg)
@@ -368,3 +390,12 @@ def test_json_form(tmp_path):
     data = check_handoff(repo, CFG).as_dict()
     assert data["ok"] is False
     assert data["findings"][0]["file"] == "apps/gitea/values.yaml" and data["findings"][0]["severity"] == "error"
+
+
+def test_the_readme_example_output_is_a_real_run():
+    """The README's hand-over section shows check-handoff's output on tests/fixtures/handoff/readme-example."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- check-handoff example:", 1)[1].split("```console\n$ seedbed check-handoff\n", 1)[1]
+    shown = block.split("```", 1)[0].rstrip("\n")
+    report = check_handoff(FIXTURES / "readme-example", Config())
+    assert shown == report.format(), "README.md's check-handoff example is out of date: paste a new run"

@@ -17,21 +17,20 @@ finding names a file and line (the offending key, or the object when a key is mi
 
 from __future__ import annotations
 
-import base64
-import binascii
 import posixpath
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from . import fluxrepo
 from .config import Config
+from .errors import SeedbedError
+from .fluxrepo import Val
 from .render.gitserver import DATA_DIR, HOST_KEY_DIR, HOST_KEY_FILE, HTTP_PORT, SSH_LISTEN_PORT, SSH_PORT
 
-Severity = Literal["error", "warning"]
+# "unverified": a Git server seedbed found but could not check; never reported as OK.
+Severity = Literal["error", "warning", "unverified"]
 
 # The bootstrap Deployment's side of the contract, from the module that renders it.
 DATA_PATH = DATA_DIR
@@ -60,7 +59,6 @@ _CHART_DEFAULTS: dict[str, dict[tuple[str, ...], Any]] = {
 
 _DB_SUBCHARTS = ("postgresql-ha", "postgresql", "mariadb", "mysql")
 _HOST_KEYS_ENV = "GITEA__SERVER__SSH_SERVER_HOST_KEYS"
-_KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
 # --------------------------------------------------------------------------- results
@@ -83,15 +81,22 @@ class Finding:
 class HandoffReport:
     findings: list[Finding] = field(default_factory=list)
     found: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # SOPS-encrypted files Flux decrypts and seedbed cannot
+    read: str = ""  # what was read, e.g. "12 Flux Kustomizations from clusters/homelab (340 objects)"
 
     @property
     def ok(self) -> bool:
-        """True when nothing would lose the repository or Flux's access (warnings allowed)."""
-        return not self.errors
+        """True when nothing would lose the repository or Flux's access and every Git server found
+        could be checked (warnings allowed)."""
+        return not self.errors and not self.unverified
 
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def unverified(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "unverified"]
 
     @property
     def warnings(self) -> list[Finding]:
@@ -99,7 +104,7 @@ class HandoffReport:
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--output json``."""
-        return {"ok": self.ok, "found": list(self.found),
+        return {"ok": self.ok, "found": list(self.found), "read": self.read, "unreadable": list(self.unreadable),
                 "findings": [{"file": f.file, "line": f.line, "severity": f.severity, "message": f.message,
                               "fix": f.fix} for f in self.findings]}
 
@@ -107,16 +112,26 @@ class HandoffReport:
         return self.format()
 
     def format(self) -> str:
-        """The report as the CLI prints it: what was recognised, then each finding with its fix."""
-        lines = [f"found: {item}" for item in self.found]
+        """The report as the CLI prints it: what was read and recognised, each finding with its fix,
+        then one summary line with the counts."""
+        lines = [f"read: {self.read}"] if self.read else []
+        lines += [f"found: {item}" for item in self.found]
+        if self.unreadable:
+            lines.append(f"not readable: {len(self.unreadable)} SOPS-encrypted file(s) (Flux decrypts them; "
+                         "seedbed does not): " + ", ".join(self.unreadable))
         for f in self.findings:
             lines.append(str(f))
             if f.fix:
                 lines.append(f"  fix: {f.fix}")
-        if self.ok:
-            lines.append("hand-over OK" + (f" ({len(self.warnings)} warning(s))" if self.warnings else ""))
+        counts = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        if self.unverified:
+            counts += f", {len(self.unverified)} not verified"
+        if self.errors:
+            lines.append(f"hand-over would break: {counts}")
+        elif self.unverified:
+            lines.append(f"hand-over NOT verified: {counts}")
         else:
-            lines.append(f"hand-over would break: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+            lines.append("hand-over OK" + (f" ({len(self.warnings)} warning(s))" if self.warnings else ""))
         return "\n".join(lines)
 
 
@@ -185,63 +200,7 @@ gitea:
 RECOMMENDED_VALUES = recommended_values(Config())
 
 
-# --------------------------------------------------------------------------- YAML with positions
-
-
-@dataclass
-class Val:
-    """A YAML value that remembers where it was written (the key's line for mapping entries)."""
-
-    value: Any  # dict[str, Val] | list[Val] | scalar
-    file: str
-    line: int
-    node_line: int = 0  # where the value itself starts (``line`` is its key's line in a mapping)
-    style: str | None = None  # a scalar's YAML style: '|' for a literal block
-
-    def get(self, *path: str) -> Val | None:
-        node: Val | None = self
-        for part in path:
-            if node is None or not isinstance(node.value, dict):
-                return None
-            node = node.value.get(part)
-        return node
-
-    def plain(self) -> Any:
-        if isinstance(self.value, dict):
-            return {k: v.plain() for k, v in self.value.items()}
-        if isinstance(self.value, list):
-            return [v.plain() for v in self.value]
-        return self.value
-
-
-_constructor = yaml.constructor.SafeConstructor()
-
-
-def _to_val(node: yaml.Node, file: str, line_of: Callable[[yaml.Mark], int]) -> Val:
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Val] = {}
-        for key_node, value_node in node.value:
-            child = _to_val(value_node, file, line_of)
-            key = _constructor.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
-            if key == "<<" and isinstance(child.value, dict):  # YAML merge key: earlier keys win
-                for k, v in child.value.items():
-                    out.setdefault(k, v)
-                continue
-            child.line = line_of(key_node.start_mark)
-            out[str(key)] = child
-        line = line_of(node.start_mark)
-        return Val(out, file, line, line)
-    if isinstance(node, yaml.SequenceNode):
-        line = line_of(node.start_mark)
-        return Val([_to_val(item, file, line_of) for item in node.value], file, line, line)
-    line = line_of(node.start_mark)
-    return Val(_constructor.construct_object(node, deep=True), file, line, line, node.style)
-
-
-def _parse_docs(text: str, file: str, line_of: Callable[[yaml.Mark], int] | None = None) -> list[Val]:
-    line_of = line_of or (lambda mark: mark.line + 1)
-    return [_to_val(node, file, line_of) for node in yaml.compose_all(text, Loader=yaml.SafeLoader)
-            if node is not None]
+# --------------------------------------------------------------------------- values
 
 
 def _merge(base: Val | None, over: Val) -> Val:
@@ -282,27 +241,36 @@ def _items(v: Val | None) -> list[Val]:
 # --------------------------------------------------------------------------- the repository
 
 
-@dataclass
 class _Doc:
-    val: Val
-    file: str
+    """An object Flux applies, positioned in the file it was written in (lazily: few are checked)."""
+
+    def __init__(self, obj: fluxrepo.Obj, repo: fluxrepo.Repo) -> None:
+        self.obj = obj
+        self.file = obj.file
+        self._repo = repo
+        self._val: Val | None = None
+
+    @property
+    def val(self) -> Val:
+        if self._val is None:
+            self._val = self._repo.positioned(self.obj)
+        return self._val
 
     @property
     def kind(self) -> str:
-        return str(_scalar(self.val.get("kind")) or "")
+        return self.obj.kind
 
     @property
     def api(self) -> str:
-        return str(_scalar(self.val.get("apiVersion")) or "")
+        return self.obj.api
 
     @property
     def name(self) -> str:
-        return str(_scalar(self.val.get("metadata", "name")) or "")
+        return self.obj.name
 
     @property
     def namespace(self) -> str | None:
-        ns = _scalar(self.val.get("metadata", "namespace"))
-        return str(ns) if ns else None
+        return self.obj.namespace
 
     @property
     def line(self) -> int:
@@ -311,165 +279,38 @@ class _Doc:
         return kind.line if kind else self.val.line
 
 
-@dataclass
-class _Source:
-    """A values source a HelmRelease's ``valuesFrom`` can name: ConfigMap/Secret data."""
-
-    kind: str
-    name: str
-    namespace: str | None
-    where: str  # for the report: the file it was found in
-    data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]]  # key -> (key val, text, line map, file)
-    encrypted: bool = False
-
-
 class _Repo:
-    def __init__(self, tree: Path, report: HandoffReport) -> None:
-        self.tree = tree
-        self.report = report
-        self.docs: list[_Doc] = []
-        self.sources: list[_Source] = []
-        self.dir_namespace: dict[str, str] = {}
-        for path in sorted(self._yaml_files()):
-            self._load(path)
+    """The checks' view of the repository as Flux applies it (:mod:`seedbed.fluxrepo`)."""
 
-    def _yaml_files(self) -> Iterator[Path]:
-        for path in self.tree.rglob("*"):
-            rel = path.relative_to(self.tree)
-            if ".git" in rel.parts or not path.is_file():
-                continue
-            if path.suffix in {".yaml", ".yml"} or path.name == "Kustomization":
-                yield path
-
-    def rel(self, path: Path) -> str:
-        return path.relative_to(self.tree).as_posix()
-
-    def _load(self, path: Path) -> None:
-        rel = self.rel(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return
-        try:
-            vals = _parse_docs(text, rel)
-        except yaml.YAMLError as e:
-            # Only worth a word when the file might describe the Git server: vendored charts'
-            # templates are not YAML either, and are none of this lint's business.
-            if re.search(r"gitea|forgejo", text, re.IGNORECASE):
-                mark = getattr(e, "problem_mark", None)
-                self.report.findings.append(Finding(
-                    rel, mark.line + 1 if mark else 1, "warning",
-                    "not valid YAML, so not checked (Flux cannot apply it either)", "fix the YAML syntax"))
-            return
-        for val in vals:
-            if not isinstance(val.value, dict):
-                continue
-            doc = _Doc(val, rel)
-            if path.name in _KUSTOMIZATION_FILES and doc.kind in {"", "Kustomization"} and (
-                    not doc.api or doc.api.startswith("kustomize.config.k8s.io")):
-                self._kustomization(path, doc)
-                continue
-            self.docs.append(doc)
-            if doc.kind in {"ConfigMap", "Secret"} and doc.api == "v1":
-                self._data_source(doc)
-
-    def _data_source(self, doc: _Doc) -> None:
-        data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]] = {}
-        encrypted = doc.val.get("sops") is not None
-        for section in ("data", "binaryData", "stringData"):
-            block = doc.val.get(section)
-            if not block or not isinstance(block.value, dict):
-                continue
-            for key, v in block.value.items():
-                text = v.value
-                if not isinstance(text, str):
-                    continue
-                if (section != "stringData" and doc.kind == "Secret") or section == "binaryData":
-                    try:
-                        text = base64.b64decode(text, validate=True).decode()
-                    except (binascii.Error, UnicodeDecodeError, ValueError):
-                        encrypted = True
-                        continue
-                    line_of = _fixed_line(v.line)
-                else:
-                    line_of = _block_lines(v)
-                data[key] = (v, text, line_of, doc.file)
-        if "ENC[" in repr(doc.val.plain().get("data", "")) + repr(doc.val.plain().get("stringData", "")):
-            encrypted = True
-        self.sources.append(_Source(doc.kind, doc.name, doc.namespace, doc.file, data, encrypted))
-
-    def _kustomization(self, path: Path, doc: _Doc) -> None:
-        folder = path.parent
-        ns = _scalar(doc.val.get("namespace"))
-        if ns:
-            self.dir_namespace[self.rel(folder) if folder != self.tree else "."] = str(ns)
-        for section, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
-            for gen in _items(doc.val.get(section)):
-                name = _scalar(gen.get("name"))
-                if not name:
-                    continue
-                data: dict[str, tuple[Val | None, str, Callable[[yaml.Mark], int], str]] = {}
-                encrypted = False
-                for entry in _items_any(gen.get("files")):
-                    spec = str(entry.value)
-                    key, _, file = spec.partition("=") if "=" in spec else (PurePosixPath(spec).name, "", spec)
-                    target = (folder / file).resolve()
-                    try:
-                        text = target.read_text(encoding="utf-8")
-                        rel = self.rel(target)
-                    except (OSError, ValueError, UnicodeDecodeError):
-                        continue
-                    if "sops:" in text and "ENC[" in text:
-                        encrypted = True
-                        continue
-                    data[key] = (None, text, lambda mark: mark.line + 1, rel)
-                self.sources.append(_Source(kind, str(name), _scalar(gen.get("namespace")) or (str(ns) if ns else None),
-                                            doc.file, data, encrypted))
+    def __init__(self, flux: fluxrepo.Repo) -> None:
+        self.flux = flux
+        self.docs = [_Doc(o, flux) for o in flux.objects]
 
     def namespace_of(self, doc: _Doc) -> str | None:
-        """The object's namespace, or the one its folder's kustomization.yaml sets."""
-        folder = posixpath.dirname(doc.file) or "."
-        return self.dir_namespace.get(folder) or doc.namespace
+        """The namespace the object is applied in: kustomize's ``namespace:`` and Flux's
+        ``targetNamespace`` are already in the built object."""
+        return doc.namespace
 
-    def source(self, kind: str, name: str, namespace: str | None) -> _Source | None:
-        for s in self.sources:
-            if s.kind == kind and s.name == name and (s.namespace is None or namespace is None
-                                                      or s.namespace == namespace):
-                return s
-        return None
-
-
-def _items_any(v: Val | None) -> list[Val]:
-    return list(v.value) if v and isinstance(v.value, list) else []
-
-
-def _fixed_line(line: int) -> Callable[[yaml.Mark], int]:
-    return lambda mark: line
-
-
-def _block_lines(v: Val) -> Callable[[yaml.Mark], int]:
-    """Map lines of YAML embedded in a scalar to lines of the outer file.
-
-    A literal block (``|``) keeps its lines one for one, starting on the line after its indicator;
-    any other style (quoted, folded) does not, so everything inside it is reported at the key.
-    """
-    if v.style == "|":
-        return lambda mark: v.node_line + 1 + mark.line
-    return _fixed_line(v.line)
+    def source(self, kind: str, name: str, namespace: str | None) -> fluxrepo.Obj | None:
+        return self.flux.find(kind, name, namespace)
 
 
 # --------------------------------------------------------------------------- the checks
 
 
 class _Checker:
-    def __init__(self, repo: _Repo, cfg: Config) -> None:
+    def __init__(self, repo: _Repo, cfg: Config, report: HandoffReport) -> None:
         self.repo = repo
         self.cfg = cfg
         self.gs = cfg.git_server
-        self.report = repo.report
+        self.report = report
 
     def add(self, file: str, line: int, severity: Severity, message: str, fix: str) -> None:
-        self.report.findings.append(Finding(file, line, severity, message, fix))
+        """Record a finding once: the same cause reached twice (two Kustomizations applying one
+        file, one Secret named by several valuesFrom entries) is one message."""
+        finding = Finding(file, line, severity, message, fix)
+        if finding not in self.report.findings:
+            self.report.findings.append(finding)
 
     # ---------------------------------------------------------------- HelmRelease
 
@@ -483,23 +324,24 @@ class _Checker:
             return base if base in CHARTS else None
         ref = doc.val.get("spec", "chartRef")
         if ref is not None:
-            ref_name = _scalar(ref.get("name"))
-            ref_kind = _scalar(ref.get("kind"))
-            for other in self.repo.docs:
-                if other.kind == ref_kind and other.name == ref_name:
-                    url = _scalar(other.val.get("spec", "url")) or _scalar(other.val.get("spec", "chart"))
-                    base = str(url or "").rstrip("/").rsplit("/", 1)[-1]
-                    if base in CHARTS:
-                        return base
-            # The chart's source is not in the repository: go by the release's own name.
-            name = str(ref_name or doc.name)
+            ref_name = str(_scalar(ref.get("name")) or "")
+            source = self.repo.source(str(_scalar(ref.get("kind")) or ""), ref_name, self.repo.namespace_of(doc))
+            if source is not None:
+                spec = source.data.get("spec") or {}
+                base = str(spec.get("url") or spec.get("chart") or "").rstrip("/").rsplit("/", 1)[-1]
+                return base if base in CHARTS else None
+            # The chart's source is not in the repository: go by the names.
             for chart_name in CHARTS:
-                if chart_name in name or chart_name in doc.name:
+                if chart_name in ref_name or chart_name in doc.name:
                     return chart_name
         return None
 
     def values_of(self, doc: _Doc) -> tuple[Val, list[str]]:
-        """The merged values (valuesFrom in order, then spec.values) and the sources not read."""
+        """The merged values (valuesFrom in order, then spec.values) and the sources not read.
+
+        A source named by several entries (one Secret, eight ``targetPath``s) is one source: it is
+        read, or reported unreadable, once.
+        """
         namespace = self.repo.namespace_of(doc)
         merged = Val({}, doc.file, doc.line)
         unread: list[str] = []
@@ -511,32 +353,37 @@ class _Checker:
             optional = _bool(_scalar(ref.get("optional")), False)
             source = self.repo.source(kind, name, namespace)
             label = f"{kind} {name}"
-            if source is None or source.encrypted or key not in source.data:
+            data = None if source is None or source.encrypted else self.repo.flux.data_text(source, key)
+            if data is None:
+                if label in unread:
+                    continue
+                unread.append(label)
                 if source is not None and source.encrypted:
-                    why = "it is encrypted (SOPS)"
+                    why = f"it is SOPS-encrypted ({source.file})"
+                elif source is None and self.repo.source("ExternalSecret", name, namespace) is not None:
+                    why = f"ExternalSecret {name} creates it on the cluster"
                 elif source is None:
-                    why = "it is not in the repository"
+                    why = "it is not in what Flux applies from the repository"
                 else:
                     why = f"it has no key {key!r}"
-                unread.append(label)
                 if not optional or source is not None:
                     self.add(doc.file, ref.line, "warning",
                              f"valuesFrom {label}: cannot read it ({why}); the values it sets are not checked",
                              "keep the hand-over values (the README's hand-over section) in spec.values or "
                              "a plain ConfigMap in the repository")
                 continue
-            key_val, text, line_of, file = source.data[key]
-            self.report.found.append(f"values for {doc.name} from {label} ({file})")
+            text, file, line_of, key_line = data
+            found = f"values for {doc.name} from {label} ({file})"
+            if found not in self.report.found:
+                self.report.found.append(found)
             if target:
-                value = Val(text, file, key_val.line if key_val else 1)
-                merged = _set_path(merged, str(target).split("."), value)
+                merged = _set_path(merged, str(target).split("."), Val(text, file, key_line))
                 continue
             try:
-                docs = _parse_docs(text, file, line_of)
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                self.add(file, (key_val.line if key_val else (mark.line + 1 if mark else 1)), "error",
-                         f"{label} key {key!r}: not valid YAML, so Helm cannot use it",
+                docs = fluxrepo.parse_positioned(text, file, line_of)
+            except SeedbedError as e:
+                self.add(file, key_line, "error",
+                         f"{label} key {key!r}: not valid YAML, so Helm cannot use it ({e.message.split(': ')[-1]})",
                          "fix the YAML syntax of the values")
                 continue
             for d in docs:
@@ -760,6 +607,90 @@ class _Checker:
             missing=lambda msg, fix, path=("extraVolumes",): flag(path, "error", msg, fix),
             values_style=True,
         )
+
+    # ---------------------------------------------------------------- charts seedbed does not know
+
+    def chart_label(self, doc: _Doc) -> str:
+        """The chart a HelmRelease installs, as far as the repository says (for messages)."""
+        chart = _scalar(doc.val.get("spec", "chart", "spec", "chart"))
+        if chart:
+            return str(chart).rstrip("/").rsplit("/", 1)[-1]
+        ref = doc.val.get("spec", "chartRef")
+        name = str(_scalar(ref.get("name")) if ref is not None else "") or "?"
+        source = self.repo.source(str(_scalar(ref.get("kind")) if ref is not None else ""), name,
+                                  self.repo.namespace_of(doc))
+        url = str((source.data.get("spec") or {}).get("url") or "") if source is not None else ""
+        return url.rstrip("/").rsplit("/", 1)[-1] or name
+
+    def check_other_chart(self, doc: _Doc) -> bool:
+        """A HelmRelease of another chart (bjw-s app-template, a generic chart) that runs a Gitea or
+        Forgejo image: check what its values show (image, claim, host key, SSH port), and name what
+        seedbed cannot verify without the chart's templates. False when it runs no Git server."""
+        before = (len(self.report.findings), len(self.report.found))
+        values, unread = self.values_of(doc)
+        image = _find_image(values)
+        if image is None:  # not a Git server: what reading its values found is none of this check's business
+            del self.report.findings[before[0]:], self.report.found[before[1]:]
+            return False
+        at, ref = image
+        chart = self.chart_label(doc)
+        ns = self.repo.namespace_of(doc)
+        self.report.found.append(f"HelmRelease {ns or '?'}/{doc.name} (chart {chart}, image {ref}) in {doc.file}")
+        flavour = _image_flavour(ref)
+        if flavour != self.gs.flavor:
+            self.add(at.file, at.line, "error",
+                     f"this deploys {flavour}, but the bootstrap ran {self.gs.flavor}: their databases have diverged, "
+                     "so switching is a migration, not a re-deploy", f"deploy {self.gs.flavor}")
+        if not _image_is_rootless(ref):
+            self.add(at.file, at.line, "error",
+                     f"image {ref!r} is not the rootless image: the root image keeps its data in another /data "
+                     "layout and runs OpenSSH instead of the built-in server with the pinned host key",
+                     "use the <version>-rootless tag")
+        if ns is not None and ns != self.gs.namespace:
+            node = doc.val.get("spec", "targetNamespace") or doc.val.get("metadata", "namespace") or doc.val
+            self.add(node.file, node.line, "error",
+                     f"deploys into namespace {ns!r}, but the data claim {self.gs.pvc_name!r} and the host key "
+                     f"Secret live in {self.gs.namespace!r}", f"deploy the release into {self.gs.namespace!r}")
+        unverified: list[str] = []
+        pvc = self.gs.pvc_name
+        claims = _find_keys(values, {"existingClaim", "claimName"})
+        if any(_scalar(c) == pvc for c in claims):
+            pass
+        elif claims:
+            c = claims[0]
+            self.add(c.file, c.line, "error",
+                     f"the Git server mounts claim {_scalar(c)!r}, not the bootstrap's {pvc!r}, which holds the "
+                     "repository", f"mount the existing claim {pvc}")
+        else:
+            unverified.append(f"that the claim {pvc!r} is mounted (no existingClaim/claimName in the values)")
+        secret = self.gs.host_key_secret
+        if not any(_scalar(v) == secret for v in _find_keys(values, {"secretName", "name"})):
+            if unread:
+                unverified.append(f"the host key Secret {secret!r} (the values in {', '.join(unread)} are unread)")
+            else:
+                self.add(doc.file, doc.line, "error",
+                         f"the SSH host key is not mounted from Secret {secret!r} (the values never name it): Gitea "
+                         "would present another host key and Flux's known_hosts (which pins seedbed's key) would "
+                         "stop matching", f"mount Secret {secret} and point SSH_SERVER_HOST_KEYS at it")
+        ssh_ports = [p for p in _find_mappings(values) if _int(_scalar(p.get("port"))) == SSH_PORT]
+        if not ssh_ports:
+            unverified.append(f"that a Service maps port {SSH_PORT} to Gitea's SSH port")
+        for p in ssh_ports:
+            target = p.get("targetPort")
+            if target is not None and _int(_scalar(target)) not in {None, SSH_LISTEN_PORT}:
+                self.add(target.file, target.line, "error",
+                         f"port {SSH_PORT} goes to {_scalar(target)}, but Gitea's SSH server listens on "
+                         f"{SSH_LISTEN_PORT}", f"set targetPort: {SSH_LISTEN_PORT}")
+        unverified += ["that the claim is mounted whole at the image's data folder",
+                       f"the Service names ({self.gs.ssh_service}, {self.gs.http_service}) the chart renders",
+                       "the pods' labels and selectors", "the update strategy (two pods must never share the claim)",
+                       "the database (the bootstrap's is SQLite on the claim)"]
+        self.add(doc.file, doc.line, "unverified",
+                 f"HelmRelease {doc.name} runs {flavour} through chart {chart!r}, whose templates seedbed does not "
+                 f"know; it could not verify: {'; '.join(unverified)}",
+                 f"deploy the Git server with the official {self.gs.flavor} chart and the recommended values "
+                 "(README, hand-over section), or check these by hand before pushing")
+        return True
 
     # ---------------------------------------------------------------- host key (both styles)
 
@@ -1063,20 +994,173 @@ def _image_is_rootless(image: str) -> bool:
     return tag.endswith("-rootless") or tag == "rootless"
 
 
+def _walk(v: Val) -> list[Val]:
+    out = [v]
+    i = 0
+    while i < len(out):
+        node = out[i].value
+        out += list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else []
+        i += 1
+    return out
+
+
+def _find_mappings(values: Val) -> list[Val]:
+    return [v for v in _walk(values) if isinstance(v.value, dict)]
+
+
+def _find_keys(values: Val, keys: set[str]) -> list[Val]:
+    """Every value written under one of ``keys``, anywhere in the values (generic charts)."""
+    return [child for m in _find_mappings(values) for k, child in m.value.items()
+            if k in keys and not isinstance(child.value, dict | list)]
+
+
+def _find_image(values: Val) -> tuple[Val, str] | None:
+    """Where the values name a Gitea/Forgejo image, and the reference: ``image: {repository, tag}``
+    (app-template and most charts) or ``image: repo:tag``."""
+    for m in _find_mappings(values):
+        image = m.value.get("image")
+        if image is None:
+            continue
+        if isinstance(image.value, str) and _image_flavour(image.value):
+            return image, image.value
+        repo = image.get("repository")
+        if repo is not None and isinstance(repo.value, str) and _image_flavour(repo.value):
+            tag = _scalar(image.get("tag"))
+            return repo, f"{repo.value}:{tag}" if tag else str(repo.value)
+    return None
+
+
+# --------------------------------------------------------------------------- the live hand-over
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """SHA256 fingerprints (``SHA256:...``) of the Git server's SSH host key, from three places."""
+
+    secret: str | None  # the public half of the host-key Secret
+    pinned: str | None  # the key Flux's known_hosts pins (in Flux's Git credentials Secret)
+    served: str | None = None  # what the running server presents (an SSH handshake); None if not probed
+
+
+_ROLLBACK = ("roll the Git server back to the last commit that worked (`git revert` the change and push it "
+             "through `seedbed`'s port-forward, or suspend its HelmRelease and `helm rollback`), then see "
+             "`seedbed check-handoff`")
+
+
+def check_live(cfg: Config, *, service: dict[str, Any] | None, workload: dict[str, Any] | None,
+               host_keys: HostKeys, git_repository: dict[str, Any] | None,
+               branch_head: str | None = None) -> list[Finding]:
+    """The hand-over as it runs: is the Git server Flux fetches from still the bootstrap's?
+
+    Pure: the caller reads the objects (the Service ``gitServer.sshService``, the Deployment or
+    StatefulSet whose pods it selects, the GitRepository Flux syncs from) and the fingerprints; this
+    says what is wrong, one finding per cause, each with the way back. Findings name the object
+    (``Service gitea/gitea-ssh``) with line 0.
+    """
+    gs = cfg.git_server
+    out: list[Finding] = []
+
+    def add(where: str, message: str, fix: str, severity: Severity = "error") -> None:
+        out.append(Finding(where, 0, severity, message, fix))
+
+    svc_ref = f"Service {gs.namespace}/{gs.ssh_service}"
+    if service is None:
+        add(svc_ref, "the SSH Service Flux's GitRepository URL names does not exist", _ROLLBACK)
+    if workload is None:
+        add(svc_ref, "no Deployment or StatefulSet serves the SSH Service: Flux cannot fetch", _ROLLBACK)
+    pod = ((workload or {}).get("spec") or {}).get("template") or {}
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if service is not None:
+        spec = service.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if workload is not None and (not selector or any(labels.get(k) != v for k, v in selector.items())):
+            add(svc_ref, f"the Service's selector {selector} does not select the Git server's pods {labels}",
+                _ROLLBACK)
+        port = next((p for p in spec.get("ports") or [] if p.get("port") == SSH_PORT), None)
+        if port is None:
+            add(svc_ref, f"the Service has no port {SSH_PORT}: Flux's GitRepository URL uses it", _ROLLBACK)
+        else:
+            target = port.get("targetPort", SSH_PORT)
+            if isinstance(target, str):  # a named port: the container's port of that name
+                named = [p.get("containerPort") for c in containers for p in c.get("ports") or []
+                         if p.get("name") == target]
+                target = named[0] if named else target
+            if target != SSH_LISTEN_PORT:
+                add(svc_ref, f"the Service sends port {SSH_PORT} to {target}, but the rootless server listens on "
+                    f"{SSH_LISTEN_PORT}", _ROLLBACK)
+            if spec.get("clusterIP") == "None":
+                add(svc_ref, "the Service is headless: no port mapping, Flux reaches the pod's port 22", _ROLLBACK)
+    if workload is not None:
+        meta = workload.get("metadata") or {}
+        ref = f"{workload.get('kind', 'Deployment')} {meta.get('namespace', gs.namespace)}/{meta.get('name', '?')}"
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        claims = [(v.get("persistentVolumeClaim") or {}).get("claimName") for v in volumes]
+        secrets = [(v.get("secret") or {}).get("secretName") for v in volumes]
+        if gs.pvc_name not in claims:
+            add(ref, f"the Git server does not mount the claim {gs.pvc_name!r} that holds the repository "
+                f"(it mounts {[c for c in claims if c] or 'no claim'})", _ROLLBACK)
+        if gs.host_key_secret not in secrets:
+            add(ref, f"the Git server does not mount the host key Secret {gs.host_key_secret!r}: it presents "
+                "another key, and Flux's known_hosts stops matching", _ROLLBACK)
+        strategy = ((workload.get("spec") or {}).get("strategy") or {}).get("type")
+        if workload.get("kind", "Deployment") == "Deployment" and strategy not in {None, "Recreate"}:
+            add(ref, f"update strategy {strategy}: during an upgrade two pods would share the claim (or the new "
+                "one waits forever for the volume)", "set the strategy to Recreate", "warning")
+    key_ref = f"Secret {gs.namespace}/{gs.host_key_secret}"
+    if host_keys.secret and host_keys.pinned and host_keys.secret != host_keys.pinned:
+        add(key_ref, f"the host key Secret holds {host_keys.secret}, but Flux's known_hosts pins {host_keys.pinned}",
+            "restore the host key Secret from the backup (`seedbed restore`), or re-pin with `seedbed bootstrap`")
+    if host_keys.served and host_keys.pinned and host_keys.served != host_keys.pinned:
+        add(svc_ref, f"the Git server presents host key {host_keys.served}, but Flux's known_hosts pins "
+            f"{host_keys.pinned}", _ROLLBACK)
+    source_ref = f"GitRepository {cfg.flux.secret}"
+    if git_repository is None:
+        add(source_ref, "Flux's GitRepository does not exist", "run `seedbed bootstrap` again")
+    else:
+        status = git_repository.get("status") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None or ready.get("status") != "True":
+            why = (ready or {}).get("message") or "no Ready condition yet"
+            add(source_ref, f"Flux cannot fetch the repository: {why}", _ROLLBACK)
+        revision = str((status.get("artifact") or {}).get("revision") or "")
+        if branch_head and ready is not None and ready.get("status") == "True" and not revision.endswith(branch_head):
+            add(source_ref, f"Flux has revision {revision or 'none'}, not the branch head {branch_head}",
+                "wait one interval, or `flux reconcile source git flux-system`", "warning")
+    return out
+
+
 # --------------------------------------------------------------------------- entry point
 
 
-def check_handoff(tree: Path, cfg: Config) -> HandoffReport:
-    """Lint the Git server manifests under ``tree`` against the bootstrap contract in ``cfg``."""
-    tree = Path(tree)
+def check_handoff(tree: Path, cfg: Config, *, kustomize: fluxrepo.Kustomize | None = None) -> HandoffReport:
+    """Check the Git server that Flux will apply from ``tree`` against the bootstrap contract in ``cfg``.
+
+    The repository is read as kustomize-controller applies it, starting at ``cfg.flux_path``
+    (:func:`seedbed.fluxrepo.read`); files outside every Flux path are not looked at.
+    """
+    return check_repo(fluxrepo.read(Path(tree), cfg.flux_path, kustomize=kustomize), cfg)
+
+
+def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
+    """The checks, on a repository already read."""
     report = HandoffReport()
-    repo = _Repo(tree, report)
-    checker = _Checker(repo, cfg)
+    report.read = (f"{len(flux.kustomizations)} Flux Kustomization(s) from {cfg.flux_path} "
+                   f"({len(flux.objects)} objects)")
+    report.unreadable = list(flux.encrypted_files)
+    repo = _Repo(flux)
+    checker = _Checker(repo, cfg, report)
     gs = cfg.git_server
+    for p in flux.problems:
+        checker.add(p.file, p.line, "error" if p.severity == "error" else "warning", p.message, p.fix)
+    if not flux.kustomizations:  # the Flux path itself is missing: that is the one thing to say
+        return report
 
     releases = [(doc, chart) for doc in repo.docs if (chart := checker.helm_chart(doc))]
     for doc, chart in releases:
         checker.check_helmrelease(doc, chart)
+    others = [doc for doc in repo.docs if doc.kind == "HelmRelease" and doc.api.startswith("helm.toolkit.fluxcd.io/")
+              and checker.helm_chart(doc) is None and checker.check_other_chart(doc)]
 
     workloads = []
     for doc in repo.docs:
@@ -1095,11 +1179,19 @@ def check_handoff(tree: Path, cfg: Config) -> HandoffReport:
 
     # Report in reading order, file by file; the checks themselves run object by object.
     report.findings.sort(key=lambda f: (f.file, f.line))
-    if not releases and not workloads:
+    unbuilt = [k for k in flux.kustomizations if k.path not in flux.builds]
+    if not releases and not workloads and not others and unbuilt:
+        report.findings.append(Finding(
+            ".", 0, "unverified",
+            f"no Git server found, but {len(unbuilt)} Flux Kustomization(s) could not be read "
+            f"({', '.join(k.ref for k in unbuilt[:5])}{', ...' if len(unbuilt) > 5 else ''}): the Git server "
+            "may be in one of them", "make those paths build (see the warnings above), then check again"))
+    elif not releases and not workloads and not others:
         report.findings.append(Finding(
             ".", 0, "warning",
-            "no Git server manifests found (no Gitea/Forgejo HelmRelease, Deployment or StatefulSet): once Flux "
-            f"takes over, nothing manages {gs.flavor}; the bootstrap's minimal server keeps running unmanaged",
+            f"no Git server in what Flux applies from {cfg.flux_path} (no Gitea/Forgejo HelmRelease, Deployment or "
+            f"StatefulSet): once Flux takes over, nothing manages {gs.flavor}; the bootstrap's minimal server keeps "
+            "running unmanaged",
             "add a HelmRelease for the chart with the recommended values of the README's hand-over "
             "section"))
     return report

@@ -1,0 +1,73 @@
+"""The live hand-over (``seedbed.handoff.check_live``): the running Git server is still the bootstrap's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from seedbed.config import Config
+from seedbed.handoff import HostKeys, check_live
+
+CFG = Config()
+KEY = "SHA256:pinned"
+READY = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                    "artifact": {"revision": "main@sha1:abc123"}}}
+
+
+@pytest.fixture(scope="module")
+def bootstrap_objects():
+    from seedbed.render.gitserver import render_git_server
+    from seedbed.sshkeys import generate_ed25519
+
+    objs = render_git_server(CFG, admin_password="x" * 32, host_key=generate_ed25519("test host key"))
+    service = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "gitea-ssh")
+    workload = next(o for o in objs if o["kind"] in {"Deployment", "StatefulSet"})
+    return service, workload
+
+
+SAME = HostKeys(KEY, KEY, KEY)
+
+
+def run(service, workload, keys=SAME, repo=READY, head="abc123"):
+    return check_live(CFG, service=service, workload=workload, host_keys=keys, git_repository=repo, branch_head=head)
+
+
+def test_the_bootstrap_server_passes(bootstrap_objects):
+    assert run(*bootstrap_objects) == []
+
+
+def test_a_broken_hand_over_says_what_changed_and_how_back(bootstrap_objects):
+    service, workload = copy.deepcopy(bootstrap_objects)
+    service["spec"]["clusterIP"] = "None"
+    service["spec"]["ports"][0]["targetPort"] = 22
+    pod = workload["spec"]["template"]["spec"]
+    for v in pod["volumes"]:
+        if "persistentVolumeClaim" in v:
+            v["persistentVolumeClaim"]["claimName"] = "gitea-new"
+    repo = {"status": {"conditions": [{"type": "Ready", "status": "False", "message": "unable to clone: host key mismatch"}]}}
+    findings = run(service, workload, HostKeys(KEY, KEY, "SHA256:other"), repo)
+    messages = [f.message for f in findings]
+    assert len(messages) == 5, messages
+    assert any("sends port 22 to 22" in m for m in messages)
+    assert any("headless" in m for m in messages)
+    assert any("does not mount the claim 'gitea-shared-storage'" in m and "gitea-new" in m for m in messages)
+    assert any("presents host key SHA256:other" in m for m in messages)
+    assert any("unable to clone: host key mismatch" in m for m in messages)
+    assert all("roll the Git server back" in f.fix for f in findings)
+
+
+def test_a_missing_service_and_workload(bootstrap_objects):
+    findings = run(None, None)
+    assert [f.file for f in findings] == ["Service gitea/gitea-ssh"] * 2
+
+
+def test_a_secret_that_is_not_the_pinned_key():
+    (finding,) = [f for f in check_live(CFG, service=None, workload=None, host_keys=HostKeys("SHA256:a", KEY),
+                                        git_repository=READY) if f.file.startswith("Secret")]
+    assert "pins SHA256:pinned" in finding.message and "seedbed restore" in finding.fix
+
+
+def test_flux_behind_the_branch_head_is_a_warning(bootstrap_objects):
+    (finding,) = run(*bootstrap_objects, head="def456")
+    assert finding.severity == "warning" and "not the branch head def456" in finding.message
