@@ -99,6 +99,50 @@ class Lab:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
+    def commit_to_server(self, files: dict[str, str | None], message: str, *, owner: str = "homelab",
+                         repo: str = "gitops", branch: str = "main") -> str:
+        """A user's commit pushed straight to the server's repository (None deletes a file); its id."""
+        env = {**os.environ, "GIT_AUTHOR_NAME": "Op", "GIT_AUTHOR_EMAIL": "op@example.org",
+               "GIT_COMMITTER_NAME": "Op", "GIT_COMMITTER_EMAIL": "op@example.org"}
+        with tempfile.TemporaryDirectory(prefix="lab-user-") as tmp:
+            work = Path(tmp) / "w"
+            subprocess.run(["git", "clone", "-q", "-b", branch, str(self.gitea.bare_path(owner, repo)), str(work)],
+                           check=True, env=env)
+            for rel, text in files.items():
+                if text is None:
+                    (work / rel).unlink()
+                else:
+                    (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (work / rel).write_text(text)
+            subprocess.run(["git", "-C", str(work), "commit", "-q", "-am", message], check=True, env=env)
+            subprocess.run(["git", "-C", str(work), "push", "-q", "origin", branch], check=True, env=env)
+            return subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True, env=env).stdout.strip()
+
+    def flux_reconcile(self, namespace: str = "flux-system", name: str = "flux-system") -> None:
+        """What Flux's next interval does: fetch the branch, apply its tree, let helm-controller act."""
+        repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace)
+        assert repo is not None
+        self._fetch_one(namespace, name, repo)
+        repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace)
+        revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision")
+        assert revision, (repo or {}).get("status")
+        self.reconcile_kustomization(namespace, name, revision)
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until helm-controller has acted on every HelmRelease's current generation."""
+        import time
+
+        for _ in range(1200):
+            self.emu.settle()
+            pending = [hr for hr in self.emu.list("helm.toolkit.fluxcd.io/v2", "HelmRelease")
+                       if (hr.get("status") or {}).get("observedGeneration") != hr["metadata"].get("generation")]
+            if not pending and self.helm.idle():
+                return
+            time.sleep(0.05)
+        raise AssertionError("helm-controller never caught up")
+
     # ------------------------------------------------------------------ simulated controllers
 
     def _longhorn_manager(self, emu: Emulator, obj: dict[str, Any]) -> None:

@@ -292,6 +292,13 @@ class HelmController:
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
+    def idle(self) -> bool:
+        """No reconcile running (one may still be about to start: see Lab.settle)."""
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            return True
+        return False
+
     def attach(self) -> HelmController:
         self.emu.on_apply("HelmRelease", self._on_write)
         return self
