@@ -51,7 +51,7 @@ def in_background(emu: Emulator, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:
-            if emu._thread is not None:
+            if emu._thread is not None and emu.loop is not None and emu.loop.is_running():
                 raise
 
     threading.Thread(target=run, daemon=True).start()
@@ -67,26 +67,44 @@ def resource_path(emu: Emulator, obj: dict[str, Any]) -> str:
     return f"{base}{ns}/{info.plural}/{md['name']}"
 
 
-def server_side_apply(emu: Emulator, obj: dict[str, Any], manager: str) -> dict[str, Any]:
-    """Server-side apply over real HTTP (so the emulator's controllers and hooks run), forced."""
+# The simulated controllers say who they are, so that a test can tell their requests from seedbed's.
+USER_AGENT_SUFFIX = "lab-simulation"
+
+
+def server_side_apply(emu: Emulator, obj: dict[str, Any], manager: str, *, attempts: int = 5) -> dict[str, Any]:
+    """Server-side apply over real HTTP (so the emulator's controllers and hooks run), forced.
+
+    A 429/5xx or a dropped connection is retried, as a controller requeues; a refusal is ApplyFailed.
+    """
+    import time
+
     query = urllib.parse.urlencode({"fieldManager": manager, "force": "true"})
-    req = urllib.request.Request(f"{emu.url}{resource_path(emu, obj)}?{query}", data=json.dumps(obj).encode(),
-                                 method="PATCH", headers={"Content-Type": "application/apply-patch+yaml",
-                                                          **({"Authorization": f"Bearer {emu.token}"} if emu.token else {})})
+    headers = {"Content-Type": "application/apply-patch+yaml", "User-Agent": f"{manager}/{USER_AGENT_SUFFIX}",
+               **({"Authorization": f"Bearer {emu.token}"} if emu.token else {})}
     context = ssl._create_unverified_context() if emu.url.startswith("https") else None  # the lab's own CA
-    try:
-        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-    except urllib.error.HTTPError as e:  # (before URLError: it is one)
-        body = e.read().decode(errors="replace")
+    for attempt in range(attempts):
+        req = urllib.request.Request(f"{emu.url}{resource_path(emu, obj)}?{query}", data=json.dumps(obj).encode(),
+                                     method="PATCH", headers=headers)
         try:
-            message = json.loads(body).get("message", body)
-        except ValueError:
-            message = body
-        raise ApplyFailed(message) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise ApplyFailed(f"the API server is not reachable: {e}") from None
+            with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+                result: dict[str, Any] = json.loads(resp.read())
+                return result
+        except urllib.error.HTTPError as e:  # (before URLError: it is one)
+            body = e.read().decode(errors="replace")
+            try:
+                message = json.loads(body).get("message", body)
+            except ValueError:
+                message = body
+            if (e.code == 429 or e.code >= 500) and attempt + 1 < attempts:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise ApplyFailed(message) from None
+        except (urllib.error.URLError, OSError) as e:
+            if attempt + 1 < attempts and emu._thread is not None and emu.loop is not None and emu.loop.is_running():
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise ApplyFailed(f"the API server is not reachable: {e}") from None
+    raise AssertionError("unreachable")
 
 
 def _matches(entry: dict[str, Any], managers: Iterable[tuple[str, str]]) -> bool:
