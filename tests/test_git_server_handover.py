@@ -140,6 +140,28 @@ def test_a_values_commit_that_removes_a_key_removes_it_from_the_cluster(lab, tmp
     assert "BUILTIN_SSH_SERVER_USER" not in ini
 
 
+def test_a_later_bootstrap_leaves_the_users_git_server_values_alone(lab, tmp_path, capsys):
+    """Once committed, git-server.yaml and the HelmRelease are the user's and Flux's: seedbed neither
+    re-commits the bootstrap values nor re-applies the HelmRelease over them."""
+    config = bootstrap(capsys, lab, tmp_path)
+
+    def expose(values: dict[str, Any]) -> None:
+        values["ingress"] = {"enabled": True, "hosts": [{"host": "git.example.org"}]}
+
+    lab.commit_to_server({SERVER_FILE: with_values(server_file(lab), expose)}, "Expose the Git server")
+    lab.flux_reconcile()
+    lab.emu.delete("v1", "ConfigMap", "seedbed-state", "kube-system")  # every step runs again
+    from conftest import UPSTREAM
+
+    code, _out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    lab.settle()
+    assert server_file(lab)[1]["spec"]["values"]["ingress"]["hosts"] == [{"host": "git.example.org"}]
+    hr = lab.emu.get(HELM_API, "HelmRelease", "gitea", "gitea")
+    assert hr["spec"]["values"]["ingress"]["enabled"] is True
+    assert managers(hr) <= {"kustomize-controller", "emulator"}
+
+
 def test_a_values_commit_that_changes_the_selector_is_refused_and_the_server_keeps_serving(lab, tmp_path, capsys):
     """Dropping releaseName with a targetNamespace renames the release (gitea-gitea): a new selector,
     which the API server refuses; the old Deployment keeps serving."""

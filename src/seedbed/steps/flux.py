@@ -100,10 +100,12 @@ class FluxStep(Step):
         files = planned.repo_files
         ctx.out.activity(f"committing {len(files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
+        # git-server.yaml is the user's once committed: its values are how they change the server.
+        server_file = f"{render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}"
         revision = await git.retrying(lambda: git.commit_files(
             url, cfg.repo.branch, files,
             f"Add Flux {cfg.flux.version} sync manifests and the Git server for {cfg.cluster.name}",
-            username=cfg.git_server.admin_user, token=token))
+            username=cfg.git_server.admin_user, token=token, only_if_missing=frozenset({server_file})))
         ctx.gitserver.forget()
         ctx.head = revision
 
