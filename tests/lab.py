@@ -9,7 +9,12 @@
   over SSH with exactly the `identity` and `known_hosts` of the `flux-system` Secret, against an
   SSH git server that presents the host key from the cluster and accepts only the deploy keys
   registered in Gitea. Ready is set at the cloned revision; a failure sets Ready=False with the
-  message, as source-controller does.
+  message, as source-controller does. The Kustomization applies the revision's tree (the
+  flux-system folder included) as kustomize-controller does: its field manager and its cleanup of
+  other managers (emulator/kustomize_controller.py);
+- helm-controller, simulated: a HelmRelease renders the pinned chart's objects from the real chart
+  files (emulator/helm_controller.py), so the fake Gitea is reached through the Service the chart
+  makes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from emulator import Emulator
+from emulator import Emulator, kustomize_controller
+from emulator.helm_controller import HelmController
 from fake_gitea import FakeGitea
 from seedbed.render import gitserver as gitserver_render
 from sshgit import SSHGitServer
@@ -46,7 +52,10 @@ class Lab:
         self.flux_clones: list[str] = []  # revisions the simulated source-controller fetched
         self.flux_errors: list[str] = []
         self._trees: dict[str, Path] = {}  # revision -> files of that revision, for kustomize-controller
+        self.helm = HelmController(self.emu, UPSTREAM)
+        self.kustomize_errors: list[str] = []
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -60,6 +69,7 @@ class Lab:
         self.emu.on_apply("Secret", self._gitea_admin)
         self.emu.on_apply("GitRepository", self._source_controller)
         self.emu.on_apply("Kustomization", self._kustomize_controller)
+        self.helm.attach()
         return self
 
     def stop(self) -> None:
@@ -89,6 +99,50 @@ class Lab:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
+    def commit_to_server(self, files: dict[str, str | None], message: str, *, owner: str = "homelab",
+                         repo: str = "gitops", branch: str = "main") -> str:
+        """A user's commit pushed straight to the server's repository (None deletes a file); its id."""
+        env = {**os.environ, "GIT_AUTHOR_NAME": "Op", "GIT_AUTHOR_EMAIL": "op@example.org",
+               "GIT_COMMITTER_NAME": "Op", "GIT_COMMITTER_EMAIL": "op@example.org"}
+        with tempfile.TemporaryDirectory(prefix="lab-user-") as tmp:
+            work = Path(tmp) / "w"
+            subprocess.run(["git", "clone", "-q", "-b", branch, str(self.gitea.bare_path(owner, repo)), str(work)],
+                           check=True, env=env)
+            for rel, text in files.items():
+                if text is None:
+                    (work / rel).unlink()
+                else:
+                    (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (work / rel).write_text(text)
+            subprocess.run(["git", "-C", str(work), "commit", "-q", "-am", message], check=True, env=env)
+            subprocess.run(["git", "-C", str(work), "push", "-q", "origin", branch], check=True, env=env)
+            return subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True, env=env).stdout.strip()
+
+    def flux_reconcile(self, namespace: str = "flux-system", name: str = "flux-system") -> None:
+        """What Flux's next interval does: fetch the branch, apply its tree, let helm-controller act."""
+        repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace)
+        assert repo is not None
+        self._fetch_one(namespace, name, repo)
+        repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace)
+        revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision")
+        assert revision, (repo or {}).get("status")
+        self.reconcile_kustomization(namespace, name, revision)
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until helm-controller has acted on every HelmRelease's current generation."""
+        import time
+
+        for _ in range(1200):
+            self.emu.settle()
+            pending = [hr for hr in self.emu.list("helm.toolkit.fluxcd.io/v2", "HelmRelease")
+                       if (hr.get("status") or {}).get("observedGeneration") != hr["metadata"].get("generation")]
+            if not pending and self.helm.idle():
+                return
+            time.sleep(0.05)
+        raise AssertionError("helm-controller never caught up")
+
     # ------------------------------------------------------------------ simulated controllers
 
     def _longhorn_manager(self, emu: Emulator, obj: dict[str, Any]) -> None:
@@ -109,11 +163,17 @@ class Lab:
 
     def _source_controller(self, emu: Emulator, obj: dict[str, Any]) -> None:
         md = obj["metadata"]
-        threading.Thread(target=self._fetch, args=(md["namespace"], md["name"], obj), daemon=True).start()
+        kustomize_controller.in_background(emu, self._fetch_one, md["namespace"], md["name"], obj)
 
     def _kustomize_controller(self, emu: Emulator, obj: dict[str, Any]) -> None:
         md = obj["metadata"]
-        threading.Thread(target=self._reconcile, args=(md["namespace"], md["name"]), daemon=True).start()
+        kustomize_controller.in_background(emu, self._reconcile, md["namespace"], md["name"])
+
+    def _fetch_one(self, namespace: str, name: str, repo: dict[str, Any]) -> None:
+        # One fetch at a time, as the controller's work queue does for one object: each fetch
+        # restarts the SSH server, which would cut a concurrent clone.
+        with self._fetch_lock:
+            self._fetch(namespace, name, repo)
 
     def _fetch(self, namespace: str, name: str, repo: dict[str, Any]) -> None:
         spec = repo.get("spec") or {}
@@ -179,20 +239,33 @@ class Lab:
             repo = self.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", namespace)
             revision = (((repo or {}).get("status") or {}).get("artifact") or {}).get("revision")
             if revision:
-                ks = self.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace)
-                self._apply_tree(revision.rpartition(":")[2], (ks or {}).get("spec") or {}, namespace)
-                self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
-                    "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
-                    "lastAppliedRevision": revision,
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
-                                    "message": f"Applied revision: {revision}",
-                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+                self.reconcile_kustomization(namespace, name, revision)
                 return
             time.sleep(0.05)
 
+    def reconcile_kustomization(self, namespace: str, name: str, revision: str) -> None:
+        """Apply the tree of ``revision`` and set the Kustomization's status, as kustomize-controller does."""
+        ks = self.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace)
+        try:
+            self._apply_tree(revision.rpartition(":")[2], (ks or {}).get("spec") or {}, namespace, name)
+        except kustomize_controller.ApplyFailed as e:
+            self.kustomize_errors.append(str(e))
+            self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
+                "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
+                "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed",
+                                "message": str(e), "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+            return
+        self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
+            "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
+            "lastAppliedRevision": revision,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                            "message": f"Applied revision: {revision}",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
 
-    def _apply_tree(self, revision: str, spec: dict[str, Any], namespace: str) -> None:
-        """What kustomize-controller does, roughly: apply the YAML under spec.path, with postBuild vars."""
+    def _apply_tree(self, revision: str, spec: dict[str, Any], namespace: str, name: str) -> None:
+        """What kustomize-controller does, roughly: build spec.path (kustomization.yaml resources, or
+        every YAML file), substitute the postBuild variables (not in objects annotated
+        ``kustomize.toolkit.fluxcd.io/substitute: disabled``), apply each object."""
         from seedbed.certs.guard import substitute
 
         tree = self._trees.get(revision)
@@ -203,13 +276,31 @@ class Lab:
             cm = self.emu.get("v1", "ConfigMap", ref["name"], namespace) or {}
             variables.update(cm.get("data") or {})
         root = tree / spec.get("path", "./").removeprefix("./")
-        for path in sorted(root.rglob("*.yaml")):
-            if "flux-system" in path.parts or path.name == "kustomization.yaml":
-                continue  # seedbed applied those itself; kustomization.yaml is kustomize's, not an object
-            text, _ = substitute(path.read_text(), variables)
-            for doc in yaml.safe_load_all(text):
-                if isinstance(doc, dict) and doc.get("kind") and (doc.get("metadata") or {}).get("name"):
-                    self.emu.put(doc)
+        for path in _kustomize_files(root):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if not (isinstance(doc, dict) and doc.get("kind") and (doc.get("metadata") or {}).get("name")):
+                    continue
+                annotations = doc["metadata"].get("annotations") or {}
+                if annotations.get("kustomize.toolkit.fluxcd.io/substitute") != "disabled":
+                    text, _ = substitute(yaml.safe_dump(doc), variables)
+                    doc = yaml.safe_load(text)
+                kustomize_controller.apply(self.emu, doc, name, namespace)
+
+
+def _kustomize_files(root: Path) -> list[Path]:
+    """The files a kustomize build of ``root`` reads: kustomization.yaml's resources, else every YAML
+    file, and the folders below, as kustomize-controller generates a kustomization.yaml when none exists."""
+    kfile = root / "kustomization.yaml"
+    if kfile.is_file():
+        out: list[Path] = []
+        for res in (yaml.safe_load(kfile.read_text()) or {}).get("resources") or []:
+            path = root / res
+            out += _kustomize_files(path) if path.is_dir() else [path]
+        return out
+    files = sorted(p for p in root.glob("*.y*ml") if p.is_file())
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files += _kustomize_files(sub)
+    return files
 
 
 def make_worktree(path: Path, files: dict[str, str] | None = None, *, branch: str = "main") -> Path:

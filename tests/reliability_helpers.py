@@ -80,6 +80,10 @@ class Interceptor:
         emu_handle = lab.emu._handle
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            from emulator.kustomize_controller import USER_AGENT_SUFFIX
+
+            if request.headers.get("User-Agent", "").endswith(USER_AGENT_SUFFIX):
+                return await emu_handle(request)  # the lab's simulated Flux controllers: not seedbed's requests
             req = Req("k8s", request.method, request.path, request.query_string)
             early = self._notify("before", req)
             if early is not None:

@@ -68,16 +68,22 @@ def test_plan_matches_the_config_and_writes_the_bundle(workdir, capsys, upstream
     assert code == 0, err
     plan = json.loads(out)
     assert plan["cluster"] == "lab"
-    assert [s["name"] for s in plan["steps"]] == ["preflight", "longhorn", "git-server", "repository", "push",
-                                                  "cert-guard", "flux", "check-handoff"]
+    # Flux's controllers first, then the Git server as a HelmRelease, then the sync (issue 11).
+    assert [s["name"] for s in plan["steps"]] == ["preflight", "longhorn", "flux-components", "git-server",
+                                                  "repository", "push", "cert-guard", "flux", "check-handoff"]
     assert "clusters/lab/flux-system/gotk-sync.yaml" in plan["repoFiles"]
+    assert "clusters/lab/flux-system/git-server.yaml" in plan["repoFiles"]
     bundle = {p.name for p in (workdir / "out").iterdir()}
-    assert {"02-longhorn.yaml", "03-git-server.yaml", "07-flux.yaml", "repo"} <= bundle
+    assert {"02-longhorn.yaml", "03-flux-components.yaml", "04-git-server.yaml", "08-flux.yaml", "repo"} <= bundle
     longhorn = yaml.safe_load_all((workdir / "out" / "02-longhorn.yaml").read_text())
     settings = next(d for d in longhorn if d and d["metadata"]["name"] == "longhorn-default-setting")
     assert "default-data-path: /srv/longhorn" in settings["data"]["default-setting.yaml"]
-    gitserver = list(yaml.safe_load_all((workdir / "out" / "03-git-server.yaml").read_text()))
+    gitserver = list(yaml.safe_load_all((workdir / "out" / "04-git-server.yaml").read_text()))
     assert {d["metadata"].get("namespace") for d in gitserver if d["kind"] != "Namespace"} == {"git"}
+    assert [d["kind"] for d in gitserver if d["kind"].startswith("Helm")] == ["HelmRepository", "HelmRelease"]
+    committed = list(yaml.safe_load_all(
+        (workdir / "out" / "repo" / "clusters/lab/flux-system/git-server.yaml").read_text()))
+    assert committed == [d for d in gitserver if d["kind"].startswith("Helm")]
     for secret in (d for d in gitserver if d["kind"] == "Secret"):
         assert set(secret["data"].values()) == {"<redacted>"}
     sync = (workdir / "out" / "repo" / "clusters/lab/flux-system/gotk-sync.yaml").read_text()
@@ -90,7 +96,9 @@ def test_plan_text_lists_every_step(workdir, capsys, upstream):
     (workdir / "seedbed.yaml").write_text(EXAMPLE_CONFIG)
     code, out, _ = run(capsys, "plan", "--manifests", str(manifests))
     assert code == 0
-    assert "Longhorn: 51 objects" in out and "Git server: 7 objects" in out and "Flux:" in out
+    assert "Longhorn: 51 objects" in out and "Git server: 7 objects" in out and "Flux sync:" in out
+    assert out.index("Flux components:") < out.index("Git server:") < out.index("Flux sync:")
+    assert "git-server.yaml" in out
 
 
 def _commands(group=cli, prefix=()):

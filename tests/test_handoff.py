@@ -363,20 +363,15 @@ def test_finding_format():
 
 
 @pytest.mark.parametrize("flavor", ["gitea", "forgejo"])
-def test_the_bootstrap_servers_own_manifests_pass(tmp_path, flavor):
-    """Kept in the repository as plain manifests, the bootstrap's objects keep the contract."""
-    from seedbed.render.gitserver import render_git_server
-    from seedbed.sshkeys import generate_ed25519
-    from seedbed.yamlutil import dump_all
+def test_the_git_server_file_seedbed_commits_passes(tmp_path, flavor):
+    """The HelmRelease seedbed applies and commits as flux-system/git-server.yaml keeps the contract."""
+    from seedbed.render.helmrelease import repo_file
 
     cfg = Config(flux=ROOT, git_server=GitServerConfig(flavor=flavor))
-    objects = render_git_server(cfg, admin_password="x" * 32, host_key=generate_ed25519("test host key"))
-    (tmp_path / "gitea.yaml").write_text(dump_all(objects))
+    (tmp_path / "git-server.yaml").write_text(repo_file(cfg))
     report = check_handoff(tmp_path, cfg)
     assert report.ok, explain(report)
-    # Only the claim's ownership is worth a word: Flux pruning it would delete the repository.
-    assert [f.message.split(":")[0] for f in report.findings] == [
-        "Flux would own the claim 'gitea-shared-storage'"]
+    assert report.findings == []
 
 
 def test_the_documented_values_are_the_recommended_ones():

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from conftest import upstream_path
 from seedbed.config import Config
 from seedbed.handoff import HostKeys, check_live
 
@@ -17,10 +18,15 @@ READY = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
 
 @pytest.fixture(scope="module")
 def bootstrap_objects():
-    from seedbed.render.gitserver import render_git_server
-    from seedbed.sshkeys import generate_ed25519
+    """What runs after bootstrap: the pinned chart rendered for seedbed's HelmRelease (the lab's
+    helm-controller reads the real chart files)."""
+    from emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
+    from seedbed.render import helmrelease
 
-    objs = render_git_server(CFG, admin_password="x" * 32, host_key=generate_ed25519("test host key"))
+    hr = next(o for o in helmrelease.objects(CFG) if o["kind"] == "HelmRelease")
+    spec = hr["spec"]["chart"]["spec"]
+    chart = Chart(upstream_path(CHART_DIRS[(spec["chart"], spec["version"])]))
+    objs = chart.render(release_name(hr), release_namespace(hr), hr["spec"].get("values") or {})
     service = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "gitea-ssh")
     workload = next(o for o in objs if o["kind"] in {"Deployment", "StatefulSet"})
     return service, workload

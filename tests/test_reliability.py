@@ -39,8 +39,9 @@ SLOW = bool(os.environ.get("SEEDBED_SLOW"))
 slow = pytest.mark.skipif(not SLOW, reason="exhaustive sweep: set SEEDBED_SLOW=1")
 APPS_SECRETS = {"app-db": {"password": "app-db-password-0f3c9a71"},
                 "app-api": {"token": "app-api-token-7d21b8e4c6"}}
-BOOTSTRAP_STEPS = ["longhorn", "git-server", "repository", "push", "flux", "(after flux)"]
-RESTORE_STEPS = ["longhorn", "restore-volumes", "git-server", "repository", "push", "restore-secrets", "flux",
+BOOTSTRAP_STEPS = ["longhorn", "flux-components", "git-server", "repository", "push", "flux", "(after flux)"]
+RESTORE_STEPS = ["longhorn", "restore-volumes", "flux-components", "git-server", "repository", "push",
+                 "restore-secrets", "flux",
                  "restore-certificates", "(after restore-certificates)"]
 
 

@@ -1,4 +1,7 @@
-"""render/gitserver: the bootstrap Gitea/Forgejo objects, schema-checked for Kubernetes 1.37."""
+"""render/gitserver and render/helmrelease: seedbed's own Git-server objects and the HelmRelease,
+and what the pinned chart makes of the HelmRelease's values (rendered by the lab's helm-controller
+from the real chart files, Gitea chart 12.4.0 and Forgejo chart 15.0.3), schema-checked for
+Kubernetes 1.37."""
 
 from __future__ import annotations
 
@@ -12,19 +15,32 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
 from seedbed.config import Config
 from seedbed.errors import ConfigError
-from seedbed.render import gitserver
+from seedbed.render import gitserver, helmrelease
 from seedbed.sshkeys import generate_ed25519
 
 KUBERNETES = "1.37"
 PASSWORD = "Zq8-vT3#pL0w!sNe9xR2yKb7"  # a stand-in for the generated password
 HOST_KEY = generate_ed25519("gitea-ssh.gitea")
+SERVER_KEYS = gitserver.generate_server_keys()
 
 
 def render(cfg: Config | None = None, **kw: Any) -> list[dict[str, Any]]:
     return gitserver.render_git_server(cfg or Config(), admin_password=kw.get("password", PASSWORD),
-                                       host_key=kw.get("host_key", HOST_KEY))
+                                       host_key=kw.get("host_key", HOST_KEY), server_keys=SERVER_KEYS)
+
+
+def release(cfg: Config | None = None) -> dict[str, Any]:
+    return one(helmrelease.objects(cfg or Config()), "HelmRelease")
+
+
+def chart_objects(upstream: Any, hr: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the pinned chart renders for this HelmRelease (the lab's helm-controller)."""
+    spec = hr["spec"]["chart"]["spec"]
+    chart = Chart(upstream(CHART_DIRS[(spec["chart"], spec["version"])]))
+    return chart.render(release_name(hr), release_namespace(hr), hr["spec"].get("values") or {})
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -37,64 +53,40 @@ def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     return found[0]
 
 
-def deployment(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    return one(objs, "Deployment")
-
-
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-# --------------------------------------------------------------------------- shape
+# --------------------------------------------------------------------------- seedbed's own objects
 
 
-def test_objects_and_names() -> None:
+def test_seedbed_keeps_only_the_namespace_claim_and_secrets() -> None:
     objs = render()
     assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
         ("Namespace", "gitea"),
         ("PersistentVolumeClaim", "gitea-shared-storage"),
         ("Secret", "gitea-admin"),
         ("Secret", "gitea-ssh-host-key"),
-        ("Deployment", "gitea"),
-        ("Service", "gitea-http"),
-        ("Service", "gitea-ssh"),
+        ("Secret", "gitea-server-keys"),
     ]
     for o in objs:
-        if o["kind"] != "Namespace":
-            assert o["metadata"]["namespace"] == "gitea"
-        # What the Gitea chart would render (release gitea) is marked for Helm to adopt in place;
-        # the rest (namespace, claim, Secrets) the chart never renders, so seedbed keeps it.
-        helm = o["kind"] in ("Deployment", "Service")
-        assert o["metadata"]["labels"] == {
-            "app.kubernetes.io/name": "gitea",
-            "app.kubernetes.io/instance": "gitea",
-            "app.kubernetes.io/managed-by": "Helm" if helm else "seedbed",
-        }
-        if helm:
-            assert o["metadata"]["annotations"] == {"meta.helm.sh/release-name": "gitea",
-                                                    "meta.helm.sh/release-namespace": "gitea"}
-    # Plain JSON: what the API server would take as is.
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "seedbed"
+        assert not o["metadata"].get("annotations")  # nothing marks them as Helm's
     assert json.loads(json.dumps(objs)) == objs
 
 
 @pytest.mark.parametrize("flavor", ["gitea", "forgejo"])
-def test_schema_valid_for_kubernetes_1_37(flavor: str) -> None:
-    objs = render(Config(git_server={"flavor": flavor}))
-    for obj in objs:
-        # strict: unknown fields are errors too. validate() returns the schema version it used.
+def test_every_object_is_valid_for_kubernetes_1_37(upstream: Any, flavor: str) -> None:
+    cfg = Config(git_server={"flavor": flavor})
+    for obj in render(cfg) + [o for o in chart_objects(upstream, release(cfg)) if o["kind"] != "Secret"]:
         assert kubernetes_validate.validate(obj, KUBERNETES, strict=True) == KUBERNETES, obj["kind"]
 
 
 def test_schema_validation_catches_mistakes() -> None:
-    """The validator really checks: a typo'd field and a wrong type are rejected."""
-    dep = deployment(render())
-    dep["spec"]["strategy"]["tpye"] = "Recreate"
+    pvc = one(render(), "PersistentVolumeClaim")
+    pvc["spec"]["accesModes"] = ["ReadWriteOnce"]
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(dep, KUBERNETES, strict=True)
-    svc = one(render(), "Service", "gitea-ssh")
-    svc["spec"]["ports"][0]["port"] = "twenty-two"
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(svc, KUBERNETES, strict=True)
+        kubernetes_validate.validate(pvc, KUBERNETES, strict=True)
 
 
 def test_pvc() -> None:
@@ -102,126 +94,22 @@ def test_pvc() -> None:
     assert pvc["metadata"]["name"] == "data"
     assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "storageClassName": "longhorn",
                            "resources": {"requests": {"storage": "20Gi"}}}
-    claim = deployment(render(Config(git_server={"pvcName": "data"})))["spec"]["template"]["spec"]["volumes"][0]
-    assert claim == {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
-
-
-def test_services() -> None:
-    objs = render()
-    http, ssh = one(objs, "Service", "gitea-http"), one(objs, "Service", "gitea-ssh")
-    assert http["spec"]["ports"] == [{"name": "http", "port": 3000, "targetPort": 3000, "protocol": "TCP"}]
-    assert ssh["spec"]["ports"] == [{"name": "ssh", "port": 22, "targetPort": 2222, "protocol": "TCP"}]
-    selector = deployment(objs)["spec"]["selector"]["matchLabels"]
-    assert http["spec"]["selector"] == ssh["spec"]["selector"] == selector
-    pod_labels = deployment(objs)["spec"]["template"]["metadata"]["labels"]
-    assert selector.items() <= pod_labels.items()
-    ports = {p["name"]: p["containerPort"] for p in deployment(objs)["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert ports == {"http": 3000, "ssh": 2222}
-
-
-def test_deployment_basics() -> None:
-    dep = deployment(render())
-    spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
-    pod = spec["template"]["spec"]
-    assert pod["securityContext"]["fsGroup"] == 1000
-    assert pod["securityContext"]["runAsUser"] == 1000
-    (init,) = pod["initContainers"]
-    (server,) = pod["containers"]
-    assert init["image"] == server["image"] == "docker.gitea.com/gitea:1.27-rootless"
-    assert server["readinessProbe"]["httpGet"] == {"path": "/api/healthz", "port": "http"}
-    assert server["resources"]["requests"]
-    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
-    assert mounts["/data"] == "data"
-    assert mounts[gitserver.HOST_KEY_DIR] == "ssh-host-key"
-    key_volume = next(v for v in pod["volumes"] if v["name"] == "ssh-host-key")
-    assert key_volume["secret"]["secretName"] == "gitea-ssh-host-key"
-    # Owner root, group fsGroup: group-read is what lets uid 1000 read it; nobody else can.
-    assert key_volume["secret"]["defaultMode"] == 0o440
-
-
-EXPECTED_ENV = {
-    "GITEA_WORK_DIR": "/data",
-    "GITEA_CUSTOM": "/data/gitea",
-    "GITEA_APP_INI": "/data/gitea/conf/app.ini",
-    "GITEA_TEMP": "/tmp/gitea",
-    "TMPDIR": "/tmp/gitea",
-    "HOME": "/data/gitea/git",
-    "GITEA__server__APP_DATA_PATH": "/data",
-    "GITEA__repository__ROOT": "/data/git/gitea-repositories",
-    "GITEA__database__DB_TYPE": "sqlite3",
-    "GITEA__database__PATH": "/data/gitea.db",
-    "GITEA__security__INSTALL_LOCK": "true",
-    "GITEA__service__DISABLE_REGISTRATION": "true",
-    "GITEA__server__PROTOCOL": "http",
-    "GITEA__server__HTTP_PORT": "3000",
-    "GITEA__server__DOMAIN": "gitea-http.gitea.svc.cluster.local",
-    "GITEA__server__ROOT_URL": "http://gitea-http.gitea.svc.cluster.local:3000/",
-    "GITEA__server__START_SSH_SERVER": "true",
-    "GITEA__server__DISABLE_SSH": "false",
-    "GITEA__server__SSH_DOMAIN": "gitea-ssh.gitea.svc.cluster.local",
-    "GITEA__server__SSH_PORT": "22",
-    "GITEA__server__SSH_LISTEN_PORT": "2222",
-    "GITEA__server__BUILTIN_SSH_SERVER_USER": "git",
-    "GITEA__server__SSH_SERVER_HOST_KEYS": "/etc/gitea-ssh-host-key/ssh_host_ed25519_key",
-}
-
-
-def test_every_env_var() -> None:
-    pod = deployment(render())["spec"]["template"]["spec"]
-    (server,) = pod["containers"]
-    (init,) = pod["initContainers"]
-    assert env_of(server) == EXPECTED_ENV
-    assert env_of(init) == {
-        **EXPECTED_ENV,
-        "ADMIN_USER": "seedbed-admin",
-        "ADMIN_EMAIL": "seedbed-admin@seedbed.invalid",
-        "ADMIN_PASSWORD": {"secretKeyRef": {"name": "gitea-admin", "key": "password"}},
-    }
-    # Every GITEA__section__KEY has exactly that shape (environment-to-ini splits on "__").
-    for name in EXPECTED_ENV:
-        if name.startswith("GITEA__"):
-            assert len(name.split("__")) == 3, name
-
-
-def test_host_key_path_matches_mount_and_secret() -> None:
-    objs = render()
-    pod = deployment(objs)["spec"]["template"]["spec"]
-    path = env_of(pod["containers"][0])["GITEA__server__SSH_SERVER_HOST_KEYS"]
-    directory, _, filename = path.rpartition("/")
-    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == directory)
-    assert mount["readOnly"] is True
-    secret = one(objs, "Secret", "gitea-ssh-host-key")
-    assert base64.b64decode(secret["data"][filename]).decode() == HOST_KEY.private_openssh
-    assert base64.b64decode(secret["data"][filename + ".pub"]).decode() == HOST_KEY.public_openssh + "\n"
-
-
-def test_names_follow_config() -> None:
-    cfg = Config(git_server={"namespace": "git", "httpService": "web", "sshService": "shell"},
-                 repo={"owner": "me", "name": "fleet"})
-    env = env_of(deployment(render(cfg))["spec"]["template"]["spec"]["containers"][0])
-    assert env["GITEA__server__ROOT_URL"] == "http://web.git.svc.cluster.local:3000/"
-    assert env["GITEA__server__SSH_DOMAIN"] == "shell.git.svc.cluster.local"
-    assert gitserver.ssh_host(cfg) == "shell.git.svc.cluster.local"
-    assert gitserver.clone_url_ssh(cfg) == "ssh://git@shell.git.svc.cluster.local/me/fleet.git"
-    assert {o["metadata"].get("namespace", o["metadata"]["name"]) for o in render(cfg)} == {"git"}
-
-
-# --------------------------------------------------------------------------- secrets
 
 
 def test_admin_password_only_in_the_secret() -> None:
-    objs = render()
+    objs = render() + helmrelease.objects(Config())
     encoded = base64.b64encode(PASSWORD.encode()).decode()
     admin = one(objs, "Secret", "gitea-admin")
     assert admin["data"] == {"username": base64.b64encode(b"seedbed-admin").decode(), "password": encoded}
-    assert "stringData" not in admin
-    others = [o for o in objs if o is not admin]
-    text = json.dumps(others)
-    assert PASSWORD not in text
-    assert encoded not in text
-    assert PASSWORD not in json.dumps(admin)  # only base64 in the Secret itself
+    others = json.dumps([o for o in objs if o is not admin])
+    assert PASSWORD not in others and encoded not in others
+    assert PASSWORD not in json.dumps(admin)
+
+
+def test_secrets_stay_out_of_the_committed_file() -> None:
+    text = helmrelease.repo_file(Config())
+    for secret in (PASSWORD, HOST_KEY.private_openssh.splitlines()[1], *SERVER_KEYS.values()):
+        assert secret not in text
 
 
 def test_host_private_key_only_in_its_secret() -> None:
@@ -229,95 +117,183 @@ def test_host_private_key_only_in_its_secret() -> None:
     body = HOST_KEY.private_openssh.splitlines()[1]
     holder = one(objs, "Secret", "gitea-ssh-host-key")
     assert body not in json.dumps([o for o in objs if o is not holder])
+    assert base64.b64decode(holder["data"]["ssh_host_ed25519_key.pub"]).decode() == HOST_KEY.public_openssh + "\n"
 
 
 def test_redact() -> None:
-    objs = render()
-    red = gitserver.redact(objs)
-    assert PASSWORD not in json.dumps(red)
-    assert base64.b64encode(PASSWORD.encode()).decode() not in json.dumps(red)
-    assert HOST_KEY.private_openssh.splitlines()[1] not in json.dumps(red)
-    assert one(red, "Secret", "gitea-admin")["data"] == {"username": "<redacted>", "password": "<redacted>"}
-    # The originals are untouched and everything else is the same.
-    assert one(objs, "Secret", "gitea-admin")["data"]["password"] != "<redacted>"
-    assert [o for o in red if o["kind"] != "Secret"] == [o for o in objs if o["kind"] != "Secret"]
-
-
-def test_secret_change_restarts_the_pod() -> None:
-    def checksum(**kw: Any) -> str:
-        return deployment(render(**kw))["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
-
-    assert checksum() == checksum()  # deterministic: a re-run changes nothing
-    assert checksum(password=PASSWORD + "x") != checksum()
-    assert checksum(host_key=generate_ed25519("other")) != checksum()
+    red = gitserver.redact(render())
+    text = json.dumps(red)
+    for secret in (PASSWORD, HOST_KEY.private_openssh.splitlines()[1], *SERVER_KEYS.values()):
+        assert secret not in text
+    assert one(red, "Secret", "gitea-server-keys")["data"]["secret-key"] == "<redacted>"
 
 
 def test_render_is_deterministic() -> None:
     assert render() == render()
+    assert helmrelease.repo_file(Config()) == helmrelease.repo_file(Config())
 
 
-# --------------------------------------------------------------------------- admin creation
+def test_server_keys_are_fresh_and_in_the_form_gitea_reads() -> None:
+    a, b = gitserver.generate_server_keys(), gitserver.generate_server_keys()
+    assert set(a) == set(gitserver.SERVER_KEYS) and all(a[k] != b[k] for k in a)
+    for key in ("jwt-secret", "lfs-jwt-secret"):  # 32 bytes, unpadded base64url (gitea generate secret JWT_SECRET)
+        assert len(base64.urlsafe_b64decode(a[key] + "=")) == 32
 
 
-def test_admin_script() -> None:
-    init = deployment(render())["spec"]["template"]["spec"]["initContainers"][0]
-    # Only args: the image entrypoint still writes app.ini before running them.
-    assert "command" not in init
-    assert init["args"][:2] == ["/bin/sh", "-c"]
-    script = init["args"][2]
-    assert PASSWORD not in script
-    assert "gitea migrate" in script
-    assert "gitea admin user create --admin" in script
-    assert '--password "$ADMIN_PASSWORD"' in script
-    assert "--must-change-password=false" in script
-    assert "admin user change-password" in script
+# --------------------------------------------------------------------------- what the chart makes of the values
 
 
-@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
-@pytest.mark.parametrize("exists", [False, True])
-def test_admin_script_runs(tmp_path: Path, exists: bool) -> None:
-    """Run the init script against a fake `gitea` binary that records its arguments."""
-    log = tmp_path / "calls"
-    fake = tmp_path / "gitea"
-    listing = "ID   Username        Email   IsActive  IsAdmin\n"
-    if exists:
-        listing += "1    seedbed-admin   a@b.c   true      true\n"
-    fake.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$*" >> {log}\n'
-        'if [ "$1 $2 $3" = "admin user list" ]; then printf "%s" "$LISTING"; fi\n'
-        'if [ "$4" = "--help" ]; then echo "--must-change-password  (default: true)"; fi\n'
-    )
-    fake.chmod(0o755)
-    init = deployment(render())["spec"]["template"]["spec"]["initContainers"][0]
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LISTING": listing, "ADMIN_USER": "seedbed-admin",
-           "ADMIN_EMAIL": "seedbed-admin@seedbed.invalid", "ADMIN_PASSWORD": "p a$s'w\"d"}
-    subprocess.run(init["args"], env=env, check=True)
-    calls = log.read_text().splitlines()
-    assert calls[0] == "migrate"
-    if exists:
-        assert calls[-1] == ("admin user change-password --username seedbed-admin --password p a$s'w\"d "
-                             "--must-change-password=false")
-    else:
-        assert calls[-1] == ("admin user create --admin --username seedbed-admin --password p a$s'w\"d "
-                             "--email seedbed-admin@seedbed.invalid --must-change-password=false")
+def test_the_http_service_gets_a_cluster_ip_not_the_charts_headless_default(upstream: Any) -> None:
+    """Gitea chart 12.4.0 values.yaml: service.http.clusterIP: None; http-svc.yaml writes it when set."""
+    objs = chart_objects(upstream, release())
+    http, ssh = one(objs, "Service", "gitea-http"), one(objs, "Service", "gitea-ssh")
+    assert "clusterIP" not in http["spec"] and "clusterIP" not in ssh["spec"]  # the API server allocates one
+    assert http["spec"]["ports"] == [{"name": "http", "port": 3000, "targetPort": 3000}]
+    assert ssh["spec"]["ports"] == [{"name": "ssh", "port": 22, "targetPort": 2222, "protocol": "TCP"}]
+    bare = dict(release(), spec={**release()["spec"], "values": {}})
+    assert one(chart_objects(upstream, bare), "Service", "gitea-http")["spec"]["clusterIP"] == "None"
+
+
+def test_the_git_server_is_never_rolled_with_two_pods_on_one_volume(upstream: Any) -> None:
+    """Both charts default to RollingUpdate with maxSurge 100%."""
+    for flavor in ("gitea", "forgejo"):
+        dep = one(chart_objects(upstream, release(Config(git_server={"flavor": flavor}))), "Deployment")
+        assert dep["spec"]["strategy"] == {"type": "Recreate"}
+        assert dep["spec"]["replicas"] == 1
+
+
+def test_the_chart_mounts_seedbeds_claim_and_never_creates_one(upstream: Any) -> None:
+    cfg = Config(git_server={"pvcName": "data"})
+    objs = chart_objects(upstream, release(cfg))
+    assert not by_kind(objs, "PersistentVolumeClaim")  # deleting the release cannot delete the data
+    volumes = one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data"}} in volumes
+
+
+def test_the_pinned_host_key_is_mounted_and_named_in_the_config(upstream: Any) -> None:
+    objs = chart_objects(upstream, release())
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "ssh-host-key", "secret": {"secretName": "gitea-ssh-host-key", "defaultMode": 0o440}} \
+        in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "ssh-host-key")
+    assert mount == {"name": "ssh-host-key", "mountPath": gitserver.HOST_KEY_DIR, "readOnly": True}
+    server = one(objs, "Secret", "gitea-inline-config")["stringData"]["server"].splitlines()
+    assert f"SSH_SERVER_HOST_KEYS={gitserver.HOST_KEY_PATH}" in server
+    assert "SSH_LISTEN_PORT=2222" in server and "START_SSH_SERVER=true" in server
+
+
+def test_the_admin_comes_from_seedbeds_secret_not_the_charts_published_password(upstream: Any) -> None:
+    objs = chart_objects(upstream, release())
+    init = {c["name"]: c for c in one(objs, "Deployment")["spec"]["template"]["spec"]["initContainers"]}
+    env = env_of(init["configure-gitea"])
+    assert env["GITEA_ADMIN_USERNAME"] == {"secretKeyRef": {"key": "username", "name": "gitea-admin"}}
+    assert env["GITEA_ADMIN_PASSWORD"] == {"secretKeyRef": {"key": "password", "name": "gitea-admin"}}
+    assert "r8sA8CPHD9!bt6d" not in json.dumps(objs)  # Gitea chart 12.4.0 values.yaml gitea.admin.password
+
+
+def test_the_server_keys_come_from_a_generated_secret(upstream: Any) -> None:
+    init = {c["name"]: c for c in one(chart_objects(upstream, release()), "Deployment")
+            ["spec"]["template"]["spec"]["initContainers"]}
+    env = env_of(init["init-app-ini"])  # environment-to-ini writes them into app.ini
+    for key, var in gitserver.SERVER_KEYS.items():
+        assert env[var] == {"secretKeyRef": {"name": gitserver.SERVER_KEYS_SECRET, "key": key}}
+
+
+def test_sqlite_stays_and_no_database_or_cache_subchart_starts() -> None:
+    values = release()["spec"]["values"]
+    for sub in ("postgresql-ha", "postgresql", "valkey-cluster", "valkey"):  # Gitea 12.4.0 enables two of them
+        assert values[sub] == {"enabled": False}
+    assert values["gitea"]["config"]["database"]["DB_TYPE"] == "sqlite3"
+
+
+def test_the_image_is_the_running_servers_not_the_charts_older_app_version(upstream: Any) -> None:
+    dep = one(chart_objects(upstream, release(Config(git_server={"version": "1.27.1"}))), "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.gitea.com/gitea:1.27.1-rootless"
+    fj = one(chart_objects(upstream, release(Config(git_server={"flavor": "forgejo"}))), "Deployment")
+    assert fj["spec"]["template"]["spec"]["containers"][0]["image"] == gitserver.image(Config(git_server={"flavor": "forgejo"}))
+
+
+@pytest.mark.parametrize(("flavor", "name"), [("gitea", "gitea"), ("forgejo", "forgejo")])
+def test_the_selector_is_the_charts_and_the_release_name_is_pinned(upstream: Any, flavor: str, name: str) -> None:
+    """The selector's name label is the chart's (forgejo for Forgejo); its instance is the release name,
+    pinned with spec.releaseName so a targetNamespace cannot turn it into gitea-gitea."""
+    cfg = Config(git_server={"flavor": flavor})
+    hr = release(cfg)
+    assert hr["spec"]["releaseName"] == "gitea"
+    moved = {**hr, "metadata": {**hr["metadata"], "namespace": "flux-system"},
+             "spec": {**hr["spec"], "targetNamespace": "gitea"}}
+    for r in (hr, moved):
+        dep = one(chart_objects(upstream, r), "Deployment")
+        assert dep["metadata"]["name"] == "gitea" and dep["metadata"]["namespace"] == "gitea"
+        assert dep["spec"]["selector"] == {"matchLabels": helmrelease.selector_labels(cfg)}
+        assert helmrelease.selector_labels(cfg) == {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "gitea"}
+    unpinned = {**moved, "spec": {k: v for k, v in moved["spec"].items() if k != "releaseName"}}
+    assert release_name(unpinned) == "gitea-gitea"
+
+
+def test_a_failed_upgrade_rolls_back_on_its_own() -> None:
+    spec = release()["spec"]
+    assert spec["install"]["remediation"]["retries"] > 0
+    assert spec["upgrade"]["remediation"] == {"retries": 3, "remediateLastFailure": True, "strategy": "rollback"}
+
+
+def test_the_committed_file_is_what_seedbed_applies() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all(helmrelease.repo_file(Config())))
+    assert docs == helmrelease.objects(Config())
+    assert [d["kind"] for d in docs] == ["HelmRepository", "HelmRelease"]
+
+
+# --------------------------------------------------------------------------- what later values must keep
+
+
+def test_the_bootstrap_values_keep_every_invariant(upstream: Any) -> None:
+    from emulator.helm_controller import coalesce
+
+    for flavor in ("gitea", "forgejo"):
+        cfg = Config(git_server={"flavor": flavor})
+        hr = release(cfg)
+        chart = Chart(upstream(CHART_DIRS[(flavor, helmrelease.CHARTS[flavor].version)]))
+        assert helmrelease.check_values(cfg, hr, coalesce(chart.defaults, hr["spec"]["values"])) == []
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"strategy": {"type": "RollingUpdate"}}, "strategy.type"),
+    ({"service": {"http": {"clusterIP": "None"}}}, "service.http.clusterIP"),
+    ({"persistence": {"create": True}}, "persistence.create"),
+    ({"persistence": {"claimName": "other"}}, "persistence.claimName"),
+    ({"gitea": {"admin": {"existingSecret": None}}}, "gitea.admin.existingSecret"),
+    ({"gitea": {"additionalConfigFromEnvs": []}}, "SECRET_KEY"),
+    ({"postgresql-ha": {"enabled": True}}, "postgresql-ha"),
+    ({"extraVolumes": []}, "extraVolumes"),
+])
+def test_check_values_names_each_broken_invariant(upstream: Any, change: dict[str, Any], needle: str) -> None:
+    from emulator.helm_controller import coalesce
+
+    cfg = Config()
+    hr = release(cfg)
+    chart = Chart(upstream(CHART_DIRS[("gitea", "12.4.0")]))
+    merged = coalesce(chart.defaults, coalesce(hr["spec"]["values"], change))
+    problems = helmrelease.check_values(cfg, hr, merged)
+    assert any(needle in p for p in problems), problems
+
+
+def test_check_values_sees_a_target_namespace_change_the_release_name() -> None:
+    cfg = Config()
+    hr = release(cfg)
+    moved = {**hr, "spec": {**{k: v for k, v in hr["spec"].items() if k != "releaseName"}, "targetNamespace": "gitea"}}
+    assert any("gitea-gitea" in p for p in helmrelease.check_values(cfg, moved, hr["spec"]["values"]))
 
 
 # --------------------------------------------------------------------------- flavours and helpers
 
 
-def test_forgejo() -> None:
-    cfg = Config(git_server={"flavor": "forgejo"})
-    assert gitserver.image(cfg) == "codeberg.org/forgejo/forgejo:16-rootless"
-    dep = deployment(render(cfg))
-    pod = dep["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "codeberg.org/forgejo/forgejo:16-rootless"
-    script = pod["initContainers"][0]["args"][2]
-    assert "forgejo migrate" in script and "forgejo admin user create" in script
-    assert "gitea " not in script
-    # Same names, same API, same env contract.
-    assert env_of(pod["containers"][0]) == EXPECTED_ENV
-    assert dep["metadata"]["name"] == gitserver.DEPLOYMENT_NAME
+def test_service_names_must_be_what_the_chart_can_make() -> None:
+    with pytest.raises(ConfigError, match="httpService") as e:
+        helmrelease.objects(Config(git_server={"httpService": "web", "sshService": "shell"}))
+    assert e.value.fix
+    assert helmrelease.fullname(Config(git_server={"httpService": "git-http", "sshService": "git-ssh"})) == "git"
 
 
 def test_image() -> None:

@@ -457,9 +457,12 @@ def _safe_relpath(name: str) -> PurePosixPath:
 
 async def commit_files(
     url: str, branch: str, files: dict[str, str], message: str, *, username: str, token: str,
-    author: tuple[str, str] = DEFAULT_AUTHOR,
+    author: tuple[str, str] = DEFAULT_AUTHOR, only_if_missing: frozenset[str] = frozenset(),
 ) -> str:
     """Write ``files`` (path -> text) on ``branch`` of ``url`` in one commit and push it; return the head.
+
+    A path in ``only_if_missing`` is written only when the branch does not have it yet (the user's
+    edits to it win).
 
     Idempotent: when the files already have this content nothing is committed and the current head is
     returned. Other files in the repository are left as they are. The work happens in a temporary
@@ -491,6 +494,8 @@ async def commit_files(
                 raise GitError(f"git checkout failed: {run.err.strip()}", fix="re-run")
         for rel, text in paths.items():
             target = work / rel
+            if rel in only_if_missing and target.exists():
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
         run = await _git(["add", "--all", "--", *paths], cwd=work, env=env)

@@ -21,7 +21,7 @@ LAST = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APISe
 
 
 async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency: int, crd_timeout: float,
-                       on_progress: Callable[[int, int], None] | None) -> ApplyResult:
+                       on_progress: Callable[[int, int], None] | None, field_manager: str) -> ApplyResult:
     result = ApplyResult()
     for obj in objs:
         if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") \
@@ -39,7 +39,7 @@ async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency:
     async def one(obj: Obj) -> None:
         nonlocal done
         async with sem:
-            _, created = await kube.apply_one(obj, force=force)
+            _, created = await kube.apply_one(obj, force=force, field_manager=field_manager)
         (result.created if created else result.configured).append(ref(obj))
         done += 1
         if on_progress:

@@ -394,15 +394,16 @@ class Kube:
             raise NotFound(f"{kind}/{name} not found")
         return self._json(resp, "PATCH", path)
 
-    async def apply_one(self, obj: Obj, *, force: bool = True, subresource: str | None = None) -> tuple[Obj, bool]:
-        """Server-side apply one object; returns (object, created)."""
+    async def apply_one(self, obj: Obj, *, force: bool = True, subresource: str | None = None,
+                        field_manager: str = FIELD_MANAGER) -> tuple[Obj, bool]:
+        """Server-side apply one object as ``field_manager``; returns (object, created)."""
         res = await self.resource(obj["apiVersion"], obj["kind"])
         md = obj.get("metadata") or {}
         ns = md.get("namespace") if res.namespaced else None
         if res.namespaced and not ns:
             raise Invalid(f"{ref(obj)} is namespaced but has no metadata.namespace",
                           fix="set metadata.namespace in the manifest")
-        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         path = res.path(ns, md["name"], subresource)
         resp = await self.request("PATCH", path, params=params, body=obj,
                                   content_type="application/apply-patch+yaml", retry_conflicts=True)
@@ -429,8 +430,12 @@ class Kube:
                 await self.patch("v1", "ConfigMap", name, {"data": data}, namespace=namespace)
 
     async def apply(self, objs: Iterable[Obj], *, force: bool = True, on_progress: Callable[[int, int], None] | None = None,
-                    concurrency: int = APPLY_CONCURRENCY, crd_timeout: float = 120.0) -> ApplyResult:
+                    concurrency: int = APPLY_CONCURRENCY, crd_timeout: float = 120.0,
+                    field_manager: str = FIELD_MANAGER) -> ApplyResult:
         """Apply a bundle: Namespaces and CRDs first, wait for the CRDs, then the rest concurrently.
+
+        ``field_manager``: seedbed's own by default; objects Flux will own are applied under the
+        manager kustomize-controller takes over (render/helmrelease.py HANDOVER_FIELD_MANAGER).
 
         Webhook configurations go last: applied earlier, they would route the rest of the bundle's
         objects through a webhook whose Pods are not running yet.
@@ -438,7 +443,7 @@ class Kube:
         from .apply import apply_bundle
 
         return await apply_bundle(self, list(objs), force=force, on_progress=on_progress,
-                                  concurrency=concurrency, crd_timeout=crd_timeout)
+                                  concurrency=concurrency, crd_timeout=crd_timeout, field_manager=field_manager)
 
     # ------------------------------------------------------------------ watch & wait
 

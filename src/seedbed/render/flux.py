@@ -72,8 +72,11 @@ def sync_path(cfg: Config) -> str:
 
 
 def repo_files(cfg: Config, components_text: str, *, acme: str | None = None,
-               domain: str | None = None) -> dict[str, str]:
+               domain: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Repository-relative path → content, for the one commit that installs Flux.
+
+    ``extra`` (file name → text) are more files of the ``flux-system`` folder, listed in its
+    kustomization.yaml after gotk-*.yaml (the Git server's HelmRelease).
 
     ``acme`` and ``domain`` are validated here so that a bad value stops before the commit, but
     they are not written to Git: the values live in the ConfigMap :func:`cluster_vars`, which
@@ -85,11 +88,12 @@ def repo_files(cfg: Config, components_text: str, *, acme: str | None = None,
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [COMPONENTS_FILE, SYNC_FILE],
+        "resources": [COMPONENTS_FILE, SYNC_FILE, *(extra or {})],
     }
     return {
         f"{folder}/{COMPONENTS_FILE}": components_text,  # byte for byte: Flux upgrades itself from it
         f"{folder}/{SYNC_FILE}": SYNC_HEADER + yamlutil.dump_all(sync_objects(cfg, acme=acme, domain=domain)),
+        **{f"{folder}/{name}": text for name, text in (extra or {}).items()},
         f"{folder}/{KUSTOMIZATION_FILE}": yamlutil.dump(kustomization),
     }
 

@@ -6,10 +6,10 @@ from .base import Options, Step
 
 
 def bootstrap_steps(options: Options) -> list[Step]:
-    """Preflight, Longhorn, (restore volumes,) Git server, repository, push, (restore Secrets,)
-    certificate guard, Flux, (restore certificates,) hand-over check."""
+    """Preflight, Longhorn, (restore volumes,) Flux components, Git server (a HelmRelease), repository,
+    push, (restore Secrets,) certificate guard, Flux sync, (restore certificates,) hand-over check."""
     from .checks import CertGuardStep, HandoffStep
-    from .flux import FluxStep
+    from .flux import FluxComponentsStep, FluxStep
     from .gitserver import GitServerStep, PushStep, RepositoryStep
     from .longhorn import LonghornStep
     from .preflight import PreflightStep
@@ -20,6 +20,7 @@ def bootstrap_steps(options: Options) -> list[Step]:
         PreflightStep(),
         LonghornStep(),
         RestoreVolumesStep() if restoring else None,
+        FluxComponentsStep(),
         GitServerStep(),
         RepositoryStep(),
         PushStep(),

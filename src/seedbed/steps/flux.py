@@ -1,8 +1,14 @@
-"""Flux: commit its manifests to the in-cluster repository, apply them, wait for the first sync.
+"""Flux, in two steps around the Git server, as `flux install` then `flux bootstrap`'s sync.
 
-Like `flux bootstrap`, the components are committed as ``<path>/flux-system/gotk-components.yaml``
-so that Flux manages its own upgrades from Git; the sync objects point at the Git server's
-in-cluster SSH address with the pinned host key, not at the port-forward seedbed pushed through.
+- ``flux-components``: the pinned release manifest, applied before the Git server (which is a
+  HelmRelease, so helm-controller must run first), with no sync objects yet;
+- ``flux``: the commit of ``<path>/flux-system/{gotk-components,gotk-sync,git-server,kustomization}.yaml``
+  to the in-cluster repository, then the sync objects, pointed at the Git server's in-cluster SSH
+  address with the pinned host key, and the wait for the first sync.
+
+Objects Flux will own are applied as :data:`~seedbed.render.helmrelease.HANDOVER_FIELD_MANAGER`, the
+field manager kustomize-controller's apply cleanup takes over: once it has applied the repository's
+copy it owns them alone (docs/handoff.md, "How the hand-over works").
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Any
 
 from .. import git
 from ..render import flux as render
+from ..render import helmrelease
 from .base import Context, Options, Outcome, Planned, Step, acme_of, domain_of
 
 FLUX_NAMESPACE = render.FLUX_NAMESPACE
@@ -19,24 +26,69 @@ KUSTOMIZE_API = render.KUSTOMIZE_API
 CONTROLLERS_WAIT = 300.0
 
 
-class FluxStep(Step):
-    name = "flux"
-    title = "Flux"
+def _deployments(objs: list[dict[str, Any]]) -> list[str]:
+    return [o["metadata"]["name"] for o in objs if o.get("kind") == "Deployment"]
+
+
+class FluxComponentsStep(Step):
+    name = "flux-components"
+    title = "Flux components"
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
-        objs = [render.cluster_vars(cfg, acme=acme, domain=domain), *render.component_objects(text),
-                *render.sync_objects(cfg, acme=acme, domain=domain)]
-        deployments = [o["metadata"]["name"] for o in objs if o.get("kind") == "Deployment"]
+        components = render.component_objects(text)
+        helmrelease.check_components(components)
         return Planned(
-            objects=objs,
-            waits=[f"Deployment flux-system/{d} rollout" for d in deployments]
-            + ["GitRepository flux-system/flux-system Ready at the pushed revision",
-               "Kustomization flux-system/flux-system Ready at the pushed revision"],
-            inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain},
-            notes=[f"commits {cfg.flux_path}/flux-system/{{gotk-components,gotk-sync,kustomization}}.yaml"],
-            repo_files=render.repo_files(cfg, text, acme=acme, domain=domain))
+            objects=[render.cluster_vars(cfg, acme=acme, domain=domain), *components],
+            waits=[f"Deployment flux-system/{d} rollout" for d in _deployments(components)],
+            inputs={"version": cfg.flux.version, "acme": acme, "domain": domain},
+            notes=["as `flux install`: the controllers, no sync yet (the Git server comes first)"])
+
+    async def verify(self, ctx: Context) -> bool:
+        from ..kube.wait import rollout_complete
+
+        plan = self.plan(ctx.cfg, ctx.manifests, ctx.options)
+        for dep in _deployments(plan.objects):
+            if not rollout_complete(await ctx.kube.get("apps/v1", "Deployment", dep, namespace=FLUX_NAMESPACE)):
+                return False
+        return True
+
+    async def run(self, ctx: Context, planned: Planned) -> Outcome:
+        kube = ctx.kube
+        # cluster-vars is seedbed's (not in Git: switching ACME environment needs no commit).
+        ours = [o for o in planned.objects if o.get("kind") == "ConfigMap"
+                and o["metadata"]["name"] == render.CLUSTER_VARS]
+        components = [o for o in planned.objects if o not in ours]
+        ctx.out.activity(f"applying {len(components)} Flux components")
+        applied_components = await kube.apply(components, field_manager=helmrelease.HANDOVER_FIELD_MANAGER,
+                                              on_progress=ctx.out.progress("applying the Flux components"))
+        applied = await kube.apply(ours)  # after the components: they bring the flux-system Namespace
+        for dep in _deployments(components):
+            ctx.out.activity(f"waiting for Deployment flux-system/{dep}")
+            await kube.wait_rollout("Deployment", dep, FLUX_NAMESPACE, timeout=CONTROLLERS_WAIT)
+        return Outcome(applied.changed or applied_components.changed, applied_components.summary())
+
+
+class FluxStep(Step):
+    name = "flux"
+    title = "Flux sync"
+
+    def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        text = manifests.text("flux", cfg.flux.version)
+        acme, domain = acme_of(cfg, options), domain_of(cfg, options)
+        server_file = helmrelease.repo_file(cfg)
+        folder = f"{render.sync_path(cfg)}/flux-system"
+        return Planned(
+            objects=render.sync_objects(cfg, acme=acme, domain=domain),
+            waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
+                   "Kustomization flux-system/flux-system Ready at the pushed revision"],
+            inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain,
+                    "gitServer": server_file},
+            notes=[f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
+                   "kustomization}.yaml"],
+            repo_files=render.repo_files(cfg, text, acme=acme, domain=domain,
+                                         extra={helmrelease.REPO_FILE: server_file}))
 
     async def verify(self, ctx: Context) -> bool:
         from ..kube.wait import condition_is
@@ -48,10 +100,12 @@ class FluxStep(Step):
         files = planned.repo_files
         ctx.out.activity(f"committing {len(files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
+        # git-server.yaml is the user's once committed: its values are how they change the server.
+        server_file = f"{render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}"
         revision = await git.retrying(lambda: git.commit_files(
             url, cfg.repo.branch, files,
-            f"Add Flux {cfg.flux.version} sync manifests for {cfg.cluster.name}",
-            username=cfg.git_server.admin_user, token=token))
+            f"Add Flux {cfg.flux.version} sync manifests and the Git server for {cfg.cluster.name}",
+            username=cfg.git_server.admin_user, token=token, only_if_missing=frozenset({server_file})))
         ctx.gitserver.forget()
         ctx.head = revision
 
@@ -61,20 +115,9 @@ class FluxStep(Step):
 
             raise ClusterError(f"Flux's Git credentials Secret {cfg.flux.secret} does not exist",
                                fix="re-run `seedbed bootstrap`: the repository step creates it")
-
-        # The plan holds the cluster variables, the components, then the two sync objects.
-        sync = [o for o in planned.objects if o.get("kind") in ("GitRepository", "Kustomization")]
-        components = [o for o in planned.objects if o not in sync]
-        ctx.out.activity(f"applying {len(components)} Flux components")
-        applied = await kube.apply(components, on_progress=ctx.out.progress("applying the Flux components"))
-        for dep in [o["metadata"]["name"] for o in components if o.get("kind") == "Deployment"]:
-            ctx.out.activity(f"waiting for Deployment flux-system/{dep}")
-            await kube.wait_rollout("Deployment", dep, FLUX_NAMESPACE, timeout=CONTROLLERS_WAIT)
-
-        synced = await kube.apply(sync)
+        synced = await kube.apply(planned.objects, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
         await self._wait_synced(ctx, revision)
-        changed = applied.changed or synced.changed
-        return Outcome(changed, f"synced {cfg.repo.branch}@{revision[:12]} from the in-cluster repository")
+        return Outcome(synced.changed, f"synced {cfg.repo.branch}@{revision[:12]} from the in-cluster repository")
 
     async def _wait_synced(self, ctx: Context, revision: str) -> None:
         timeout = ctx.cfg.flux.ready_timeout

@@ -2,8 +2,9 @@
 
 Three steps, because each has its own inputs and can fail on its own:
 
-- ``git-server``: the minimal Gitea/Forgejo (render/gitserver.py), its admin password and SSH
-  host key generated once and read back from the cluster on every later run;
+- ``git-server``: the minimal Gitea/Forgejo as a HelmRelease of the official chart
+  (render/helmrelease.py) on seedbed's claim (render/gitserver.py), its admin password, SSH host
+  key and server keys generated once and read back from the cluster on every later run;
 - ``repository``: over the REST API through a port-forward: token, owner, repository, the
   operator's keys, Flux's deploy key (its private half only in the cluster Secret);
 - ``push``: the operator's work tree with the real git CLI, through a port-forward.
@@ -21,12 +22,14 @@ from ..gitserver import operator_keys, secret_value
 from ..kube.wait import rollout_complete
 from ..render import flux as flux_render
 from ..render import gitserver as render
+from ..render import helmrelease
 from ..sshkeys import KeyPair, fingerprint, generate_ed25519
 from .base import Context, Options, Outcome, Planned, Step
 
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
                           public_openssh="ssh-ed25519 <generated-at-bootstrap> gitea-host-key")
 PLACEHOLDER_PASSWORD = "<generated at bootstrap>"
+PLACEHOLDER_SERVER_KEYS = {k: "<generated at bootstrap>" for k in render.SERVER_KEYS}
 
 
 def local_head(cfg: Any) -> str | None:
@@ -47,31 +50,54 @@ def local_head(cfg: Any) -> str | None:
 
 
 class GitServerStep(Step):
+    """The Git server as a HelmRelease of the official chart, applied by seedbed and waited for.
+
+    seedbed's own objects (namespace, claim, Secrets) are applied as seedbed; the chart source and
+    the HelmRelease as the field manager kustomize-controller takes over, since Flux owns them from
+    the sync on (the same manifests are committed as git-server.yaml by the flux step). Once Flux
+    manages the HelmRelease, a re-run leaves it alone: the repository's copy is the truth.
+    """
+
     name = "git-server"
     title = "Git server"
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY)
+        objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY,
+                                        server_keys=PLACEHOLDER_SERVER_KEYS) + helmrelease.objects(cfg)
         gs = cfg.git_server
+        c = helmrelease.chart(cfg)
         return Planned(objects=objs,
-                       waits=[f"Deployment {gs.namespace}/{render.DEPLOYMENT_NAME} rollout",
+                       waits=[f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} Ready",
+                              f"Deployment {gs.namespace}/{helmrelease.fullname(cfg)} rollout",
                               f"PVC {gs.namespace}/{gs.pvc_name} bound"],
-                       inputs={"image": render.image(cfg)},
-                       notes=["admin password and SSH host key are generated once and kept in the cluster"])
+                       inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}"},
+                       notes=[f"{c.name} chart {c.version} from {c.url} as HelmRelease "
+                              f"{gs.namespace}/{helmrelease.RELEASE_NAME}; the same manifests are committed as "
+                              f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}",
+                              "admin password, SSH host key and server keys are generated once and kept in the cluster"])
 
     async def verify(self, ctx: Context) -> bool:
-        gs = ctx.cfg.git_server
-        dep = await ctx.kube.get("apps/v1", "Deployment", render.DEPLOYMENT_NAME, namespace=gs.namespace)
+        from ..kube.wait import condition_is
+
+        cfg = ctx.cfg
+        gs = cfg.git_server
+        release = await ctx.kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME,
+                                     namespace=gs.namespace)
+        if release is None or not condition_is(release, "Ready"):
+            return False
+        dep = await ctx.kube.get("apps/v1", "Deployment", helmrelease.fullname(cfg), namespace=gs.namespace)
         if not rollout_complete(dep):
             return False
         password, host_key = await ctx.gitserver.stored_secrets()
-        return password is not None and host_key is not None
+        return password is not None and host_key is not None and await _stored_server_keys(ctx) is not None
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
-        gs = ctx.cfg.git_server
+        cfg = ctx.cfg
+        gs = cfg.git_server
         kube = ctx.kube
         # Generated once, then read back on every run: rendering never rotates them.
         password, host_key = await ctx.gitserver.stored_secrets()
+        server_keys = await _stored_server_keys(ctx)
         generated = []
         if password is None:
             password = secrets.token_urlsafe(24)
@@ -79,19 +105,60 @@ class GitServerStep(Step):
         if host_key is None:
             host_key = generate_ed25519(f"{gs.ssh_service}.{gs.namespace}")
             generated.append("SSH host key")
+        if server_keys is None:
+            server_keys = render.generate_server_keys()
+            generated.append("server keys")
         ctx.out.secret(password)
         ctx.out.secret(host_key.private_openssh)
+        for value in server_keys.values():
+            ctx.out.secret(value)
         await _check_storage_class(ctx)
-        objs = render.render_git_server(ctx.cfg, admin_password=password, host_key=host_key)
-        ctx.out.activity(f"applying {len(objs)} objects")
-        result = await kube.apply(objs, on_progress=ctx.out.progress("applying the Git server"))
-        ctx.out.activity(f"waiting for Deployment {gs.namespace}/{render.DEPLOYMENT_NAME}")
-        await kube.wait_rollout("Deployment", render.DEPLOYMENT_NAME, gs.namespace, timeout=gs.ready_timeout)
+        ours = render.render_git_server(cfg, admin_password=password, host_key=host_key, server_keys=server_keys)
+        ctx.out.activity(f"applying {len(ours)} objects")
+        result = await kube.apply(ours, on_progress=ctx.out.progress("applying the Git server's claim and Secrets"))
+        release = await kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME, namespace=gs.namespace)
+        if _flux_manages(release):
+            ctx.out.log(f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} is Flux's now; "
+                        f"it changes through {helmrelease.REPO_FILE} in the repository")
+        else:
+            handed = await kube.apply(helmrelease.objects(cfg), field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
+            result.created += handed.created
+            result.configured += handed.configured
+        ctx.out.activity(f"waiting for HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME}")
+        await kube.wait_condition(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME,
+                                  namespace=gs.namespace, timeout=gs.ready_timeout, check=_observed)
+        deployment = helmrelease.fullname(cfg)
+        ctx.out.activity(f"waiting for Deployment {gs.namespace}/{deployment}")
+        await kube.wait_rollout("Deployment", deployment, gs.namespace, timeout=gs.ready_timeout)
         await ctx.gitserver.redeployed(password, host_key)
         ctx.out.log(f"SSH host key {host_key.public_openssh.split()[0]} pinned "
                     f"({fingerprint(host_key.public_openssh)})")
         what = result.summary() + (f"; generated {', '.join(generated)}" if generated else "")
         return Outcome(result.changed or bool(generated), what)
+
+
+def _observed(obj: dict[str, Any]) -> bool:
+    """helm-controller has acted on the current spec (not a Ready left from the previous one)."""
+    st = obj.get("status") or {}
+    return int(st.get("observedGeneration") or 0) >= int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def _flux_manages(obj: dict[str, Any] | None) -> bool:
+    """kustomize-controller labels what it applies (kustomize.toolkit.fluxcd.io/name)."""
+    return bool(((obj or {}).get("metadata") or {}).get("labels", {}).get("kustomize.toolkit.fluxcd.io/name"))
+
+
+async def _stored_server_keys(ctx: Context) -> dict[str, str] | None:
+    """The server keys the cluster holds, or None when any is missing (all are generated together)."""
+    gs = ctx.cfg.git_server
+    secret = await ctx.kube.get("v1", "Secret", render.SERVER_KEYS_SECRET, namespace=gs.namespace)
+    keys = {k: secret_value(secret, k, what=f"Secret {gs.namespace}/{render.SERVER_KEYS_SECRET}")
+            for k in render.SERVER_KEYS}
+    for value in keys.values():
+        ctx.out.secret(value)
+    if any(v is None for v in keys.values()):
+        return None
+    return {k: v for k, v in keys.items() if v is not None}
 
 
 async def _check_storage_class(ctx: Context) -> None:
