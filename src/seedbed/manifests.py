@@ -69,7 +69,6 @@ LOCAL_NAMES: dict[str, tuple[str, ...]] = {
 # behind any static web server (`python -m http.server`) is a valid mirror.
 BASE_URL_ENV = "SEEDBED_MANIFEST_BASE_URL"
 
-LOCK_NAME = "seedbed.lock"
 LOCK_HEADER = """\
 # seedbed.lock: sha256 of the upstream release manifests seedbed installs for this cluster.
 # seedbed records a version here the first time it downloads it (unless seedbed itself ships a pin
@@ -330,15 +329,6 @@ class ManifestStore:
         """The address this store downloads the manifest from."""
         self._check(component, version)
         return self._url(component, version)
-
-    def expected_filenames(self, component: Component, version: str) -> list[str]:
-        """The names a --manifests folder may hold the manifest under, preferred first."""
-        self._check(component, version)
-        return _local_names(component, version)
-
-    def cache_path(self, component: Component, version: str) -> Path:
-        self._check(component, version)
-        return self._cache_path(component, version)
 
     def _url(self, component: str, version: str) -> str:
         return self._urls[component].replace("{version}", version)

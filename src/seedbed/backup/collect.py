@@ -123,9 +123,3 @@ def extra_entries(*, git_bundle: bytes | None = None, repo: str | None = None, l
     if volumes:
         entries["volumes.json"] = dumps({"volumes": volumes})
     return entries
-
-
-def summarize(entries: dict[str, bytes]) -> list[str]:
-    """Names only, for `seedbed backup` output: never a value."""
-    return sorted(entries)
-

@@ -34,7 +34,6 @@ from .guard import (
     RepoScan,
     assess,
     certificates_in_repo,
-    check,
     scan_repo,
     would_issue,
 )
@@ -43,7 +42,7 @@ from .ledger import Issuance, Ledger, from_cluster, scan_cluster
 __all__ = [
     "EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "CTResult", "CertificateDoc",
     "DomainBudget", "ExactSetBudget", "GuardResult", "Issuance", "Ledger", "RepoScan", "assess",
-    "certificates_in_repo", "check", "collect", "compute", "fetch_ct", "from_cluster", "registered_domain",
+    "certificates_in_repo", "collect", "compute", "fetch_ct", "from_cluster", "registered_domain",
     "scan_cluster", "scan_repo", "would_issue",
 ]
 

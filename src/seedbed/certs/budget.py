@@ -24,7 +24,6 @@ Pure: the ledger and ``now`` go in.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -172,9 +171,6 @@ class Budget:
             "domains": [d.to_dict() for d in sorted(self.domains.values(), key=lambda d: d.domain)],
             "notes": list(self.notes),
         }
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2)
 
     def render_table(self) -> list[str]:
         """Plain text lines for the terminal (no colour: it is also pasted into issues)."""

@@ -67,10 +67,6 @@ class GuardResult:
     would_issue: list[frozenset[str]]
     notes: list[str] = field(default_factory=list)
 
-    def raise_if_refused(self) -> None:
-        if not self.ok:
-            raise refusal(self)
-
 
 REMEDIES = (
     "restore the certificates from a backup first: `seedbed bootstrap --restore ARCHIVE`",
@@ -348,11 +344,3 @@ def assess(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignor
     if reasons and ignore_budget:
         return GuardResult(True, reasons, sets, [*notes, "--ignore-budget: going ahead anyway"])
     return GuardResult(not reasons, reasons, sets, notes)
-
-
-def check(planned: Iterable[Iterable[str]], budget: Budget, *, acme: str, ignore_budget: bool = False
-          ) -> GuardResult:
-    """:func:`assess`, raising :class:`Refused` (with the remedies as ``fix``) when it says no."""
-    result = assess(planned, budget, acme=acme, ignore_budget=ignore_budget)
-    result.raise_if_refused()
-    return result

@@ -267,10 +267,6 @@ class Ledger:
             ledger.extend(source)
         return ledger
 
-    def since(self, cutoff: datetime) -> Ledger:
-        """Only the issuances at or after ``cutoff`` (to keep the backup's copy small)."""
-        return Ledger([i for i in self.issuances if i.issued_at >= _utc(cutoff)])
-
     def to_json(self) -> str:
         """The versioned JSON the backup archive carries."""
         items = sorted(self.issuances, key=lambda i: (i.issued_at, sorted(i.names)))

@@ -367,13 +367,6 @@ class Kube:
                            fix="create the namespace first")
         return self._json(resp, "POST", res.path(ns))
 
-    async def replace(self, obj: Obj) -> Obj:
-        res = await self.resource(obj["apiVersion"], obj["kind"])
-        md = obj["metadata"]
-        path = res.path(md.get("namespace"), md["name"])
-        resp = await self.request("PUT", path, body=obj)
-        return self._json(resp, "PUT", path)
-
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete; False when it was already gone."""
         try:

@@ -58,16 +58,6 @@ def acme_server(acme: str) -> str:
     return SERVERS[acme]
 
 
-def account_key_secrets(cfg: Config | CertificatesConfig) -> list[tuple[str, str]]:
-    """(namespace, name) of the ACME account-key Secrets, for the backup to collect.
-
-    ClusterIssuers keep their Secrets in cert-manager's "cluster resource namespace", which is
-    cert-manager's own namespace unless cert-manager was started with another one.
-    """
-    ns = _certs(cfg).namespace
-    return [(ns, name) for name in ACCOUNT_KEY_SECRETS]
-
-
 def _solver(c: CertificatesConfig) -> dict[str, Any]:
     if c.solver == "http01":
         return {"http01": {"ingress": {"ingressClassName": c.http01.ingress_class}}}

@@ -32,7 +32,6 @@ from ..errors import ConfigError, ManifestError, Refused
 
 NAMESPACE = "longhorn-system"
 STORAGE_CLASS = "longhorn"
-PROVISIONER = "driver.longhorn.io"
 VERSION_LABEL = "app.kubernetes.io/version"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 # Kubernetes still honours the pre-GA annotation; a class carrying it is a default too.
