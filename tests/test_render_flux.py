@@ -225,7 +225,7 @@ def test_credentials_secret() -> None:
     assert "stringData" not in secret
     values = _secret_values(secret)
     assert set(values) == {"identity", "identity.pub", "known_hosts"}
-    assert KeyPair.from_private(values["identity"]) == DEPLOY_KEY
+    assert KeyPair.from_private(values["identity"], public=values["identity.pub"]) == DEPLOY_KEY
     assert values["identity.pub"] == DEPLOY_KEY.public_openssh + "\n"
     # The GitRepository names this Secret.
     assert flux.sync_objects(Config())[0]["spec"]["secretRef"] == {"name": "flux-system"}

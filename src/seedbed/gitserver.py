@@ -102,12 +102,14 @@ class GitServer:
         admin = await self.kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
         host = await self.kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
         password = secret_value(admin, render.ADMIN_PASSWORD_KEY, what=f"Secret {gs.namespace}/{gs.admin_secret}")
-        host_private = secret_value(host, render.HOST_KEY_FILE, what=f"Secret {gs.namespace}/{gs.host_key_secret}")
+        where = f"Secret {gs.namespace}/{gs.host_key_secret}"
+        host_private = secret_value(host, render.HOST_KEY_FILE, what=where)
         self.out.secret(password)
         self.out.secret(host_private)
         pair = None
         if host_private is not None:
-            pair = KeyPair.from_private(host_private, source=f"Secret {gs.namespace}/{gs.host_key_secret}")
+            host_public = secret_value(host, f"{render.HOST_KEY_FILE}.pub", what=where)
+            pair = KeyPair.from_private(host_private, public=host_public, source=where)
         return password, pair
 
     async def secrets(self) -> tuple[str, KeyPair]:

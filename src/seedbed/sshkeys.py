@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -41,9 +40,6 @@ PUBLIC_KEY_TYPES = frozenset({
 MIN_RSA_BITS = 3071
 
 _PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
-_OPENSSH_MAGIC = b"openssh-key-v1\x00"
-_PEM_BEGIN = "-----BEGIN OPENSSH " "PRIVATE KEY-----"  # split: secret scanners grep for it
-_PEM_END = "-----END OPENSSH PRIVATE KEY-----"
 
 
 @dataclass(frozen=True)
@@ -58,11 +54,11 @@ class KeyPair:
         return f"KeyPair(public_openssh={self.public_openssh!r}, private_openssh=<redacted>)"
 
     @classmethod
-    def from_private(cls, text: str, *, source: str = "the private key") -> KeyPair:
+    def from_private(cls, text: str, *, public: str | None = None, source: str = "the private key") -> KeyPair:
         """The pair for an unencrypted OpenSSH private key (e.g. read back from a Secret).
 
-        The public half carries the comment stored inside the private key, so a key made by
-        :func:`generate_ed25519` round-trips to an identical ``KeyPair``.
+        ``public`` is the public line stored beside it (the Secrets seedbed writes keep one); it
+        must be this key's, and its comment is kept, so a generated pair round-trips exactly.
         """
         data = text.strip().encode()
         if not data:
@@ -80,9 +76,15 @@ class KeyPair:
                 f"{source}: not an OpenSSH private key",
                 fix="give a key in OpenSSH format (ssh-keygen -p -m RFC4716 converts one)",
             ) from None
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        comment = _openssh_private_comment(data)
-        public_text = public.decode() + (f" {comment}" if comment else "")
+        derived = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                serialization.PublicFormat.OpenSSH).decode()
+        public_text = derived
+        if public is not None and public.strip():
+            stored = parse_public_key(public, f"{source} (public half)")
+            if stored.split()[:2] != derived.split()[:2]:
+                raise ConfigError(f"{source}: the stored public key is not the private key's",
+                                  fix="delete the Secret and re-run `seedbed bootstrap` to make a new pair")
+            public_text = stored
         return cls(private_openssh=text.strip() + "\n", public_openssh=public_text)
 
 
@@ -91,13 +93,10 @@ def generate_ed25519(comment: str) -> KeyPair:
     if any(c in comment for c in "\r\n"):
         raise ConfigError(f"SSH key comment {comment!r} contains a line break", fix="use a one-line comment")
     key = ed25519.Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    private_text = _openssh_ed25519_private(seed, pub, comment)
-    blob = _string(b"ssh-ed25519") + _string(pub)
-    public_text = "ssh-ed25519 " + base64.b64encode(blob).decode() + (f" {comment}" if comment else "")
-    return KeyPair(private_openssh=private_text, public_openssh=public_text)
+    private_text = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return KeyPair(private_openssh=private_text, public_openssh=public.decode() + (f" {comment}" if comment else ""))
 
 
 def parse_public_keys(text: str, source: str) -> list[str]:
@@ -236,10 +235,6 @@ def _known_hosts_name(host: str) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
 def _read_string(buf: bytes, pos: int) -> tuple[bytes, int] | None:
     if pos + 4 > len(buf):
         return None
@@ -248,76 +243,3 @@ def _read_string(buf: bytes, pos: int) -> tuple[bytes, int] | None:
     if end > len(buf):
         return None
     return buf[pos + 4:end], end
-
-
-def _openssh_ed25519_private(seed: bytes, pub: bytes, comment: str) -> str:
-    """The ``openssh-key-v1`` file for an unencrypted ed25519 key, as ssh-keygen writes it.
-
-    Written by hand because cryptography's serializer always stores an empty comment, and the
-    comment is how :meth:`KeyPair.from_private` restores the exact public line.
-    """
-    check = os.urandom(4)
-    public_blob = _string(b"ssh-ed25519") + _string(pub)
-    private = (
-        check + check
-        + _string(b"ssh-ed25519") + _string(pub) + _string(seed + pub) + _string(comment.encode())
-    )
-    private += bytes(range(1, 1 + (-len(private) % 8)))  # pad to the cipher block size (8 for "none")
-    body = (
-        _OPENSSH_MAGIC + _string(b"none") + _string(b"none") + _string(b"")
-        + struct.pack(">I", 1) + _string(public_blob) + _string(private)
-    )
-    b64 = base64.b64encode(body).decode()
-    lines = [b64[i:i + 70] for i in range(0, len(b64), 70)]
-    return "\n".join([_PEM_BEGIN, *lines, _PEM_END]) + "\n"
-
-
-# Fields before the comment in the private section, after the two check integers and the type.
-_PRIVATE_FIELDS = {"ssh-ed25519": 2, "ssh-rsa": 6}
-
-
-def _openssh_private_comment(pem: bytes) -> str:
-    """The comment stored in an unencrypted OpenSSH private key, or "" when it cannot be told."""
-    text = pem.decode(errors="replace")
-    if _PEM_BEGIN not in text or _PEM_END not in text:
-        return ""
-    inner = text.split(_PEM_BEGIN, 1)[1].split(_PEM_END, 1)[0]
-    try:
-        body = base64.b64decode("".join(inner.split()))
-    except (binascii.Error, ValueError):
-        return ""
-    if not body.startswith(_OPENSSH_MAGIC):
-        return ""
-    pos = len(_OPENSSH_MAGIC)
-    fields: list[bytes] = []
-    for _ in range(3):  # cipher, kdf, kdf options
-        got = _read_string(body, pos)
-        if got is None:
-            return ""
-        fields.append(got[0])
-        pos = got[1]
-    if fields[0] != b"none" or pos + 4 > len(body):
-        return ""
-    pos += 4  # number of keys (always 1 in practice)
-    got = _read_string(body, pos)  # public blob
-    if got is None:
-        return ""
-    got = _read_string(body, got[1])  # private section
-    if got is None:
-        return ""
-    private = got[0]
-    got = _read_string(private, 8)  # skip the check integers
-    if got is None:
-        return ""
-    key_type = got[0].decode(errors="replace")
-    count = 3 if key_type.startswith("ecdsa-sha2-") else _PRIVATE_FIELDS.get(key_type)
-    if count is None:
-        return ""
-    pos = got[1]
-    for _ in range(count):
-        got = _read_string(private, pos)
-        if got is None:
-            return ""
-        pos = got[1]
-    got = _read_string(private, pos)
-    return got[0].decode(errors="replace") if got else ""

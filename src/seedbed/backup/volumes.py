@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,18 +36,15 @@ _ACCESS = {"ReadWriteOnce": "rwo", "ReadWriteOncePod": "rwop", "ReadWriteMany": 
 
 def _quantity_bytes(value: Any) -> int:
     """Bytes of a Kubernetes quantity ("10Gi", "1G", "10737418240"): Longhorn wants exact bytes."""
-    text = str(value).strip()
-    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", text)
-    if not m:
-        raise ValueError(f"not a byte quantity: {text!r}")
-    number, suffix = int(m.group(1)), m.group(2) or ""
-    binary = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-    decimal = {"k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-    if suffix in binary:
-        return number * 1024 ** binary[suffix]
-    if suffix in decimal:
-        return number * 1000 ** decimal[suffix]
-    return number
+    from lightkube.utils.quantity import parse_quantity
+
+    try:
+        number = parse_quantity(str(value).strip())
+    except (ValueError, ArithmeticError):
+        raise ValueError(f"not a byte quantity: {value!r}") from None
+    if number is None or number != number.to_integral_value() or number < 0:
+        raise ValueError(f"not a whole number of bytes: {value!r}")
+    return int(number)
 
 
 # --------------------------------------------------------------------------- restore objects (pure)

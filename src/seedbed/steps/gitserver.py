@@ -232,7 +232,8 @@ async def _deploy_key(ctx: Context, client: Any) -> tuple[KeyPair, bool]:
         pair = generate_ed25519(f"flux@{cfg.cluster.name}")
     else:
         assert private is not None
-        pair = KeyPair.from_private(private, source=f"Secret {cfg.flux.secret}")
+        public = secret_value(existing, "identity.pub", what=f"Secret {cfg.flux.secret}")
+        pair = KeyPair.from_private(private, public=public, source=f"Secret {cfg.flux.secret}")
     ctx.out.secret(pair.private_openssh)
     result = await client.ensure_deploy_key(r.owner, r.name, pair.public_openssh, title="flux",
                                             read_only=r.deploy_key_read_only, rotate=rotate)
