@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import fluxrepo
+from . import fluxrepo, images
 from .config import Config
 from .errors import SeedbedError
 from .fluxrepo import Val
@@ -983,14 +983,12 @@ def _int(value: Any) -> int | None:
 
 def _image_flavour(image: str) -> str | None:
     """'gitea' or 'forgejo' for a Gitea/Forgejo image reference, else None."""
-    repo = image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image.split("@", 1)[0]
-    base = repo.rsplit("/", 1)[-1].lower()
-    return base if base in CHARTS else None
+    name = images.parse(image).name
+    return name if name in CHARTS else None
 
 
 def _image_is_rootless(image: str) -> bool:
-    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
-    tag = last.rsplit(":", 1)[1] if ":" in last else "latest"
+    tag = images.parse(image).tag or "latest"
     return tag.endswith("-rootless") or tag == "rootless"
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from .. import yamlutil
+from .. import images, yamlutil
 from ..config import BackupCredentials, LonghornConfig
 from ..errors import ConfigError, ManifestError, Refused
 
@@ -198,13 +198,6 @@ def _find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | 
     return None
 
 
-def image_tag(image: str) -> str | None:
-    """The tag of an image reference (registry ports and digests handled)."""
-    image = image.split("@", 1)[0]
-    last = image.rsplit("/", 1)[-1]
-    return last.rsplit(":", 1)[1] if ":" in last else None
-
-
 def daemonset_version(ds: Mapping[str, Any]) -> str | None:
     """The Longhorn version of a longhorn-manager DaemonSet: its version label, else its image tag."""
     labels = (ds.get("metadata") or {}).get("labels") or {}
@@ -213,7 +206,7 @@ def daemonset_version(ds: Mapping[str, Any]) -> str | None:
     containers = ((((ds.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or []
     for c in containers:
         if c.get("name") == "longhorn-manager" and c.get("image"):
-            return image_tag(str(c["image"]))
+            return images.parse(str(c["image"])).tag
     return None
 
 
