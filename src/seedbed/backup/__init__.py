@@ -39,6 +39,8 @@ from .volumes import backup_volumes, restore_objects
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from ..kube import KubeClient
+
 
 @dataclass
 class BackupResult:
@@ -48,7 +50,7 @@ class BackupResult:
     index: dict[str, Any]
 
 
-async def make_backup(kube: Any, cfg: Config, *, git_bundle: bytes | None = None, ledger: Any = None,
+async def make_backup(kube: KubeClient, cfg: Config, *, git_bundle: bytes | None = None, ledger: Any = None,
                       volume_timeout: float = 1800, now: datetime | None = None,
                       signing_key: Ed25519PrivateKey | None = None,
                       collected: dict[str, bytes] | None = None) -> BackupResult:

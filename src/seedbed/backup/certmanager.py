@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seedbed.errors import ClusterError, WaitTimeout
+
+if TYPE_CHECKING:
+    from ..kube import KubeClient
 
 WEBHOOK_API = "admissionregistration.k8s.io/v1"
 GROUPS = ("cert-manager.io", "acme.cert-manager.io")
@@ -38,7 +41,7 @@ def _fix(config: str) -> str:
             "then re-run")
 
 
-async def wait_for_webhook(kube: Any, *, timeout: float, log: Callable[[str], None] | None = None) -> None:
+async def wait_for_webhook(kube: KubeClient, *, timeout: float, log: Callable[[str], None] | None = None) -> None:
     """Wait until every webhook validating cert-manager's resources can be called."""
     say = log or (lambda _: None)
     loop = asyncio.get_running_loop()
@@ -68,7 +71,7 @@ async def wait_for_webhook(kube: Any, *, timeout: float, log: Callable[[str], No
 class WebhookRetry:
     """The Kube client, with writes that retry cert-manager's "failed calling webhook" until a deadline."""
 
-    def __init__(self, kube: Any, *, timeout: float, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, kube: KubeClient, *, timeout: float, log: Callable[[str], None] | None = None) -> None:
         self._kube, self._timeout, self._log = kube, timeout, log
         self._deadline = asyncio.get_running_loop().time() + timeout
 

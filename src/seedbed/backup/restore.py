@@ -28,6 +28,8 @@ from .volumes import LONGHORN_API, LONGHORN_NS, create_restored
 if TYPE_CHECKING:
     from seedbed.certs.ledger import Ledger
 
+    from ..kube import KubeClient
+
 _CONCURRENCY = 16  # writes in flight
 # Reads in flight: one LIST per namespace of the archive; 32 covers a homelab's namespaces in one
 # round trip (on a 20 ms link every extra round of LISTs is 20 ms more).
@@ -153,7 +155,7 @@ def _is_exists(e: Exception) -> bool:
     return type(e).__name__ == "AlreadyExists"
 
 
-async def _existing(kube: Any, api_version: str, kind: str, namespaces: Iterable[str] | None) -> set[Key]:
+async def _existing(kube: KubeClient, api_version: str, kind: str, namespaces: Iterable[str] | None) -> set[Key]:
     """Keys of existing objects: one LIST per namespace (or one cluster-wide LIST when None)."""
     sem = asyncio.Semaphore(_READ_CONCURRENCY)
 
@@ -165,7 +167,7 @@ async def _existing(kube: Any, api_version: str, kind: str, namespaces: Iterable
     return {(kind, *_meta(o)) for items in groups for o in items}
 
 
-async def _ensure_namespaces(kube: Any, namespaces: Iterable[str]) -> list[str]:
+async def _ensure_namespaces(kube: KubeClient, namespaces: Iterable[str]) -> list[str]:
     wanted = sorted({ns for ns in namespaces if ns})
     if not wanted:
         return []
@@ -183,7 +185,7 @@ async def _ensure_namespaces(kube: Any, namespaces: Iterable[str]) -> list[str]:
     return made
 
 
-async def _write(kube: Any, objs: dict[Key, dict[str, Any]], items: list[PlanItem]) -> list[PlanItem]:
+async def _write(kube: KubeClient, objs: dict[Key, dict[str, Any]], items: list[PlanItem]) -> list[PlanItem]:
     """Create (or, for overwrite, server-side apply) each planned object; a create race becomes a skip."""
     sem = asyncio.Semaphore(_CONCURRENCY)
 
@@ -210,7 +212,7 @@ async def _write(kube: Any, objs: dict[Key, dict[str, Any]], items: list[PlanIte
 # --------------------------------------------------------------------------- phases
 
 
-async def restore_volumes(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
+async def restore_volumes(kube: KubeClient, archive: Archive, *, force: bool = False, dry_run: bool = False,
                           wait: bool = True, timeout: float = 1800,
                           log: Callable[[str], None] | None = None) -> Summary:
     """Longhorn Volume (fromBackup) -> PV -> PVC per recorded claim, then wait for the data."""
@@ -249,7 +251,7 @@ def _restore_done(obj: dict[str, Any] | None) -> bool:
     return failed or (status.get("restoreInitiated") is True and status.get("restoreRequired") is False)
 
 
-async def _wait_restored(kube: Any, record: dict[str, Any], timeout: float) -> None:
+async def _wait_restored(kube: KubeClient, record: dict[str, Any], timeout: float) -> None:
     vol = record["volume"]
 
     def describe(obj: dict[str, Any] | None) -> str:
@@ -265,7 +267,7 @@ async def _wait_restored(kube: Any, record: dict[str, Any], timeout: float) -> N
                                fix="check the backup target and the backup in the Longhorn UI")
 
 
-async def restore_secrets(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False) -> Summary:
+async def restore_secrets(kube: KubeClient, archive: Archive, *, force: bool = False, dry_run: bool = False) -> Summary:
     """Secrets into their namespaces (created as needed); existing ones kept unless force."""
     objs = {("Secret", *_meta(o)): o for o in secrets(archive)}
     namespaces = {k[1] for k in objs}
@@ -277,7 +279,7 @@ async def restore_secrets(kube: Any, archive: Archive, *, force: bool = False, d
     return Summary("secrets", await _write(kube, objs, items))
 
 
-async def restore_cert_manager(kube: Any, archive: Archive, *, force: bool = False, dry_run: bool = False,
+async def restore_cert_manager(kube: KubeClient, archive: Archive, *, force: bool = False, dry_run: bool = False,
                                timeout: float = 300, log: Callable[[str], None] | None = None) -> Summary:
     """Issuers, ClusterIssuers and Certificates, once their CRDs are Established."""
     ordered = cert_manager_objects(archive)

@@ -17,10 +17,13 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seedbed.config import Config, VolumeRef
 from seedbed.errors import ClusterError, ConfigError, WaitTimeout
+
+if TYPE_CHECKING:
+    from ..kube import KubeClient
 
 LONGHORN_NS = "longhorn-system"
 LONGHORN_API = "longhorn.io/v1beta2"
@@ -140,7 +143,7 @@ def _backup_name(vol: str, stamp: str) -> str:
     return f"seedbed-{stamp}-{vol}"[:63].rstrip("-")
 
 
-async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800,
+async def backup_volumes(kube: KubeClient, cfg: Config, *, timeout: float = 1800,
                          now: datetime | None = None,
                          log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Back up each configured claim through Longhorn and return the records for volumes.json."""
@@ -170,7 +173,7 @@ async def backup_volumes(kube: Any, cfg: Config, *, timeout: float = 1800,
     )))
 
 
-async def _backup_one(kube: Any, ref: VolumeRef, *, stamp: str, timeout: float) -> dict[str, Any]:
+async def _backup_one(kube: KubeClient, ref: VolumeRef, *, stamp: str, timeout: float) -> dict[str, Any]:
     where = f"{ref.namespace}/{ref.pvc}"
     pvc = await kube.get("v1", "PersistentVolumeClaim", ref.pvc, namespace=ref.namespace)
     if pvc is None:
@@ -298,7 +301,7 @@ def _never_synced(record: dict[str, Any], what: str, timeout: float) -> ClusterE
             "and that the backup still exists there; then re-run")
 
 
-async def wait_backups_synced(kube: Any, records: list[dict[str, Any]], *, timeout: float,
+async def wait_backups_synced(kube: KubeClient, records: list[dict[str, Any]], *, timeout: float,
                               log: Callable[[str], None] | None = None) -> None:
     """Wait until Longhorn's webhook will accept a Volume restoring each record's backup."""
     if not records:
@@ -339,7 +342,7 @@ async def wait_backups_synced(kube: Any, records: list[dict[str, Any]], *, timeo
     await asyncio.gather(*(one(r) for r in records))
 
 
-async def create_restored(kube: Any, records: list[dict[str, Any]], *, timeout: float,
+async def create_restored(kube: KubeClient, records: list[dict[str, Any]], *, timeout: float,
                           log: Callable[[str], None] | None = None) -> None:
     """Volume (fromBackup), PV and PVC per record, once Longhorn has synced the backups; the Volume's
     create is retried while Longhorn's webhook still denies it (its caches lag the objects)."""

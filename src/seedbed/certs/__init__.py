@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budget import (
     EXACT_SET_LIMIT,
@@ -39,6 +39,9 @@ from .guard import (
 )
 from .ledger import Issuance, Ledger, from_cluster, scan_cluster
 
+if TYPE_CHECKING:
+    from ..kube import KubeClient
+
 __all__ = [
     "EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "CTResult", "CertificateDoc",
     "DomainBudget", "ExactSetBudget", "GuardResult", "Issuance", "Ledger", "RepoScan", "assess",
@@ -49,11 +52,11 @@ __all__ = [
 _CM = "cert-manager.io/v1"
 
 
-async def _list(kube: Any, kind: str) -> list[dict[str, Any]]:
+async def _list(kube: KubeClient, kind: str) -> list[dict[str, Any]]:
     return list(await kube.list(_CM, kind))
 
 
-async def _cluster_scan(kube: Any) -> tuple[list[Issuance], list[str]]:
+async def _cluster_scan(kube: KubeClient) -> tuple[list[Issuance], list[str]]:
     from ..errors import ClusterError
 
     try:
@@ -68,7 +71,7 @@ async def _cluster_scan(kube: Any) -> tuple[list[Issuance], list[str]]:
     return scan.issuances, scan.notes
 
 
-async def collect(*, now: datetime, kube: Any | None = None, backup: Ledger | None = None,
+async def collect(*, now: datetime, kube: KubeClient | None = None, backup: Ledger | None = None,
                   ct_domains: Iterable[str] = (), ct_base_url: str | None = None) -> tuple[Ledger, Budget]:
     """Gather issuances from the cluster, a backup's ledger and (optionally) crt.sh; compute the budget.
 

@@ -5,13 +5,14 @@ The backup, the certificate guard and `certs budget` all read history through th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _cluster_scan
 from .ledger import Issuance, Ledger
 
 if TYPE_CHECKING:
     from ..backup.archive import Archive
+    from ..kube import KubeClient
 
 
 def archive_ledger(archive: Archive) -> Ledger | None:
@@ -19,7 +20,7 @@ def archive_ledger(archive: Archive) -> Ledger | None:
     return archive.checked().ledger
 
 
-async def stored_ledger(kube: Any) -> list[Issuance]:
+async def stored_ledger(kube: KubeClient) -> list[Issuance]:
     """The ledger a previous restore kept in the cluster, so that history survives many rebuilds."""
     from ..errors import ClusterError
     from ..state import LEDGER_FIX, LEDGER_WHERE, read_ledger_text
@@ -31,6 +32,6 @@ async def stored_ledger(kube: Any) -> list[Issuance]:
     return list(Ledger.from_json(text, what=LEDGER_WHERE, error=ClusterError, fix=LEDGER_FIX))
 
 
-async def cluster_issuances(kube: Any) -> tuple[list[Issuance], list[str]]:
+async def cluster_issuances(kube: KubeClient) -> tuple[list[Issuance], list[str]]:
     """Issuances seen in the cluster's cert-manager objects, and notes on what was assumed."""
     return await _cluster_scan(kube)
