@@ -430,8 +430,10 @@ def test_quantities() -> None:
     assert _quantity_bytes("10Gi") == 10737418240
     assert _quantity_bytes("1G") == 10**9
     assert _quantity_bytes("2147483648") == 2147483648
-    with pytest.raises(ValueError):
-        _quantity_bytes("1.5Gi")
+    assert _quantity_bytes("1.5Gi") == 1610612736  # Kubernetes' own arithmetic (lightkube's parse_quantity)
+    for bad in ("0.5", "100m", "-1", "ten"):
+        with pytest.raises(ValueError):
+            _quantity_bytes(bad)
 
 
 @pytest.mark.parametrize(("selector", "matches"), [

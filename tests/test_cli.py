@@ -156,3 +156,19 @@ def test_an_empty_flag_is_an_error_not_a_silent_fallback_to_another_cluster(work
 def test_completion_prints_a_script_for_the_shell(capsys, shell):
     code, out, _ = run(capsys, "completion", shell)
     assert code == 0 and "_SEEDBED_COMPLETE" in out
+
+
+@pytest.mark.parametrize(("section", "key", "line"), [
+    ("gitServer:\n  adminUser: admin\n", "gitServer.adminUser", 2),
+    ("gitServer:\n  storageSize: ten\n", "gitServer.storageSize", 2),
+    ("certificates:\n  domain: '*.example.org'\n", "certificates.domain", 2),
+    ("certificates:\n  email: not-an-address\n", "certificates.email", 2),
+    ("certificates:\n  solver: dns01\n  dns01: {provider: route53, secretName: aws}\n  wildcard: {domain: co.uk}\n",
+     "certificates.dns01.provider", 3),
+])
+def test_config_check_refuses_what_plan_would_refuse(workdir, capsys, section, key, line):
+    """All value checks live in config.py: `config check` and `plan` give the same error, with the line."""
+    (workdir / "seedbed.yaml").write_text(section)
+    for argv in (["config", "check"], ["plan", "--offline"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and f"seedbed.yaml:{line}: {key}:" in err and "fix:" in err, (argv, err)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from seedbed import yamlutil
+from seedbed import images, yamlutil
 from seedbed.config import BackupCredentials, Config, LonghornConfig, parse
 from seedbed.errors import ConfigError, ManifestError, Refused, SeedbedError, WaitTimeout
 from seedbed.render.longhorn import (
@@ -19,7 +19,6 @@ from seedbed.render.longhorn import (
     check_existing,
     daemonset_version,
     default_storage_classes,
-    image_tag,
     node_disk_paths,
     parse_credentials_file,
     raise_refusals,
@@ -329,8 +328,8 @@ def test_readers_of_cluster_objects() -> None:
     nodes = [{"metadata": {"name": "n1"}, "spec": {"disks": {"default-disk-1": {"path": "/var/lib/longhorn/"}}}},
              {"metadata": {"name": "n2"}, "spec": {}}]
     assert node_disk_paths(nodes) == {"n1": ["/var/lib/longhorn/"], "n2": []}
-    assert image_tag("registry.lan:5000/longhornio/longhorn-manager:v1.9.0") == "v1.9.0"
-    assert image_tag("registry.lan:5000/longhorn-manager@sha256:abc") is None
+    assert images.parse("registry.lan:5000/longhornio/longhorn-manager:v1.9.0").tag == "v1.9.0"
+    assert images.parse("registry.lan:5000/longhorn-manager@sha256:abc").tag is None
     ds = {"spec": {"template": {"spec": {"containers": [
         {"name": "longhorn-manager", "image": "longhornio/longhorn-manager:v1.9.0"}]}}}}
     assert daemonset_version(ds) == "v1.9.0"

@@ -304,6 +304,142 @@ class Config(Model):
         return self.base_dir / "seedbed.lock"
 
 
+
+# --------------------------------------------------------------------------- value checks
+# Every check on a value of seedbed.yaml lives here, so `seedbed config check` and `seedbed plan`
+# agree. Each raises a ConfigError naming the key (``parse`` adds the file and line) and the fix;
+# the render modules call the ones that also normalise a value.
+
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+# Gitea's reserved user names (models/user/user.go reservedUsernames) and its name rules.
+RESERVED_USERNAMES = frozenset({
+    ".", "..", ".well-known", "admin", "api", "assets", "attachments", "avatar", "avatars", "captcha",
+    "commits", "debug", "error", "explore", "favicon.ico", "ghost", "issues", "login", "manifest.json",
+    "metrics", "milestones", "new", "notifications", "org", "pulls", "raw", "repo", "repo-avatars",
+    "robots.txt", "search", "serviceworker.js", "ssh_info", "swagger.v1.json", "user", "v2", "gitea-actions",
+})
+_USERNAME = re.compile(r"^[0-9A-Za-z][-.\w]*$")
+_USERNAME_BAD = re.compile(r"[-._]{2,}|[-._]$")
+# DNS-01 providers whose whole configuration fits Dns01Solver (one Secret, one key), with the
+# cert-manager field name of the credential reference for each.
+DNS01_SECRET_FIELD = {
+    "cloudflare": "apiTokenSecretRef",
+    "digitalocean": "tokenSecretRef",
+}
+
+
+def check_data_path(path: str) -> str:
+    """The Longhorn data path, or a ConfigError."""
+    fix = "set longhorn.dataPath to an absolute path such as /var/lib/longhorn"
+    if not path.startswith("/"):
+        raise ConfigError(f"longhorn.dataPath: must be an absolute path (starting with '/'), not {path!r}", fix=fix)
+    if path.rstrip("/") == "":
+        # Longhorn would write replicas/ and its disk config straight into the node's root.
+        raise ConfigError("longhorn.dataPath: '/' is the node's root filesystem, not a data folder", fix=fix)
+    if ".." in path.split("/"):
+        raise ConfigError(f"longhorn.dataPath: {path!r} contains '..'; give the path it resolves to", fix=fix)
+    if any(ord(c) < 32 for c in path):
+        raise ConfigError(f"longhorn.dataPath: {path!r} contains control characters", fix=fix)
+    return path
+
+
+def check_domain(domain: str, *, key: str) -> str:
+    """A lower-cased DNS name, or a ConfigError naming ``key``."""
+    d = domain.strip().lower().rstrip(".")
+    if d.startswith("*."):
+        raise ConfigError(f"{key}: give the base domain, not {domain!r}",
+                          fix=f"set {key} to {d[2:]!r}; seedbed adds the '*.' itself")
+    if not HOSTNAME.match(d):
+        raise ConfigError(f"{key}: {domain!r} is not a DNS name", fix=f"set {key} to a name like home.example.com")
+    return d
+
+
+def check_email(email: str) -> str:
+    email = email.strip()
+    if not EMAIL.match(email):
+        raise ConfigError(f"certificates.email: {email!r} is not an e-mail address",
+                          fix="set certificates.email to an address like you@example.com")
+    return email
+
+
+def check_dns01_provider(provider: str) -> str:
+    if provider not in DNS01_SECRET_FIELD:
+        raise ConfigError(
+            f"certificates.dns01.provider: {provider!r} needs settings seedbed.yaml cannot express yet",
+            fix=f"use one of {', '.join(sorted(DNS01_SECRET_FIELD))}, or commit your own ClusterIssuers "
+            "named letsencrypt-staging and letsencrypt-production (with privateKeySecretRef "
+            "letsencrypt-staging-account-key / letsencrypt-production-account-key) instead of "
+            "`seedbed certs issuers`",
+        )
+    return provider
+
+
+def check_wildcard(c: CertificatesConfig) -> str | None:
+    """The wildcard's base domain (lower-cased), None without a wildcard, or a ConfigError."""
+    from .domains import registered_domain
+
+    w = c.wildcard
+    if w is None:
+        return None
+    if c.solver != "dns01":
+        # ACME only validates wildcard names through DNS-01 (RFC 8555 section 7.1.3).
+        raise ConfigError(
+            "certificates.wildcard: wildcards need DNS-01, but certificates.solver is http01",
+            fix="set certificates.solver: dns01 and certificates.dns01 (provider, secretName), "
+            "or remove certificates.wildcard",
+        )
+    domain = check_domain(w.domain, key="certificates.wildcard.domain")
+    if registered_domain(domain) is None:
+        raise ConfigError(f"certificates.wildcard.domain: {domain!r} is a public suffix, not a domain you own",
+                          fix="use a domain you registered (or a name under it), e.g. home.example.com")
+    return domain
+
+
+def check_git_server(gs: GitServerConfig) -> None:
+    """The names Gitea and Kubernetes must accept (the admin password is checked where it is made)."""
+    user = gs.admin_user
+    if (len(user) > 40 or not _USERNAME.match(user) or _USERNAME_BAD.search(user)
+            or user.lower() in RESERVED_USERNAMES):
+        raise ConfigError(
+            f"gitServer.adminUser: {user!r} is not a user name Gitea accepts",
+            fix="use letters, digits and single '-', '_' or '.' (not at the end), at most 40, "
+                "and not a reserved name such as 'admin'",
+        )
+    for field, value in (("adminSecret", gs.admin_secret), ("hostKeySecret", gs.host_key_secret)):
+        if len(value) > 253 or not OBJECT_NAME.match(value):
+            raise ConfigError(f"gitServer.{field}: {value!r} is not a valid Secret name",
+                              fix="use lower-case letters, digits, '-' and '.'")
+    if gs.admin_secret == gs.host_key_secret:
+        raise ConfigError("gitServer.adminSecret and gitServer.hostKeySecret name the same Secret",
+                          fix="give them different names")
+    if gs.http_service == gs.ssh_service:
+        raise ConfigError("gitServer.httpService and gitServer.sshService name the same Service",
+                          fix="give them different names (the chart uses gitea-http and gitea-ssh)")
+    if not OBJECT_NAME.match(gs.storage_class):
+        raise ConfigError(f"gitServer.storageClass: {gs.storage_class!r} is not a valid name",
+                          fix="name a StorageClass, normally longhorn")
+    if not QUANTITY.match(gs.storage_size):
+        raise ConfigError(f"gitServer.storageSize: {gs.storage_size!r} is not a size like 10Gi",
+                          fix="write a Kubernetes quantity such as 10Gi")
+
+
+def check_values(cfg: Config) -> None:
+    """Every value check that needs more than a type (run by :func:`parse`, so `config check` runs it)."""
+    check_data_path(cfg.longhorn.data_path)
+    check_git_server(cfg.git_server)
+    c = cfg.certificates
+    if c.email:
+        check_email(c.email)
+    if c.domain:
+        check_domain(c.domain, key="certificates.domain")
+    if c.solver == "dns01" and c.dns01 is not None:
+        check_dns01_provider(c.dns01.provider)
+    check_wildcard(c)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of seedbed.yaml, for editors (yaml-language-server)."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
@@ -345,7 +481,7 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
         raise ConfigError(f"{name}:1: the top level must be a mapping of sections (cluster, longhorn, ...)",
                           fix="start from `seedbed init`, which writes a commented example")
     try:
-        return Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
+        cfg = Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
     except ValidationError as e:
         errors = e.errors()
         lines = []
@@ -362,6 +498,14 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
             lines.append(f"... and {len(errors) - MAX_REPORTED} more problems like these")
         raise ConfigError("\n".join(lines),
                           fix="edit the key named above; `seedbed config schema` describes every key") from None
+    try:
+        check_values(cfg)
+    except ConfigError as e:
+        # The message starts with the key's path (gitServer.adminUser: ...): point at its line.
+        key = e.message.split(":", 1)[0].split(" ", 1)[0]
+        line, _ = _LineIndex(node).find(tuple(key.split(".")))
+        raise ConfigError(f"{name}:{line}: {e.message}", fix=e.fix) from None
+    return cfg
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -7,10 +7,16 @@ without a new commit of issuer manifests.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ..config import CertificatesConfig, Config
+from ..config import (
+    DNS01_SECRET_FIELD,
+    CertificatesConfig,
+    Config,
+    check_dns01_provider,
+    check_email,
+    check_wildcard,
+)
 from ..errors import ConfigError
 
 STAGING_SERVER = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -28,15 +34,6 @@ ACCOUNT_KEY_SECRETS = (STAGING_ACCOUNT_KEY, PRODUCTION_ACCOUNT_KEY)
 ISSUERS = {"staging": STAGING_ISSUER, "production": PRODUCTION_ISSUER}
 SERVERS = {"staging": STAGING_SERVER, "production": PRODUCTION_SERVER}
 
-# DNS-01 providers whose whole configuration fits Dns01Solver (one Secret, one key).
-# cert-manager field name of the credential reference for each.
-_DNS01_SECRET_FIELD = {
-    "cloudflare": "apiTokenSecretRef",
-    "digitalocean": "tokenSecretRef",
-}
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _certs(cfg: Config | CertificatesConfig) -> CertificatesConfig:
@@ -61,15 +58,8 @@ def acme_server(acme: str) -> str:
 def _solver(c: CertificatesConfig) -> dict[str, Any]:
     if c.solver == "http01":
         return {"http01": {"ingress": {"ingressClassName": c.http01.ingress_class}}}
-    provider = c.dns01.provider
-    field = _DNS01_SECRET_FIELD.get(provider)
-    if field is None:
-        raise ConfigError(
-            f"certificates.dns01.provider: {provider!r} needs settings seedbed.yaml cannot express yet",
-            fix=f"use one of {', '.join(sorted(_DNS01_SECRET_FIELD))}, or commit your own ClusterIssuers "
-            f"named {STAGING_ISSUER} and {PRODUCTION_ISSUER} (with privateKeySecretRef "
-            f"{STAGING_ACCOUNT_KEY} / {PRODUCTION_ACCOUNT_KEY}) instead of `seedbed certs issuers`",
-        )
+    provider = check_dns01_provider(c.dns01.provider)
+    field = DNS01_SECRET_FIELD[provider]
     ref = {"name": c.dns01.secret_name, "key": c.dns01.secret_key}
     return {"dns01": {provider: {field: ref}}}
 
@@ -100,9 +90,7 @@ def cluster_issuers(cfg: Config | CertificatesConfig) -> list[dict[str, Any]]:
             "certificates.email: an ACME account e-mail is required to render the ClusterIssuers",
             fix="set certificates.email in seedbed.yaml (the ACME account's contact; Let's Encrypt ended expiry emails in 2025)",
         )
-    if not _EMAIL.match(email):
-        raise ConfigError(f"certificates.email: {email!r} is not an e-mail address",
-                          fix="set certificates.email to an address like you@example.com")
+    email = check_email(email)
     solver = _solver(c)
     return [
         _cluster_issuer(STAGING_ISSUER, STAGING_SERVER, STAGING_ACCOUNT_KEY, email, solver),
@@ -114,17 +102,6 @@ def wildcard_secret_name(domain: str) -> str:
     return f"wildcard-{domain.replace('.', '-')}-tls"
 
 
-def check_domain(domain: str, *, key: str) -> str:
-    """A lower-cased DNS name, or a ConfigError naming ``key``."""
-    d = domain.strip().lower().rstrip(".")
-    if d.startswith("*."):
-        raise ConfigError(f"{key}: give the base domain, not {domain!r}",
-                          fix=f"set {key} to {d[2:]!r}; seedbed adds the '*.' itself")
-    if not _HOSTNAME.match(d):
-        raise ConfigError(f"{key}: {domain!r} is not a DNS name", fix=f"set {key} to a name like home.example.com")
-    return d
-
-
 def wildcard_certificate(cfg: Config | CertificatesConfig, *, issuer: str) -> dict[str, Any]:
     """A Certificate for ``*.domain`` and ``domain`` from the ClusterIssuer ``issuer`` (DNS-01 only)."""
     c = _certs(cfg)
@@ -132,19 +109,8 @@ def wildcard_certificate(cfg: Config | CertificatesConfig, *, issuer: str) -> di
     if w is None:
         raise ConfigError("certificates.wildcard is not set",
                           fix="add certificates.wildcard.domain to seedbed.yaml, e.g. home.example.com")
-    if c.solver != "dns01":
-        # ACME only validates wildcard names through DNS-01 (RFC 8555 section 7.1.3).
-        raise ConfigError(
-            "certificates.wildcard: wildcards need DNS-01, but certificates.solver is http01",
-            fix="set certificates.solver: dns01 and certificates.dns01 (provider, secretName), "
-            "or remove certificates.wildcard",
-        )
-    domain = check_domain(w.domain, key="certificates.wildcard.domain")
-    from ..domains import registered_domain
-
-    if registered_domain(domain) is None:
-        raise ConfigError(f"certificates.wildcard.domain: {domain!r} is a public suffix, not a domain you own",
-                          fix="use a domain you registered (or a name under it), e.g. home.example.com")
+    domain = check_wildcard(c)
+    assert domain is not None  # w is set
     if not issuer:
         raise ConfigError("no ClusterIssuer given for the wildcard Certificate",
                           fix=f"pass {STAGING_ISSUER} or {PRODUCTION_ISSUER}")

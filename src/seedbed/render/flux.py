@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .. import yamlutil
-from ..config import Config
+from ..config import Config, check_domain
 from ..errors import ConfigError, ManifestError
 from ..sshkeys import KeyPair
 from . import MANAGED_BY, b64, gitserver
@@ -156,7 +156,7 @@ def cluster_vars(cfg: Config, *, acme: str | None = None, domain: str | None = N
         "CLUSTER_ISSUER": certs_render.issuer_for(acme),
     }
     if domain:
-        data["CLUSTER_DOMAIN"] = certs_render.check_domain(domain, key="certificates.domain")
+        data["CLUSTER_DOMAIN"] = check_domain(domain, key="certificates.domain")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

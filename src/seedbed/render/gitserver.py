@@ -18,7 +18,7 @@ import base64
 import re
 from typing import Any
 
-from ..config import Config
+from ..config import Config, check_git_server
 from ..errors import ConfigError
 from ..sshkeys import KeyPair, known_hosts_line
 from . import CLUSTER_DNS_SUFFIX, MANAGED_BY, b64
@@ -49,17 +49,7 @@ IMAGES = {
 }
 
 # Gitea refuses these user names (models/user/user.go reservedUsernames); Forgejo keeps the list.
-RESERVED_USERNAMES = frozenset({
-    ".", "..", ".well-known", "admin", "api", "assets", "attachments", "avatar", "avatars", "captcha",
-    "commits", "debug", "error", "explore", "favicon.ico", "ghost", "issues", "login", "manifest.json",
-    "metrics", "milestones", "new", "notifications", "org", "pulls", "raw", "repo", "repo-avatars",
-    "robots.txt", "search", "serviceworker.js", "ssh_info", "swagger.v1.json", "user", "v2", "gitea-actions",
-})
-_USERNAME = re.compile(r"^[0-9A-Za-z][-.\w]*$")
-_USERNAME_BAD = re.compile(r"[-._]{2,}|[-._]$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 # --------------------------------------------------------------------------- names and addresses
@@ -183,31 +173,7 @@ def render_git_server(cfg: Config, *, admin_password: str, host_key: KeyPair,
 
 
 def _check(cfg: Config, admin_password: str) -> None:
-    gs = cfg.git_server
-    user = gs.admin_user
-    if (len(user) > 40 or not _USERNAME.match(user) or _USERNAME_BAD.search(user)
-            or user.lower() in RESERVED_USERNAMES):
-        raise ConfigError(
-            f"gitServer.adminUser: {user!r} is not a user name Gitea accepts",
-            fix="use letters, digits and single '-', '_' or '.' (not at the end), at most 40, "
-                "and not a reserved name such as 'admin'",
-        )
-    for field, value in (("adminSecret", gs.admin_secret), ("hostKeySecret", gs.host_key_secret)):
-        if len(value) > 253 or not _NAME.match(value):
-            raise ConfigError(f"gitServer.{field}: {value!r} is not a valid Secret name",
-                              fix="use lower-case letters, digits, '-' and '.'")
-    if gs.admin_secret == gs.host_key_secret:
-        raise ConfigError("gitServer.adminSecret and gitServer.hostKeySecret name the same Secret",
-                          fix="give them different names")
-    if gs.http_service == gs.ssh_service:
-        raise ConfigError("gitServer.httpService and gitServer.sshService name the same Service",
-                          fix="give them different names (the chart uses gitea-http and gitea-ssh)")
-    if not _NAME.match(gs.storage_class):
-        raise ConfigError(f"gitServer.storageClass: {gs.storage_class!r} is not a valid name",
-                          fix="name a StorageClass, normally longhorn")
-    if not _QUANTITY.match(gs.storage_size):
-        raise ConfigError(f"gitServer.storageSize: {gs.storage_size!r} is not a size like 10Gi",
-                          fix="write a Kubernetes quantity such as 10Gi")
+    check_git_server(cfg.git_server)  # also guards configs built without parse()
     # Gitea's minimum password length is 8; a line break would break the shell's quoting promise.
     if len(admin_password) < 8 or any(c in admin_password for c in "\r\n\0"):
         raise ConfigError("the Git server admin password is shorter than 8 characters or spans lines",

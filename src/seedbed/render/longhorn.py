@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from .. import images, yamlutil
-from ..config import BackupCredentials, LonghornConfig
+from ..config import BackupCredentials, LonghornConfig, check_data_path
 from ..errors import ConfigError, ManifestError, Refused
 
 NAMESPACE = "longhorn-system"
@@ -57,21 +57,6 @@ RELEASE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def check_data_path(path: str) -> str:
-    """The data path, or a ConfigError. Also guards configs built without pydantic validation."""
-    fix = "set longhorn.dataPath to an absolute path such as /var/lib/longhorn"
-    if not path.startswith("/"):
-        raise ConfigError(f"longhorn.dataPath: must be an absolute path (starting with '/'), not {path!r}", fix=fix)
-    if path.rstrip("/") == "":
-        # Longhorn would write replicas/ and its disk config straight into the node's root.
-        raise ConfigError("longhorn.dataPath: '/' is the node's root filesystem, not a data folder", fix=fix)
-    if ".." in path.split("/"):
-        raise ConfigError(f"longhorn.dataPath: {path!r} contains '..'; give the path it resolves to", fix=fix)
-    if any(ord(c) < 32 for c in path):
-        raise ConfigError(f"longhorn.dataPath: {path!r} contains control characters", fix=fix)
-    return path
 
 
 def parse_credentials_file(text: str, name: str) -> dict[str, str]:
