@@ -338,3 +338,32 @@ def test_a_manifest_that_plan_accepts_is_recorded_in_the_lock(workdir, capsys, u
     r = cli(capsys, "plan", "--manifests", upstream("longhorn-v1.12.1.yaml").parent)
     assert r.code == 0, r.text
     assert "flux v2.9.3 sha256:" in (workdir / "seedbed.lock").read_text()
+
+
+# --------------------------------------------------------------------------- the GitOps tree (certificate guard)
+
+
+def test_a_fifo_and_a_yaml_bomb_in_the_gitops_tree_are_skipped_with_a_warning(tmp_path):
+    """The certificate guard reads the whole tree during bootstrap: a FIFO must not hang it (it is not a
+    file Flux applies), an alias bomb must not exhaust it (one warning naming the file), and real
+    Certificates still count."""
+    from seedbed.certs.guard import scan_repo
+
+    tree = tmp_path / "gitops"
+    (tree / "apps").mkdir(parents=True)
+    fifo(tree / "apps" / "pipe.yaml")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
+    (tree / "apps" / "bomb.yaml").write_text("kind: ConfigMap\n" + bomb)
+    (tree / "apps" / "cert.yaml").write_text(
+        "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: web, namespace: apps}\n"
+        "spec: {secretName: web-tls, dnsNames: [web.example.org], issuerRef: {kind: ClusterIssuer, name: x}}\n")
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(scan_repo(tree)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done, "scan_repo hung on the FIFO or the bomb"
+    scan = done[0]
+    assert [c.names for c in scan.certificates] == [frozenset({"web.example.org"})]  # type: ignore[attr-defined]
+    warnings = "\n".join(scan.warnings)  # type: ignore[attr-defined]
+    assert "bomb.yaml" in warnings and "expands to more than" in warnings

@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import Refused
+from .. import files, yamlutil
+from ..errors import Refused, SeedbedError
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
@@ -200,9 +199,10 @@ def parse_manifests(text: str, file: str, variables: Mapping[str, str] | None = 
             continue
         line = _first_content_line(doc, base)
         try:
-            obj = yaml.load(doc, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:
-            warnings.append(f"{file}:{line}: not valid YAML; skipped")
+            # The repository is input like any other: aliases and depth bounded.
+            obj = yamlutil.safe_load(doc, what=f"{file}:{line}")
+        except SeedbedError as e:
+            warnings.append(f"{e.message}; skipped")
             continue
         if not isinstance(obj, dict):
             continue
@@ -222,9 +222,9 @@ def scan_repo(tree: Path, variables: Mapping[str, str] | None = None) -> RepoSca
         if _SKIP_DIRS & set(path.relative_to(tree).parts):
             continue
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            warnings.append(f"{path}: cannot read ({e}); skipped")
+            text = files.read_text(path, files.REPO_FILE)  # regular files only, size-capped
+        except SeedbedError as e:
+            warnings.append(f"{e.message}; skipped")
             continue
         scan = parse_manifests(text, str(path.relative_to(tree)), variables)
         certs += scan.certificates
