@@ -294,3 +294,33 @@ def test_openapi_check_finds_problems(upstream) -> None:
     assert "query parameter 'pgae'" in spec.check("GET", "/api/v1/user/keys", query={"pgae": "1"})[0]
     assert spec.check("POST", "/api/v1/orgs", {"username": "o", "visibility": "secret"})[0].endswith(
         "'secret' is not one of ['public', 'limited', 'private']")
+
+
+@pytest.mark.parametrize(("body", "ctype"), [
+    ("<html><body>502 Bad Gateway</body></html>", "text/html"),  # a proxy in front of the port-forward
+    ("[1, 2, 3]", "application/json"),
+    ('{"sha1": 42}', "application/json"),
+])
+async def test_an_answer_that_is_not_what_gitea_sends_is_one_clear_error(body: str, ctype: str) -> None:
+    """A server's answer is input: HTML, a list of numbers or an object where a list belongs is one
+    GitServerError naming the request and the fix, never a traceback."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=body, status=201 if request.method == "POST" else 200, content_type=ctype)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with GiteaClient(f"http://127.0.0.1:{port}", username=ADMIN, password=PASSWORD) as c:
+            with pytest.raises(GitServerError) as e:
+                await c.ensure_token()
+        assert f"GET /api/v1/users/{ADMIN}/tokens" in e.value.message and "not a JSON list" in e.value.message
+        assert e.value.fix
+    finally:
+        await runner.cleanup()

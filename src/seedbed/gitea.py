@@ -242,13 +242,29 @@ class GiteaClient:
             fix=f"check `kubectl -n {self.namespace} logs deploy/gitea` for the cause",
         )
 
+    def _json(self, resp: httpx2.Response, kind: type) -> Any:
+        """The answer's JSON, checked to be a ``kind`` (dict or list of dicts): a server's answer is input."""
+        method, url = resp.request.method, resp.request.url.path
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        ok = isinstance(data, kind) and (kind is not list or all(isinstance(i, dict) for i in data))
+        if not ok:
+            raise GitServerError(
+                f"{self.name} answered {method} {url} with something that is not a JSON "
+                f"{'list of objects' if kind is list else 'object'}",
+                fix=f"check that {self.base_url} reaches {self.name} (and not another service); "
+                    f"`kubectl -n {self.namespace} logs deploy/gitea` shows its side")
+        return data
+
     async def _list(self, path: str, *, basic: bool = False) -> list[dict[str, Any]]:
         """Every page of a list endpoint."""
         items: list[dict[str, Any]] = []
         page = 1
         while True:
             resp = await self._request("GET", path, params={"page": page, "limit": PAGE_LIMIT}, basic=basic)
-            batch = resp.json()
+            batch = self._json(resp, list)
             items += batch
             if len(batch) < PAGE_LIMIT:
                 return items
@@ -318,7 +334,7 @@ class GiteaClient:
             "POST", f"/users/{user}/tokens", basic=True,
             json={"name": TOKEN_NAME, "scopes": list(TOKEN_SCOPES)},
         )
-        value = resp.json().get("sha1")
+        value = self._json(resp, dict).get("sha1")
         if not value:
             raise GitServerError(
                 f"{self.name} created the access token but did not return its value",
@@ -332,7 +348,7 @@ class GiteaClient:
 
     async def _get(self, path: str) -> dict[str, Any] | None:
         resp = await self._request("GET", path, allow=(404,))
-        return None if resp.status_code == 404 else resp.json()
+        return None if resp.status_code == 404 else self._json(resp, dict)
 
     async def ensure_owner(self, name: str, kind: OwnerKind, *, private: bool = True) -> bool:
         """Make sure the user or organisation ``name`` exists; True when it was created.
@@ -415,7 +431,7 @@ class GiteaClient:
         )
         self._created(resp, "repository", name)
         if resp.status_code == 201:
-            return resp.json()
+            return self._json(resp, dict)
         found = await self._get(path)
         if found is None:
             raise GitServerError(
@@ -429,7 +445,9 @@ class GiteaClient:
         data = await self._get(f"/repos/{_seg(owner)}/{_seg(repo)}/branches/{_seg(branch)}")
         if data is None:
             return None
-        return (data.get("commit") or {}).get("id")
+        commit = data.get("commit")
+        sha = commit.get("id") if isinstance(commit, dict) else None
+        return sha if isinstance(sha, str) and sha else None
 
     # ------------------------------------------------------------------ keys
 
@@ -508,4 +526,8 @@ class GiteaClient:
                 fix="the key may already be a user's SSH key; a deploy key must be a key of its own "
                     "(re-run with --rotate-keys to generate a new one)",
             )
-        return int(resp.json()["id"])
+        key_id = self._json(resp, dict).get("id")
+        if not isinstance(key_id, int):
+            raise GitServerError(f"{self.name} added the deploy key {title!r} but gave no id for it",
+                                 fix="this Gitea/Forgejo version is not supported; use Gitea >= 1.19 or Forgejo")
+        return key_id
