@@ -64,6 +64,12 @@ def output_option(f: F) -> F:
                         show_default=True, help="json: machine-readable result on stdout.")(f)
 
 
+def skip_signature_option(f: F) -> F:
+    return click.option("--insecure-skip-signature", is_flag=True,
+                        help="Accept an archive no trusted key signed (older or forged archives: check where "
+                             "it came from).")(f)
+
+
 def manifest_options(f: F) -> F:
     f = click.option("--offline", is_flag=True, help="Never download; use the cache or --manifests.")(f)
     f = click.option("--manifests", type=click.Path(path_type=Path), default=None,
@@ -230,8 +236,7 @@ def plan(state: State, out_dir: Path | None, output: str, manifests: Path | None
 @click.option("--restore", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Restore volumes, Secrets and certificates from this backup archive.")
 @click.option("--from-other-cluster", is_flag=True, help="Accept an archive made on a differently named cluster.")
-@click.option("--insecure-skip-signature", is_flag=True,
-              help="Restore an archive no trusted key signed (older or forged archives: check where it came from).")
+@skip_signature_option
 @click.option("--allow-upgrade", is_flag=True, help="Upgrade Longhorn if another version is installed.")
 @click.option("--rotate-keys", is_flag=True, help="Replace the Flux deploy key.")
 @click.option("--force-push", is_flag=True, help="Overwrite the server's branch on a non-fast-forward push.")
@@ -359,8 +364,7 @@ def backup(state: State, output_file: Path, skip_volumes: bool) -> None:
 @click.option("--from-other-cluster", is_flag=True, help="Accept an archive made on a differently named cluster.")
 @click.option("--identity", "-i", "identities", multiple=True, type=click.Path(path_type=Path),
               help="age or ssh private key (default: backup.identityFile).")
-@click.option("--insecure-skip-signature", is_flag=True,
-              help="Restore an archive no trusted key signed (older or forged archives: check where it came from).")
+@skip_signature_option
 @output_option
 @pass_state
 def restore(state: State, archive: Path, dry_run: bool, force: bool, from_other_cluster: bool,
@@ -485,9 +489,11 @@ def certs_wildcard(state: State) -> None:
 @click.option("--ledger", "ledger_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A backup archive whose issuance ledger to include.")
 @click.option("--domain", "domains", multiple=True, help="Registered domain(s) to report (default: all seen).")
+@skip_signature_option
 @output_option
 @pass_state
-def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tuple[str, ...], output: str) -> None:
+def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tuple[str, ...],
+                 insecure_skip_signature: bool, output: str) -> None:
     """Show the Let's Encrypt budget left per registered domain and per exact set of names.
 
     \b
@@ -498,9 +504,13 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
     from .commands.backup import open_for_restore
     from .commands.certs import budget_report
 
+    from .certs.budget import validate_domain
+
     cfg = state.config()
+    domains = tuple(validate_domain(d) for d in domains)  # a typo is an error before anything is read
     # The ledger counts for the domain whatever cluster wrote the archive: accept other clusters'.
-    archive = open_for_restore(cfg, ledger_file, from_other_cluster=True) if ledger_file is not None else None
+    archive = (open_for_restore(cfg, ledger_file, from_other_cluster=True, skip_signature=insecure_skip_signature)
+               if ledger_file is not None else None)
 
     async def report_from(clients: Any) -> Any:
         return await budget_report(cfg, clients, ct=ct, archive=archive, domains=list(domains), out=state.out)
