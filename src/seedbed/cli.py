@@ -501,10 +501,9 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
       seedbed certs budget
       seedbed certs budget --ct --domain example.org --output json
     """
+    from .certs.budget import validate_domain
     from .commands.backup import open_for_restore
     from .commands.certs import budget_report
-
-    from .certs.budget import validate_domain
 
     cfg = state.config()
     domains = tuple(validate_domain(d) for d in domains)  # a typo is an error before anything is read
