@@ -409,40 +409,18 @@ def keygen(output_file: Path | None, signing_file: Path | None) -> None:
     Example:
       seedbed keygen            # then add the printed age1... line to backup.recipients
     """
-    from .backup.archive import keygen as make_key
-    from .backup.signing import SIGNING_KEY_NAME, load_signing_key, public_text, signing_keygen
-    from .commands.backup import default_identity_path
-    from .files import check_output, expand
+    from .commands.backup import make_keys
 
-    path = expand(output_file) if output_file else default_identity_path()
-    signing_path = expand(signing_file) if signing_file else path.parent / SIGNING_KEY_NAME
-    for p, what in ((path, "age identity"), (signing_path, "signing key")):
-        if p.exists() and not p.is_file():
-            raise ConfigError(f"{what} {p} exists and is not a regular file; a key written there would be lost",
-                              fix=f"choose a file path for the {what}")
-    have_identity, have_signing = path.exists(), signing_path.exists()
-    if have_identity and have_signing:
-        raise ConfigError(f"{path} already exists, and so does {signing_path}; seedbed never overwrites a key",
-                          fix="choose other paths with -o and --signing-key, or keep using these keys")
-    if output_file is None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Both outputs are checked before either key is written.
-    for p, what, exists in ((path, "age identity", have_identity), (signing_path, "signing key", have_signing)):
-        if not exists:
-            check_output(p, what, overwrite=False)
-    recipient = None
-    if have_identity:
-        click.echo(f"{path} exists and is kept", err=True)
-        signing_keygen(signing_path)
-    else:
-        recipient = make_key(path, signing_path=signing_path)
-    if not have_signing:
-        click.echo(f"signing key written to {signing_path}; its public key (backup.trustedSigners where "
+    made = make_keys(output_file, signing_file)
+    if made.kept_identity:
+        click.echo(f"{made.identity} exists and is kept", err=True)
+    if made.signer_public:
+        click.echo(f"signing key written to {made.signing_key}; its public key (backup.trustedSigners where "
                    "archives are restored on another machine):", err=True)
-        click.echo(public_text(load_signing_key(signing_path).public_key()))
-    if recipient is not None:
-        click.echo(f"age identity written to {path}; its public key (backup.recipients):", err=True)
-        click.echo(recipient)
+        click.echo(made.signer_public)
+    if made.recipient:
+        click.echo(f"age identity written to {made.identity}; its public key (backup.recipients):", err=True)
+        click.echo(made.recipient)
 
 
 # ---------------------------------------------------------------------------- certificates

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,48 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..files import OutputTarget
     from .clients import Clients
+
+
+@dataclass(frozen=True)
+class MadeKeys:
+    identity: Path
+    signing_key: Path
+    recipient: str | None  # the new age identity's public key; None when one was kept
+    signer_public: str | None  # the new signing key's public key; None when one was kept
+    kept_identity: bool
+
+
+def make_keys(output_file: Path | None, signing_file: Path | None) -> MadeKeys:
+    """`seedbed keygen`: an age identity and an ed25519 signing key, never overwriting either."""
+    from .. import files
+    from ..backup.archive import keygen
+    from ..backup.signing import SIGNING_KEY_NAME, load_signing_key, public_text, signing_keygen
+    from ..errors import ConfigError
+
+    path = files.expand(output_file) if output_file else default_identity_path()
+    signing_path = files.expand(signing_file) if signing_file else path.parent / SIGNING_KEY_NAME
+    for p, what in ((path, "age identity"), (signing_path, "signing key")):
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{what} {p} exists and is not a regular file; a key written there would be lost",
+                              fix=f"choose a file path for the {what}")
+    have_identity, have_signing = path.exists(), signing_path.exists()
+    if have_identity and have_signing:
+        raise ConfigError(f"{path} already exists, and so does {signing_path}; seedbed never overwrites a key",
+                          fix="choose other paths with -o and --signing-key, or keep using these keys")
+    if output_file is None:
+        files.make_dirs(path.parent, "key folder")
+        path.parent.chmod(0o700)
+    # Both outputs are checked before either key is written.
+    for p, what, exists in ((path, "age identity", have_identity), (signing_path, "signing key", have_signing)):
+        if not exists:
+            files.check_output(p, what, overwrite=False)
+    recipient = None
+    if have_identity:
+        signing_keygen(signing_path)
+    else:
+        recipient = keygen(path, signing_path=signing_path)
+    signer = None if have_signing else public_text(load_signing_key(signing_path).public_key())
+    return MadeKeys(path, signing_path, recipient, signer, have_identity)
 
 
 def identity_paths(cfg: Config, extra: list[Path] | None = None) -> list[Path]:
