@@ -192,7 +192,7 @@ def _serve(latency: float) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     emu: Any = None
     lab: Any = None
@@ -223,7 +223,7 @@ def _serve(latency: float) -> None:
                 reply = {"kubeconfig": str(kc)}
             elif op == "lab":
                 stop()
-                from lab import Lab, make_worktree
+                from seedbed_lab.lab import Lab, make_worktree
 
                 root = Path(cmd["root"])
                 root.mkdir(parents=True, exist_ok=True)

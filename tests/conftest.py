@@ -40,7 +40,7 @@ def upstream():
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:  # noqa: F821
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     emu = Emulator()
     emu.start()
@@ -60,8 +60,8 @@ def kubeconfig(emulator, tmp_path) -> Path:
 @pytest.fixture
 def fake():
     """A started fake Gitea with the admin user of tests/gitea_helpers.py."""
-    from fake_gitea import FakeGitea
     from gitea_helpers import ADMIN, PASSWORD
+    from seedbed_lab.fake_gitea import FakeGitea
 
     server = FakeGitea(admin_user=ADMIN, admin_password=PASSWORD).start()
     try:

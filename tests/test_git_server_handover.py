@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from emulator import kustomize_controller
-from lab import Lab, make_worktree
+from seedbed_lab.emulator import kustomize_controller
+from seedbed_lab.lab import Lab, make_worktree
 
 SERVER_FILE = "clusters/homelab/flux-system/git-server.yaml"
 HELM_API = "helm.toolkit.fluxcd.io/v2"

@@ -20,10 +20,10 @@ from seedbed.backup.volumes import backup_volumes
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, VolumeRef
 from seedbed.errors import ClusterError
 
-pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
-from emulator import Emulator
-from emulator.controllers import BackupStore, LonghornSim
+pytest.importorskip("seedbed_lab.emulator", reason="tests/emulator (the API-server emulator) is not there yet")
 from seedbed.kube import Kube
+from seedbed_lab.emulator import Emulator
+from seedbed_lab.emulator.controllers import BackupStore, LonghornSim
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 TARGET = "s3://backups@us-east-1/lh"

@@ -86,8 +86,8 @@ def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Reference:
     from conftest import upstream_path
-    from lab import make_worktree
     from seedbed.backup.archive import keygen
+    from seedbed_lab.lab import make_worktree
 
     upstream_path("longhorn-v1.12.1.yaml")  # module-scoped: runs before the autouse check below
     upstream_path("flux-gotk-components-v2.9.3.yaml")

@@ -29,11 +29,11 @@ from typing import Any
 
 import yaml
 
-from emulator import Emulator, kustomize_controller
-from emulator.helm_controller import HelmController
-from fake_gitea import FakeGitea
 from seedbed.render import gitserver as gitserver_render
-from sshgit import SSHGitServer
+from seedbed_lab.emulator import Emulator, kustomize_controller
+from seedbed_lab.emulator.helm_controller import HelmController
+from seedbed_lab.fake_gitea import FakeGitea
+from seedbed_lab.sshgit import SSHGitServer
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream"
 

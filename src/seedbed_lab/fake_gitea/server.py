@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from openapi_check import Spec
+from seedbed_lab.openapi_check import Spec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 API = "/api/v1"
