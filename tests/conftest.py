@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM = Path(os.environ.get("SEEDBED_UPSTREAM_FIXTURES", ROOT.parent / "shared" / "fixtures" / "upstream"))
+from seedbed_lab.upstream import upstream_dir
+
+UPSTREAM = upstream_dir()
 
 
 def upstream_path(name: str) -> Path:
