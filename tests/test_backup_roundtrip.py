@@ -24,7 +24,7 @@ from seedbed.certs.ledger import Issuance, Ledger
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, SecretSelection, VolumeRef
 from seedbed.errors import ArchiveError, ClusterError, ConfigError
 
-pytest.importorskip("seedbed_lab.emulator", reason="tests/emulator (the API-server emulator) is not there yet")
+pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
 from seedbed.kube import Kube
 from seedbed_lab.emulator import Emulator
 from seedbed_lab.emulator.controllers import BackupStore, LonghornSim

@@ -1,7 +1,7 @@
 """Reliability (issue 8): crash and resume, API faults.
 
 Every test drives the real `seedbed` command as a subprocess against a homelab on loopback
-(tests/lab.py), so that a SIGKILL is a real one. Kill points and faults are chosen by request
+(src/seedbed_lab/lab.py), so that a SIGKILL is a real one. Kill points and faults are chosen by request
 index, never by time: the request the process is killed at is held in the server until the
 process is dead (see reliability_helpers.Tripwire).
 

@@ -140,14 +140,14 @@ class Demo:
         try:
             with self._journey(journey) as lab:
                 if self.keep:
+                    click.echo(f"\n{REAL_CLUSTER}")
                     self._keep(lab, journey)
         finally:
             if not self.keep:
                 shutil.rmtree(root, ignore_errors=True)
         if not self.keep:
             click.echo(f"\nRemoved {root}: the demo's keys, backup and clusters are gone.")
-        click.echo("")
-        click.echo(REAL_CLUSTER)
+            click.echo(f"\n{REAL_CLUSTER}")
 
     @contextmanager
     def _journey(self, journey: Journey) -> Iterator[Lab]:
@@ -257,8 +257,6 @@ class Demo:
         return shown
 
     def _keep(self, lab: Lab, journey: Journey) -> None:
-        import time
-
         kubeconfig = lab.kubeconfig
         config = lab.root / "seedbed.yaml"
         click.echo("")
@@ -269,10 +267,17 @@ class Demo:
         click.echo(f"kubeconfig: {kubeconfig}")
         click.echo(f"Press Ctrl-C to stop it. Its folder stays: rm -rf {journey.root} when you are done.")
         try:
-            while True:
-                time.sleep(3600)
+            wait_for_interrupt()
         except KeyboardInterrupt:
             click.echo("\nstopped the demo cluster")
+
+
+def wait_for_interrupt() -> None:
+    """Until Ctrl-C: the lab serves from its own threads meanwhile."""
+    import time
+
+    while True:
+        time.sleep(3600)
 
 
 def _recipient(identity: Path) -> str:
