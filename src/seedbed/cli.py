@@ -96,6 +96,7 @@ def cli(ctx: click.Context, config: str, kubeconfig: str | None, context: str | 
 
     \b
     Start here:
+      seedbed demo                    the whole journey on a simulated cluster, no cluster needed
       seedbed init                    write a commented seedbed.yaml
       seedbed plan --out out/         render every step without touching a cluster
       seedbed bootstrap               Longhorn, Git server, repository, Flux

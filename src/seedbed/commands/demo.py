@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,9 +87,9 @@ def upstream_files(manifests: Path | None) -> Path:
         raise ConfigError(
             f"the demo's simulated helm-controller renders the Gitea chart 12.4.0 from its files, "
             f"and {folder / CHART} has none",
-            fix=f"pass --manifests DIR (or set {ENV}) to a folder holding {CHART}/ (Chart.yaml and values.yaml "
-                f"of gitea.com/gitea/helm-gitea v12.4.0) and, for an offline run, longhorn-v1.12.1.yaml "
-                f"and flux-v2.9.3.yaml")
+            fix=f"pass --manifests DIR (or set {ENV}) to a folder holding {CHART}/ with Chart.yaml and "
+                f"values.yaml of https://gitea.com/gitea/helm-gitea at v12.4.0 (and, to run offline, "
+                f"longhorn-v1.12.1.yaml and flux-v2.9.3.yaml)")
     return folder
 
 
@@ -137,12 +138,15 @@ class Demo:
     def run(self) -> None:
         root = Path(tempfile.mkdtemp(prefix="seedbed-demo-"))  # mode 0700: the keys and backup live here
         journey = Journey(root)
+        # `kill` stops the demo as Ctrl-C does: through the cleanup below, so no key stays behind.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with self._journey(journey) as lab:
                 if self.keep:
                     click.echo(f"\n{REAL_CLUSTER}")
                     self._keep(lab, journey)
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if not self.keep:
                 shutil.rmtree(root, ignore_errors=True)
         if not self.keep:
@@ -270,6 +274,10 @@ class Demo:
             wait_for_interrupt()
         except KeyboardInterrupt:
             click.echo("\nstopped the demo cluster")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def wait_for_interrupt() -> None:
