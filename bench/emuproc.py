@@ -37,7 +37,7 @@ class EmuProc:
 
     def __init__(self, latency_ms: float = 0.0) -> None:
         """latency_ms: the ROUND-TRIP time of the simulated link for every emulator this process starts
-        (tests/emulator/server.py, Emulator(latency=...): half on the way in, half on the way out,
+        (src/seedbed_lab/emulator/server.py, Emulator(latency=...): half on the way in, half on the way out,
         watch events one way, one more round trip per new connection)."""
         self.latency_ms = latency_ms
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve",
@@ -192,7 +192,7 @@ def _serve(latency: float) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     emu: Any = None
     lab: Any = None
@@ -223,7 +223,7 @@ def _serve(latency: float) -> None:
                 reply = {"kubeconfig": str(kc)}
             elif op == "lab":
                 stop()
-                from lab import Lab, make_worktree
+                from seedbed_lab.lab import Lab, make_worktree
 
                 root = Path(cmd["root"])
                 root.mkdir(parents=True, exist_ok=True)

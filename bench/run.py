@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --latency 0,20            # the same, explicitly (round-trip ms, comma-separated)
     .venv/bin/python bench/run.py apply --runs 7 --latency 20   # one section (apply|noop|backup|restore|coldstart)
 
-The API server is tests/emulator running in its own process (bench/emuproc.py), so that it never
+The API server is src/seedbed_lab/emulator running in its own process (bench/emuproc.py), so that it never
 shares a GIL with in-process seedbed. `--latency` is the ROUND-TRIP time the emulator adds per
 request (half in, half out; watch events one way; one more round trip per new connection), as a
 laptop on Wi-Fi or a VPN sees its API server. Wall times are medians with min-max; CPU seconds
@@ -459,7 +459,7 @@ the goal is absolute.""")
 
 def bench_noop(runs: int, tmp: Path, latencies: list[float]) -> None:
     header("2. noop (issues 8, 16): re-running a finished bootstrap", """
-tests/lab.py (emulator + fake Gitea + simulated Longhorn/Flux) in a child process; one bootstrap
+src/seedbed_lab/lab.py (emulator + fake Gitea + simulated Longhorn/Flux) in a child process; one bootstrap
 (not timed), then timed re-runs of `seedbed -c CONFIG bootstrap --manifests UPSTREAM`:
   seedbed process     .venv/bin/seedbed as a subprocess (what a user runs)
   seedbed in-process  seedbed.cli.main([...]) in this process (imports warm after the first run)

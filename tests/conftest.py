@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM = Path(os.environ.get("SEEDBED_UPSTREAM_FIXTURES", ROOT.parent / "shared" / "fixtures" / "upstream"))
+from seedbed_lab.upstream import upstream_dir
+
+UPSTREAM = upstream_dir()
 
 
 def upstream_path(name: str) -> Path:
@@ -40,7 +40,7 @@ def upstream():
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:  # noqa: F821
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     emu = Emulator()
     emu.start()
@@ -60,8 +60,8 @@ def kubeconfig(emulator, tmp_path) -> Path:
 @pytest.fixture
 def fake():
     """A started fake Gitea with the admin user of tests/gitea_helpers.py."""
-    from fake_gitea import FakeGitea
     from gitea_helpers import ADMIN, PASSWORD
+    from seedbed_lab.fake_gitea import FakeGitea
 
     server = FakeGitea(admin_user=ADMIN, admin_password=PASSWORD).start()
     try:

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from lab import Lab, make_worktree
+from seedbed_lab.lab import Lab, make_worktree
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDBED = ROOT / ".venv" / "bin" / "seedbed"
@@ -80,7 +80,7 @@ class Interceptor:
         emu_handle = lab.emu._handle
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            from emulator.kustomize_controller import USER_AGENT_SUFFIX
+            from seedbed_lab.emulator.kustomize_controller import USER_AGENT_SUFFIX
 
             if request.headers.get("User-Agent", "").endswith(USER_AGENT_SUFFIX):
                 return await emu_handle(request)  # the lab's simulated Flux controllers: not seedbed's requests

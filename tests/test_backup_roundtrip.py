@@ -24,10 +24,10 @@ from seedbed.certs.ledger import Issuance, Ledger
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, SecretSelection, VolumeRef
 from seedbed.errors import ArchiveError, ClusterError, ConfigError
 
-pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
-from emulator import Emulator
-from emulator.controllers import BackupStore, LonghornSim
+pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
 from seedbed.kube import Kube
+from seedbed_lab.emulator import Emulator
+from seedbed_lab.emulator.controllers import BackupStore, LonghornSim
 
 CM_CRDS = "cert-manager-v1.21.1-crds"
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

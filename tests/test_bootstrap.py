@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import run_cli
-from lab import Lab, make_worktree
+from seedbed_lab.lab import Lab, make_worktree
 
 
 @pytest.fixture

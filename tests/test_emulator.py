@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from emulator import Emulator
+from seedbed_lab.emulator import Emulator
 
 APPLY = {"Content-Type": "application/apply-patch+yaml"}
 Obj = dict[str, Any]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator import Emulator
+from seedbed_lab.emulator import Emulator
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH: the kubectl fidelity tests need it")

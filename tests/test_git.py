@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import seedbed.git as sgit
-from fake_gitea import FakeGitea
 from gitea_helpers import ADMIN, PASSWORD, basic_header, commit, git, make_worktree
 from seedbed.errors import ConfigError, GitError
 from seedbed.gitea import GiteaClient
+from seedbed_lab.fake_gitea import FakeGitea
 
 
 @pytest.fixture

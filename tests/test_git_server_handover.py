@@ -1,8 +1,8 @@
 """The Git server is Flux's from its first minute: a HelmRelease seedbed applies and commits, that Flux
 then reconciles from the repository (issue 11).
 
-The lab runs the simulated helm-controller (tests/emulator/helm_controller.py, rendering the pinned
-Gitea chart 12.4.0 from its real files) and kustomize-controller (tests/emulator/kustomize_controller.py:
+The lab runs the simulated helm-controller (src/seedbed_lab/emulator/helm_controller.py, rendering the pinned
+Gitea chart 12.4.0 from its real files) and kustomize-controller (src/seedbed_lab/emulator/kustomize_controller.py:
 field manager ``kustomize-controller`` and the cleanup of kustomize-controller v1.9.x
 ``internal/controller/kustomization_controller.go``).
 """
@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from emulator import kustomize_controller
-from lab import Lab, make_worktree
+from seedbed_lab.emulator import kustomize_controller
+from seedbed_lab.lab import Lab, make_worktree
 
 SERVER_FILE = "clusters/homelab/flux-system/git-server.yaml"
 HELM_API = "helm.toolkit.fluxcd.io/v2"

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fake_gitea import FakeGitea
 from gitea_helpers import ADMIN, PASSWORD, ssh_public_key
-from openapi_check import Spec
 from seedbed.errors import ConfigError, GitServerError, SeedbedError
 from seedbed.gitea import TOKEN_NAME, TOKEN_SCOPES, GiteaClient, key_material
+from seedbed_lab.fake_gitea import FakeGitea
+from seedbed_lab.openapi_check import Spec
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ READY = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
 def bootstrap_objects():
     """What runs after bootstrap: the pinned chart rendered for seedbed's HelmRelease (the lab's
     helm-controller reads the real chart files)."""
-    from emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
     from seedbed.render import helmrelease
+    from seedbed_lab.emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
 
     hr = next(o for o in helmrelease.objects(CFG) if o["kind"] == "HelmRelease")
     spec = hr["spec"]["chart"]["spec"]

@@ -38,7 +38,7 @@ from seedbed.backup import archive
 from seedbed.backup.signing import SKIP_FLAG, load_signing_key, sign
 from seedbed.certs.ledger import Issuance, Ledger
 
-pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
+pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
 
 CREATED = "2025-03-01T12:00:00Z"
 VALUE = base64.b64encode(b"hostile-secret-value").decode()

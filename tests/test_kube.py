@@ -249,7 +249,7 @@ async def test_an_unreachable_cluster_is_one_line_with_the_fix(tmp_path):
 
 
 def test_expired_credentials_say_so():
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     with Emulator(token="fresh") as emu:
         import tempfile
@@ -316,7 +316,7 @@ def _exec_kubeconfig(emu, tmp_path: Path, plugin: Path, api_version: str) -> Pat
 
 
 def test_exec_credential_plugins_of_api_version_v1_work(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     plugin = _exec_plugin(tmp_path, """
 import json, os, sys
@@ -337,7 +337,7 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exec
 
 
 def test_a_failing_exec_plugin_is_one_clear_message(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     plugin = _exec_plugin(tmp_path, "import sys\nprint('error: you must log in first', file=sys.stderr)\nsys.exit(1)\n")
     with Emulator(token="x") as emu:
@@ -348,7 +348,7 @@ def test_a_failing_exec_plugin_is_one_clear_message(tmp_path):
 
 
 def test_tls_is_verified_against_the_kubeconfig_ca(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     with Emulator(tls=True) as emu:
         good = tmp_path / "good"
@@ -416,7 +416,7 @@ def test_in_cluster_configuration_is_used_when_there_is_no_kubeconfig(tmp_path, 
     from urllib.parse import urlsplit
 
     import seedbed.kube.connect as connect
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     with Emulator(tls=True, token="sa-token") as emu:
         sa = tmp_path / "serviceaccount"

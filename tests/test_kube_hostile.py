@@ -227,7 +227,7 @@ def _emulator_kc(emulator, path: Path, **user) -> Path:
 async def test_a_relative_exec_command_resolves_against_the_kubeconfigs_folder(tmp_path, monkeypatch):
     """client-go tools/clientcmd/loader.go (GetAuthInfoFileReferences): a command with a path separator
     is a file reference, resolved against the folder of the kubeconfig that names it."""
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     (tmp_path / "conf" / "bin").mkdir(parents=True)
     plugin(tmp_path / "conf" / "bin", credential(TOKEN))
@@ -241,7 +241,7 @@ async def test_a_relative_exec_command_resolves_against_the_kubeconfigs_folder(t
 
 
 async def test_a_bare_exec_command_is_looked_up_in_path_not_in_the_kubeconfigs_folder(tmp_path, monkeypatch):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     plugin(tmp_path, "echo wrong >&2; exit 3", name="kube-login")  # beside the kubeconfig: not used
     bindir = tmp_path / "bin"
@@ -263,7 +263,7 @@ def _tls_kc(emu, path: Path, server_name: str) -> Path:
 
 
 async def test_tls_server_name_is_the_name_the_servers_certificate_is_checked_against(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     with Emulator(tls=True, host="127.0.0.2") as emu:
         async with await connect(_tls_kc(emu, tmp_path / "kc", "localhost")) as kube:
@@ -344,7 +344,7 @@ def test_a_ca_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
 
 
 async def test_a_static_token_with_a_trailing_newline_works(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     with Emulator(token=TOKEN) as emu:
         async with await connect(_emulator_kc(emu, tmp_path / "kc", token=TOKEN + "\n")) as kube:
@@ -352,7 +352,7 @@ async def test_a_static_token_with_a_trailing_newline_works(tmp_path):
 
 
 async def test_a_token_file_with_a_trailing_newline_works(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     (tmp_path / "token").write_text(TOKEN + "\r\n")
     with Emulator(token=TOKEN) as emu:
@@ -361,7 +361,7 @@ async def test_a_token_file_with_a_trailing_newline_works(tmp_path):
 
 
 async def test_an_exec_plugin_token_with_a_newline_works(tmp_path):
-    from emulator import Emulator
+    from seedbed_lab.emulator import Emulator
 
     cmd = plugin(tmp_path, credential(TOKEN + "\n"))
     with Emulator(token=TOKEN) as emu:

@@ -1,8 +1,8 @@
 """The rebuild path against simulations of the real controllers: Longhorn's backups and restores,
 cert-manager's webhook, and the certificate guard's re-issue decision.
 
-Each simulation names the upstream file it follows (tests/emulator/controllers.py); what it leaves
-out is in tests/emulator/SIMPLIFICATIONS.md.
+Each simulation names the upstream file it follows (src/seedbed_lab/emulator/controllers.py); what it leaves
+out is in src/seedbed_lab/emulator/SIMPLIFICATIONS.md.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from seedbed.backup.volumes import backup_volumes
 from seedbed.config import BackupConfig, ClusterConfig, Config, LonghornConfig, VolumeRef
 from seedbed.errors import ClusterError
 
-pytest.importorskip("emulator", reason="tests/emulator (the API-server emulator) is not there yet")
-from emulator import Emulator
-from emulator.controllers import BackupStore, LonghornSim
+pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
 from seedbed.kube import Kube
+from seedbed_lab.emulator import Emulator
+from seedbed_lab.emulator.controllers import BackupStore, LonghornSim
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 TARGET = "s3://backups@us-east-1/lh"

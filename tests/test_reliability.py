@@ -1,7 +1,7 @@
 """Reliability (issue 8): crash and resume, API faults.
 
 Every test drives the real `seedbed` command as a subprocess against a homelab on loopback
-(tests/lab.py), so that a SIGKILL is a real one. Kill points and faults are chosen by request
+(src/seedbed_lab/lab.py), so that a SIGKILL is a real one. Kill points and faults are chosen by request
 index, never by time: the request the process is killed at is held in the server until the
 process is dead (see reliability_helpers.Tripwire).
 
@@ -86,8 +86,8 @@ def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Reference:
     from conftest import upstream_path
-    from lab import make_worktree
     from seedbed.backup.archive import keygen
+    from seedbed_lab.lab import make_worktree
 
     upstream_path("longhorn-v1.12.1.yaml")  # module-scoped: runs before the autouse check below
     upstream_path("flux-gotk-components-v2.9.3.yaml")

@@ -15,11 +15,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
 from seedbed.config import Config
 from seedbed.errors import ConfigError
 from seedbed.render import gitserver, helmrelease
 from seedbed.sshkeys import generate_ed25519
+from seedbed_lab.emulator.helm_controller import CHART_DIRS, Chart, release_name, release_namespace
 
 KUBERNETES = "1.37"
 PASSWORD = "Zq8-vT3#pL0w!sNe9xR2yKb7"  # a stand-in for the generated password
@@ -249,7 +249,7 @@ def test_the_committed_file_is_what_seedbed_applies() -> None:
 
 
 def test_the_bootstrap_values_keep_every_invariant(upstream: Any) -> None:
-    from emulator.helm_controller import coalesce
+    from seedbed_lab.emulator.helm_controller import coalesce
 
     for flavor in ("gitea", "forgejo"):
         cfg = Config(git_server={"flavor": flavor})
@@ -269,7 +269,7 @@ def test_the_bootstrap_values_keep_every_invariant(upstream: Any) -> None:
     ({"extraVolumes": []}, "extraVolumes"),
 ])
 def test_check_values_names_each_broken_invariant(upstream: Any, change: dict[str, Any], needle: str) -> None:
-    from emulator.helm_controller import coalesce
+    from seedbed_lab.emulator.helm_controller import coalesce
 
     cfg = Config()
     hr = release(cfg)

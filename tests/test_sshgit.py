@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sshgit import SSHGitServer, generate_keypair, git_ssh_env, make_repo, write_private_key
+from seedbed_lab.sshgit import SSHGitServer, generate_keypair, git_ssh_env, make_repo, write_private_key
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("git") and shutil.which("ssh")), reason="needs the git and OpenSSH (ssh) clients"

@@ -102,6 +102,7 @@ def cli(ctx: click.Context, config: str, kubeconfig: str | None, context: str | 
 
     \b
     Start here:
+      seedbed demo                    the whole journey on a simulated cluster, no cluster needed
       seedbed init                    write a commented seedbed.yaml
       seedbed plan --out out/         render every step without touching a cluster
       seedbed bootstrap               Longhorn, Git server, repository, Flux
@@ -499,6 +500,35 @@ def certs_budget(state: State, ct: bool, ledger_file: Path | None, domains: tupl
         print_json(report.to_json())
     else:
         click.echo(report.render_text())
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave the rebuilt cluster running (until Ctrl-C) to try it by hand.")
+@click.option("--manifests", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of upstream files: the Gitea chart (gitea-chart-12.4.0/) and, for an offline run, "
+                   "the release manifests (default $SEEDBED_UPSTREAM_FIXTURES or ../shared/fixtures/upstream).")
+def demo(keep: bool, manifests: Path | None) -> None:
+    """Try the whole journey on a simulated cluster, with the real commands and their real output.
+
+    A Kubernetes API emulator, simulated Longhorn and Flux controllers and a Gitea serving real git
+    start on 127.0.0.1 in a temporary folder. Then: keygen, bootstrap, status, a commit that
+    reconfigures the Git server through Flux, backup, teardown, bootstrap --restore on a fresh
+    cluster, status. The folder (keys, backup, clusters) is removed at the end, unless --keep.
+    Needs the demo extra: pip install 'seedbed[demo]' (scripts/install installs it).
+
+    \b
+    Examples:
+      seedbed demo
+      seedbed demo --keep        # then kubectl --kubeconfig <printed path> get pods -A
+    """
+    from . import files
+    from .commands.demo import Demo
+
+    # The journey runs each command through `main`, as the console script would.
+    Demo(main, manifests=files.expand(manifests) if manifests else None, keep=keep).run()
 
 
 # ---------------------------------------------------------------------------- completion

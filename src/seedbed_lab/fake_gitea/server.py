@@ -37,9 +37,9 @@ from typing import Any
 
 from aiohttp import web
 
-from openapi_check import Spec
+from seedbed_lab.openapi_check import Spec
+from seedbed_lab.upstream import upstream_dir
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 API = "/api/v1"
 VERSION = "1.27.0"
 
@@ -61,8 +61,8 @@ BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the 
 
 
 def default_spec_paths() -> dict[str, Path]:
-    """The real specs beside the project (``../shared/fixtures/upstream``), those that exist."""
-    base = Path(os.environ.get("SEEDBED_UPSTREAM_FIXTURES", ROOT.parent / "shared" / "fixtures" / "upstream"))
+    """The real specs of the upstream files (seedbed_lab.upstream), those that exist."""
+    base = upstream_dir()
     found = {
         "gitea": base / "gitea-swagger-v1.resolved.json",
         "forgejo": base / "forgejo-swagger-v1.json",

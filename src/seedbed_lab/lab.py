@@ -29,13 +29,12 @@ from typing import Any
 
 import yaml
 
-from emulator import Emulator, kustomize_controller
-from emulator.helm_controller import HelmController
-from fake_gitea import FakeGitea
 from seedbed.render import gitserver as gitserver_render
-from sshgit import SSHGitServer
-
-UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream"
+from seedbed_lab.emulator import Emulator, kustomize_controller
+from seedbed_lab.emulator.helm_controller import HelmController
+from seedbed_lab.fake_gitea import FakeGitea
+from seedbed_lab.sshgit import SSHGitServer
+from seedbed_lab.upstream import upstream_dir
 
 
 def _b64(obj: dict[str, Any], key: str) -> str:
@@ -43,7 +42,8 @@ def _b64(obj: dict[str, Any], key: str) -> str:
 
 
 class Lab:
-    def __init__(self, root: Path, *, cluster: str = "homelab", flavor: str = "gitea", nodes: int = 1) -> None:
+    def __init__(self, root: Path, *, cluster: str = "homelab", flavor: str = "gitea", nodes: int = 1,
+                 upstream: Path | None = None) -> None:
         self.root = root
         self.cluster = cluster
         self.emu = Emulator(nodes=nodes)
@@ -52,7 +52,7 @@ class Lab:
         self.flux_clones: list[str] = []  # revisions the simulated source-controller fetched
         self.flux_errors: list[str] = []
         self._trees: dict[str, Path] = {}  # revision -> files of that revision, for kustomize-controller
-        self.helm = HelmController(self.emu, UPSTREAM)
+        self.helm = HelmController(self.emu, upstream or upstream_dir())
         self.kustomize_errors: list[str] = []
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()

@@ -113,7 +113,7 @@ def _with_version(obj: Obj, api_version: str) -> Obj:
 
 
 class Emulator:
-    """A Kubernetes API server emulator. See tests/emulator/SIMPLIFICATIONS.md for what it leaves out."""
+    """A Kubernetes API server emulator. See src/seedbed_lab/emulator/SIMPLIFICATIONS.md for what it leaves out."""
 
     def __init__(self, nodes: int = 1, tls: bool = False, token: str | None = None, host: str = "127.0.0.1",
                  history: int = 10_000, latency: float = 0.0) -> None:
