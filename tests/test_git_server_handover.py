@@ -195,3 +195,68 @@ def test_fields_seedbed_applies_outlive_their_removal_from_git_unless_kustomize_
     kustomize_controller.apply(emulator, in_git, "flux-system", "flux-system")
     data = emulator.get("v1", "ConfigMap", "c", "default")["data"]
     assert ("drop" in data) is kept
+
+
+def test_bootstrap_checks_the_git_server_release_flux_applies_from_the_server(lab, tmp_path, capsys):
+    """The hand-over check reads the server's branch (with the flux-system/git-server.yaml the flux
+    step committed there), not the operator's work tree, which never holds that file."""
+    from conftest import UPSTREAM
+
+    config = lab.write_config(make_worktree(tmp_path / "gitops"))
+    code, out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    text = out + err
+    assert "no Git server manifests" not in text
+    assert "hand-over to Flux is safe (main on the server: HelmRelease gitea/gitea (chart gitea) in " \
+           "clusters/homelab/flux-system/git-server.yaml)" in text
+    assert not (tmp_path / "gitops" / SERVER_FILE).exists()
+
+
+APP_TEMPLATE_GITEA = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: code
+  namespace: gitea
+spec:
+  interval: 30m
+  chart:
+    spec:
+      chart: app-template
+      sourceRef: {kind: HelmRepository, name: bjw-s, namespace: flux-system}
+  values:
+    controllers:
+      gitea:
+        containers:
+          app:
+            image:
+              repository: docker.gitea.com/gitea
+              tag: 1.24.0-rootless
+    persistence:
+      data:
+        existingClaim: gitea-shared-storage
+      host-key:
+        type: secret
+        name: gitea-ssh-host-key
+    service:
+      ssh:
+        ports:
+          ssh:
+            port: 22
+            targetPort: 2222
+"""
+
+
+def test_bootstrap_does_not_call_a_hand_over_safe_that_it_could_not_verify(lab, tmp_path, capsys):
+    """A second Gitea through a chart seedbed does not know is a warning, and the summary says
+    NOT verified instead of safe."""
+    from conftest import UPSTREAM
+
+    worktree = make_worktree(tmp_path / "gitops", {"clusters/homelab/apps/code.yaml": APP_TEMPLATE_GITEA})
+    config = lab.write_config(worktree)
+    code, out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    text = out + err
+    assert "chart 'app-template', whose templates seedbed does not know" in text
+    assert "hand-over NOT verified in main on the server: 1 finding(s) seedbed could not check" in text
+    assert "is safe" not in text
