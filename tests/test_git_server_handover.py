@@ -260,3 +260,26 @@ def test_bootstrap_does_not_call_a_hand_over_safe_that_it_could_not_verify(lab, 
     assert "chart 'app-template', whose templates seedbed does not know" in text
     assert "hand-over NOT verified in main on the server: 1 finding(s) seedbed could not check" in text
     assert "is safe" not in text
+
+
+def test_status_checks_the_running_git_server_flux_fetches_from(lab, tmp_path, capsys):
+    """status finds the server by the SSH Service's selector (the chart's Deployment), and reads the
+    host key it presents through a port-forward (an SSH handshake with ssh-keyscan)."""
+    import json
+    import shutil
+
+    from seedbed.sshkeys import fingerprint
+
+    if shutil.which("ssh-keyscan") is None:
+        pytest.skip("ssh-keyscan (openssh-client) is not installed")
+    config = bootstrap(capsys, lab, tmp_path)
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    assert code == 0, err
+    handover = next(c for c in json.loads(out)["components"] if c["component"] == "hand-over")
+    host = lab.emu.get("v1", "Secret", "gitea-ssh-host-key", "gitea")
+    import base64
+
+    public = base64.b64decode(host["data"]["ssh_host_ed25519_key.pub"]).decode()
+    assert handover["state"] == "ok", handover
+    assert handover["hostKey"] == handover["pinned"] == fingerprint(public)
+    assert handover["revision"].endswith(handover["branchHead"])
