@@ -174,12 +174,18 @@ def test_a_values_commit_that_changes_the_selector_is_refused_and_the_server_kee
     lab.commit_to_server({SERVER_FILE: yaml.safe_dump_all(docs, sort_keys=False)}, "Move the release")
     lab.flux_reconcile()
     hr = lab.emu.get(HELM_API, "HelmRelease", "gitea", "gitea")
-    ready = hr["status"]["conditions"][0]
-    assert ready["status"] == "False" and "spec.selector" in ready["message"] and "immutable" in ready["message"]
+    ready, released = hr["status"]["conditions"][:2]
+    assert ready["status"] == "False" and ready["reason"] == "RollbackSucceeded"
+    assert "spec.selector" in released["message"] and "immutable" in released["message"]
     dep = lab.emu.get("apps/v1", "Deployment", "gitea", "gitea")
     assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "gitea"
-    code, _out, err = run_cli(capsys, "-c", str(config), "status")  # reached through the old Deployment
-    assert code == 0, err
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    import json
+
+    states = {c["component"]: c for c in json.loads(out)["components"]}
+    assert states["git-server"]["state"] == "ok"  # reached through the old Deployment
+    assert states["hand-over"]["state"] == "fail" and "immutable" in states["hand-over"]["summary"]
+    assert code == 1, err
 
 
 @pytest.mark.parametrize(("manager", "kept"), [("seedbed", True), ("kubectl", False)])
@@ -283,3 +289,48 @@ def test_status_checks_the_running_git_server_flux_fetches_from(lab, tmp_path, c
     assert handover["state"] == "ok", handover
     assert handover["hostKey"] == handover["pinned"] == fingerprint(public)
     assert handover["revision"].endswith(handover["branchHead"])
+
+
+def test_a_values_commit_that_breaks_the_server_is_rolled_back_and_doctor_gives_the_way_out(lab, tmp_path, capsys):
+    """Dropping image.tag lets the chart pick its appVersion (1.24.6), older than the Gitea that
+    migrated the database: the pods crash-loop, helm-controller's upgrade remediation rolls back, the
+    old version serves and Flux still fetches. doctor says what happened and how to push the fix
+    past Flux; following it brings the release back to Ready."""
+    import json
+
+    config = bootstrap(capsys, lab, tmp_path)
+    get = lab.emu.get
+    good = get("apps/v1", "Deployment", "gitea", "gitea")["spec"]["template"]["spec"]["containers"][0]["image"]
+    original = server_file(lab)
+
+    def drop_tag(values: dict[str, Any]) -> None:
+        del values["image"]["tag"]
+
+    bad = lab.commit_to_server({SERVER_FILE: with_values(server_file(lab), drop_tag)}, "Let the chart pick Gitea")
+    lab.flux_reconcile()
+
+    hr = get(HELM_API, "HelmRelease", "gitea", "gitea")
+    conditions = {c["type"]: c for c in hr["status"]["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Remediated"]["reason"] == "RollbackSucceeded"
+    assert "1.24.6-rootless" in conditions["Released"]["message"] or "newer Gitea" in conditions["Released"]["message"]
+    dep = get("apps/v1", "Deployment", "gitea", "gitea")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == good  # the old version serves
+    repo = get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    assert repo["status"]["conditions"][0]["status"] == "True"  # Flux still reaches the server
+
+    code, out, err = run_cli(capsys, "-c", str(config), "doctor")
+    assert code == 1, out + err
+    assert "✗ hand-over: HelmRelease gitea/gitea: the last upgrade of release gitea failed" in out
+    assert "helm-controller rolled it back" in out and f"at {bad[:12]}" in out
+    assert "flux -n gitea suspend helmrelease gitea" in out and f"git revert {bad[:12]}" in out
+
+    # The way out: the fix (here the old values) pushed to the server past Flux, then a reconcile.
+    revision = lab.commit_to_server({SERVER_FILE: yaml.safe_dump_all(original, sort_keys=False)}, "Revert")
+    lab.flux_reconcile()
+    hr = get(HELM_API, "HelmRelease", "gitea", "gitea")
+    assert hr["status"]["conditions"][0]["status"] == "True", hr["status"]
+    assert revision in lab.flux_clones
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    assert code == 0, out + err
+    states = {c["component"]: c["state"] for c in json.loads(out)["components"]}
+    assert states["git-server"] == states["flux"] == "ok" and states["hand-over"] in {"ok", "warn"}

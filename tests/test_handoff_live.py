@@ -83,7 +83,9 @@ ROLLED_BACK = {
     "metadata": {"name": "gitea", "namespace": "gitea"},
     "spec": {"releaseName": "gitea"},
     "status": {"conditions": [
-        {"type": "Ready", "status": "False", "reason": "UpgradeFailed",
+        {"type": "Ready", "status": "False", "reason": "RollbackSucceeded",
+         "message": "Helm rollback to previous release gitea/gitea with chart gitea@12.4.0 succeeded"},
+        {"type": "Released", "status": "False", "reason": "UpgradeFailed",
          "message": "Upgrade of release gitea/gitea with chart gitea@12.4.0 failed: context deadline exceeded"},
         {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
          "message": "Helm rollback to previous release gitea/gitea.v1 with chart gitea@12.4.0 succeeded"}]}}
@@ -109,7 +111,7 @@ def test_a_rolled_back_upgrade_says_the_old_version_serves_and_how_to_push_the_f
 
 def test_an_upgrade_that_cut_flux_off_says_the_fix_must_go_past_flux(bootstrap_objects):
     failing = copy.deepcopy(ROLLED_BACK)
-    failing["status"]["conditions"] = failing["status"]["conditions"][:1]
+    failing["status"]["conditions"] = [{**failing["status"]["conditions"][1], "type": "Ready"}]
     cut_off = {"status": {"conditions": [{"type": "Ready", "status": "False",
                                           "message": "failed to checkout and determine revision: connection refused"}],
                           "artifact": {"revision": "main@sha1:0ld"}}}

@@ -1178,7 +1178,10 @@ def _check_release(cfg: Config, hr: dict[str, Any], git_repository: dict[str, An
         return
     if ready is None or ready.get("status") == "True":
         return
-    why = str(ready.get("message") or ready.get("reason") or "no reason given")
+    # After a rollback, Ready carries the rollback's message; the failure is in Released.
+    released = _condition(hr, "Released")
+    failed = released if released is not None and released.get("status") == "False" else ready
+    why = str(failed.get("message") or failed.get("reason") or "no reason given")
     fetch_ok = (_condition(git_repository, "Ready") or {}).get("status") == "True"
     if remediated is not None and remediated.get("status") == "True":
         message = (f"the last upgrade of release {release} failed ({why}), and helm-controller rolled it back "
