@@ -411,7 +411,7 @@ class HelmController:
         remediation = (spec.get("upgrade") or {}).get("remediation") or {}
         retries = int(remediation.get("retries") or 0)
         last = remediation.get("remediateLastFailure", retries > 0)
-        if retries == 0 and not last or remediation.get("strategy", "rollback") != "rollback":
+        if (retries == 0 and not last) or remediation.get("strategy", "rollback") != "rollback":
             self._status(hr, generation, [{**released, "type": "Ready"}, released], failures=1)
             return
         # Each retry renders the same failing values, so the retries end as the first attempt did:
