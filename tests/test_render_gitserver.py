@@ -366,5 +366,5 @@ def test_a_chart_version_range_in_the_config_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "seedbed.yaml"
     path.write_text("gitServer:\n  chart:\n    version: '>=12.0.0'\n")
-    with pytest.raises(ConfigError, match="not an exact chart version like 12.4.0"):
+    with pytest.raises(ConfigError, match=r"not an exact chart version like 12\.4\.0"):
         config.load(path)
