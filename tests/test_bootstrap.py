@@ -107,7 +107,8 @@ def test_status_is_green_after_bootstrap_and_doctor_explains_a_broken_git_server
     report = json.loads(out)
     assert code == 0 and report["ok"]
     states = {c["component"]: c["state"] for c in report["components"]}
-    assert states == {"cluster": "ok", "longhorn": "ok", "git-server": "ok", "flux": "ok", "backup": "warn"}
+    assert states == {"cluster": "ok", "longhorn": "ok", "git-server": "ok", "flux": "ok", "hand-over": "ok",
+                      "backup": "warn"}
     # The flags work after the verb too, and status says how to log in without printing the password.
     code, out, _ = run_cli(capsys, "status", "-c", str(config))
     password = lab.emu.get("v1", "Secret", "gitea-admin", "gitea")["data"]["password"]
@@ -118,7 +119,7 @@ def test_status_is_green_after_bootstrap_and_doctor_explains_a_broken_git_server
     lab.emu.put({**lab.emu.get("apps/v1", "Deployment", "gitea", "gitea"), "status": {}})
     code, out, _ = run_cli(capsys, "-c", str(config), "doctor")
     assert code == 1
-    assert "✗ git-server" in out and "fix: kubectl -n gitea describe deploy/gitea" in out
+    assert "✗ git-server" in out and "fix: kubectl -n gitea describe deployment/gitea" in out
 
 
 # --------------------------------------------------------------------------- rebuild from a backup

@@ -174,12 +174,18 @@ def test_a_values_commit_that_changes_the_selector_is_refused_and_the_server_kee
     lab.commit_to_server({SERVER_FILE: yaml.safe_dump_all(docs, sort_keys=False)}, "Move the release")
     lab.flux_reconcile()
     hr = lab.emu.get(HELM_API, "HelmRelease", "gitea", "gitea")
-    ready = hr["status"]["conditions"][0]
-    assert ready["status"] == "False" and "spec.selector" in ready["message"] and "immutable" in ready["message"]
+    ready, released = hr["status"]["conditions"][:2]
+    assert ready["status"] == "False" and ready["reason"] == "RollbackSucceeded"
+    assert "spec.selector" in released["message"] and "immutable" in released["message"]
     dep = lab.emu.get("apps/v1", "Deployment", "gitea", "gitea")
     assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "gitea"
-    code, _out, err = run_cli(capsys, "-c", str(config), "status")  # reached through the old Deployment
-    assert code == 0, err
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    import json
+
+    states = {c["component"]: c for c in json.loads(out)["components"]}
+    assert states["git-server"]["state"] == "ok"  # reached through the old Deployment
+    assert states["hand-over"]["state"] == "fail" and "immutable" in states["hand-over"]["summary"]
+    assert code == 1, err
 
 
 @pytest.mark.parametrize(("manager", "kept"), [("seedbed", True), ("kubectl", False)])
@@ -195,3 +201,136 @@ def test_fields_seedbed_applies_outlive_their_removal_from_git_unless_kustomize_
     kustomize_controller.apply(emulator, in_git, "flux-system", "flux-system")
     data = emulator.get("v1", "ConfigMap", "c", "default")["data"]
     assert ("drop" in data) is kept
+
+
+def test_bootstrap_checks_the_git_server_release_flux_applies_from_the_server(lab, tmp_path, capsys):
+    """The hand-over check reads the server's branch (with the flux-system/git-server.yaml the flux
+    step committed there), not the operator's work tree, which never holds that file."""
+    from conftest import UPSTREAM
+
+    config = lab.write_config(make_worktree(tmp_path / "gitops"))
+    code, out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    text = out + err
+    assert "no Git server manifests" not in text
+    assert "hand-over to Flux is safe (main on the server: HelmRelease gitea/gitea (chart gitea) in " \
+           "clusters/homelab/flux-system/git-server.yaml)" in text
+    assert not (tmp_path / "gitops" / SERVER_FILE).exists()
+
+
+APP_TEMPLATE_GITEA = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: code
+  namespace: gitea
+spec:
+  interval: 30m
+  chart:
+    spec:
+      chart: app-template
+      sourceRef: {kind: HelmRepository, name: bjw-s, namespace: flux-system}
+  values:
+    controllers:
+      gitea:
+        containers:
+          app:
+            image:
+              repository: docker.gitea.com/gitea
+              tag: 1.24.0-rootless
+    persistence:
+      data:
+        existingClaim: gitea-shared-storage
+      host-key:
+        type: secret
+        name: gitea-ssh-host-key
+    service:
+      ssh:
+        ports:
+          ssh:
+            port: 22
+            targetPort: 2222
+"""
+
+
+def test_bootstrap_does_not_call_a_hand_over_safe_that_it_could_not_verify(lab, tmp_path, capsys):
+    """A second Gitea through a chart seedbed does not know is a warning, and the summary says
+    NOT verified instead of safe."""
+    from conftest import UPSTREAM
+
+    worktree = make_worktree(tmp_path / "gitops", {"clusters/homelab/apps/code.yaml": APP_TEMPLATE_GITEA})
+    config = lab.write_config(worktree)
+    code, out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    text = out + err
+    assert "chart 'app-template', whose templates seedbed does not know" in text
+    assert "hand-over NOT verified in main on the server: 1 finding(s) seedbed could not check" in text
+    assert "is safe" not in text
+
+
+def test_status_checks_the_running_git_server_flux_fetches_from(lab, tmp_path, capsys):
+    """status finds the server by the SSH Service's selector (the chart's Deployment), and reads the
+    host key it presents through a port-forward (an SSH handshake with ssh-keyscan)."""
+    import json
+    import shutil
+
+    from seedbed.sshkeys import fingerprint
+
+    if shutil.which("ssh-keyscan") is None:
+        pytest.skip("ssh-keyscan (openssh-client) is not installed")
+    config = bootstrap(capsys, lab, tmp_path)
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    assert code == 0, err
+    handover = next(c for c in json.loads(out)["components"] if c["component"] == "hand-over")
+    host = lab.emu.get("v1", "Secret", "gitea-ssh-host-key", "gitea")
+    import base64
+
+    public = base64.b64decode(host["data"]["ssh_host_ed25519_key.pub"]).decode()
+    assert handover["state"] == "ok", handover
+    assert handover["hostKey"] == handover["pinned"] == fingerprint(public)
+    assert handover["revision"].endswith(handover["branchHead"])
+
+
+def test_a_values_commit_that_breaks_the_server_is_rolled_back_and_doctor_gives_the_way_out(lab, tmp_path, capsys):
+    """Dropping image.tag lets the chart pick its appVersion (1.24.6), older than the Gitea that
+    migrated the database: the pods crash-loop, helm-controller's upgrade remediation rolls back, the
+    old version serves and Flux still fetches. doctor says what happened and how to push the fix
+    past Flux; following it brings the release back to Ready."""
+    import json
+
+    config = bootstrap(capsys, lab, tmp_path)
+    get = lab.emu.get
+    good = get("apps/v1", "Deployment", "gitea", "gitea")["spec"]["template"]["spec"]["containers"][0]["image"]
+    original = server_file(lab)
+
+    def drop_tag(values: dict[str, Any]) -> None:
+        del values["image"]["tag"]
+
+    bad = lab.commit_to_server({SERVER_FILE: with_values(server_file(lab), drop_tag)}, "Let the chart pick Gitea")
+    lab.flux_reconcile()
+
+    hr = get(HELM_API, "HelmRelease", "gitea", "gitea")
+    conditions = {c["type"]: c for c in hr["status"]["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Remediated"]["reason"] == "RollbackSucceeded"
+    assert "1.24.6-rootless" in conditions["Released"]["message"] or "newer Gitea" in conditions["Released"]["message"]
+    dep = get("apps/v1", "Deployment", "gitea", "gitea")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == good  # the old version serves
+    repo = get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    assert repo["status"]["conditions"][0]["status"] == "True"  # Flux still reaches the server
+
+    code, out, err = run_cli(capsys, "-c", str(config), "doctor")
+    assert code == 1, out + err
+    assert "✗ hand-over: HelmRelease gitea/gitea: the last upgrade of release gitea failed" in out
+    assert "helm-controller rolled it back" in out and f"at {bad[:12]}" in out
+    assert "flux -n gitea suspend helmrelease gitea" in out and f"git revert {bad[:12]}" in out
+
+    # The way out: the fix (here the old values) pushed to the server past Flux, then a reconcile.
+    revision = lab.commit_to_server({SERVER_FILE: yaml.safe_dump_all(original, sort_keys=False)}, "Revert")
+    lab.flux_reconcile()
+    hr = get(HELM_API, "HelmRelease", "gitea", "gitea")
+    assert hr["status"]["conditions"][0]["status"] == "True", hr["status"]
+    assert revision in lab.flux_clones
+    code, out, err = run_cli(capsys, "-c", str(config), "status", "-o", "json")
+    assert code == 0, out + err
+    states = {c["component"]: c["state"] for c in json.loads(out)["components"]}
+    assert states["git-server"] == states["flux"] == "ok" and states["hand-over"] in {"ok", "warn"}

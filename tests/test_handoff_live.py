@@ -77,3 +77,54 @@ def test_a_secret_that_is_not_the_pinned_key():
 def test_flux_behind_the_branch_head_is_a_warning(bootstrap_objects):
     (finding,) = run(*bootstrap_objects, head="def456")
     assert finding.severity == "warning" and "not the branch head def456" in finding.message
+
+
+ROLLED_BACK = {
+    "metadata": {"name": "gitea", "namespace": "gitea"},
+    "spec": {"releaseName": "gitea"},
+    "status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "RollbackSucceeded",
+         "message": "Helm rollback to previous release gitea/gitea with chart gitea@12.4.0 succeeded"},
+        {"type": "Released", "status": "False", "reason": "UpgradeFailed",
+         "message": "Upgrade of release gitea/gitea with chart gitea@12.4.0 failed: context deadline exceeded"},
+        {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+         "message": "Helm rollback to previous release gitea/gitea.v1 with chart gitea@12.4.0 succeeded"}]}}
+
+
+AT_HEAD = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                      "artifact": {"revision": "main@sha1:abc123def4567"}}}
+
+
+def test_a_rolled_back_upgrade_says_the_old_version_serves_and_how_to_push_the_fix_past_flux(bootstrap_objects):
+    (finding,) = check_live(CFG, service=bootstrap_objects[0], workload=bootstrap_objects[1], host_keys=SAME,
+                            git_repository=AT_HEAD, branch_head="abc123def4567", helm_release=ROLLED_BACK)
+    assert finding.file == "HelmRelease gitea/gitea" and finding.severity == "error"
+    assert "the last upgrade of release gitea failed (Upgrade of release gitea/gitea" in finding.message
+    assert "rolled it back" in finding.message and "the previous version serves" in finding.message
+    assert "still on main (at abc123def456)" in finding.message
+    fix = finding.fix
+    assert "`flux -n gitea suspend helmrelease gitea`" in fix and "`helm -n gitea rollback gitea`" in fix
+    assert "kubectl -n gitea port-forward svc/gitea-http 3000:3000" in fix and "git revert abc123def456" in fix
+    assert "git push http://localhost:3000/homelab/gitops.git main" in fix
+    assert "`flux -n gitea resume helmrelease gitea`" in fix
+
+
+def test_an_upgrade_that_cut_flux_off_says_the_fix_must_go_past_flux(bootstrap_objects):
+    failing = copy.deepcopy(ROLLED_BACK)
+    failing["status"]["conditions"] = [{**failing["status"]["conditions"][1], "type": "Ready"}]
+    cut_off = {"status": {"conditions": [{"type": "Ready", "status": "False",
+                                          "message": "failed to checkout and determine revision: connection refused"}],
+                          "artifact": {"revision": "main@sha1:0ld"}}}
+    findings = check_live(CFG, service=bootstrap_objects[0], workload=bootstrap_objects[1], host_keys=SAME,
+                          git_repository=cut_off, branch_head="abc123", helm_release=failing)
+    release = next(f for f in findings if f.file == "HelmRelease gitea/gitea")
+    assert "release gitea is not Ready" in release.message
+    assert "Flux cannot fetch from the server it is upgrading" in release.message
+    assert "suspend helmrelease" in release.fix
+
+
+def test_a_suspended_git_server_release_is_a_warning_with_how_to_resume(bootstrap_objects):
+    suspended = {**copy.deepcopy(ROLLED_BACK), "spec": {"suspend": True}}
+    (finding,) = check_live(CFG, service=bootstrap_objects[0], workload=bootstrap_objects[1], host_keys=SAME,
+                            git_repository=READY, branch_head="abc123", helm_release=suspended)
+    assert finding.severity == "warning" and "resume helmrelease gitea" in finding.fix

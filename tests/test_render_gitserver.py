@@ -346,3 +346,25 @@ def test_bad_input(git_server: dict[str, str], password: str, needle: str) -> No
         render(Config(git_server=git_server), password=password)
     assert e.value.fix
     assert password not in str(e.value) + str(e.value.fix)
+
+
+def test_the_chart_version_is_the_pinned_one_unless_the_config_chooses_another() -> None:
+    from seedbed.config import GitServerChartConfig, GitServerConfig
+
+    def version(cfg: Config) -> str:
+        hr = next(o for o in helmrelease.objects(cfg) if o["kind"] == "HelmRelease")
+        return hr["spec"]["chart"]["spec"]["version"]
+
+    assert version(Config()) == helmrelease.CHARTS["gitea"].version == "12.4.0"
+    assert version(Config(git_server=GitServerConfig(flavor="forgejo"))) == "15.0.3"
+    chosen = Config(git_server=GitServerConfig(chart=GitServerChartConfig(version="12.5.0")))
+    assert version(chosen) == "12.5.0" and helmrelease.chart(chosen).name == "gitea"
+
+
+def test_a_chart_version_range_in_the_config_is_refused(tmp_path: Path) -> None:
+    from seedbed import config
+
+    path = tmp_path / "seedbed.yaml"
+    path.write_text("gitServer:\n  chart:\n    version: '>=12.0.0'\n")
+    with pytest.raises(ConfigError, match=r"not an exact chart version like 12\.4\.0"):
+        config.load(path)

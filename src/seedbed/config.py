@@ -135,6 +135,22 @@ class LonghornConfig(Model):
         return value or None
 
 
+CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+
+
+def _chart_version(value: str) -> str:
+    if not CHART_VERSION.fullmatch(value):
+        raise ValueError(f"{_short(value)!r} is not an exact chart version like 12.4.0 (no ranges)")
+    return value
+
+
+class GitServerChartConfig(Model):
+    """The official chart the Git server's HelmRelease uses."""
+
+    version: Annotated[str, AfterValidator(_chart_version)] | None = Field(
+        None, description="Exact chart version; default: the one seedbed pins for the flavour.")
+
+
 class GitServerConfig(Model):
     """The bootstrap Git server. Its names are a contract with the Flux-managed re-deploy."""
 
@@ -151,6 +167,7 @@ class GitServerConfig(Model):
     admin_secret: str = Field("gitea-admin", description="Secret holding the admin credentials.")
     host_key_secret: str = Field("gitea-ssh-host-key", description="Secret holding the pinned SSH host key.")
     ready_timeout: float = Field(600, gt=0, description="Seconds to wait for the Git server to be ready.")
+    chart: GitServerChartConfig = Field(default_factory=GitServerChartConfig)
 
     @model_validator(mode="after")
     def _forgejo_version(self) -> GitServerConfig:

@@ -11,8 +11,10 @@ The command builds it once (see ``commands/clients.py``) and closes it at the en
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import shutil
 import tempfile
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from .errors import ClusterError, ConfigError, GitServerError, SeedbedError
 from .gitea import GiteaClient, key_material
 from .render import flux as flux_render
 from .render import gitserver as render
-from .sshkeys import KeyPair, parse_public_keys
+from .sshkeys import KeyPair, blob_fingerprint, parse_public_keys
 
 if TYPE_CHECKING:
     from .config import Config
@@ -57,6 +59,23 @@ def fetched_revision(repo: dict[str, Any] | None) -> str:
     """What source-controller last fetched, e.g. ``main@sha1:<commit>`` ("" when nothing yet)."""
     artifact = ((repo or {}).get("status") or {}).get("artifact") or {}
     return str(artifact.get("revision", "")) if isinstance(artifact, dict) else ""
+
+
+KEYSCAN_TIMEOUT = 15.0  # seconds for the SSH handshakes of one host-key probe
+
+
+def key_fingerprints(text: str) -> list[str]:
+    """SHA256 fingerprints of the keys in ``known_hosts`` or ``ssh-keyscan`` lines (others skipped)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or line.lstrip().startswith("#"):
+            continue
+        try:
+            out.append(blob_fingerprint(fields[2]))
+        except (binascii.Error, ValueError):
+            continue
+    return out
 
 
 def operator_keys(cfg: Config) -> list[str]:
@@ -208,6 +227,36 @@ class GitServer:
         if pushed:
             self.forget()
         return pushed
+
+    async def served_host_keys(self) -> list[str] | None:
+        """Fingerprints of the SSH host keys the running server presents on its SSH Service.
+
+        An SSH handshake is enough: ``ssh-keyscan`` (openssh-client) through a port-forward to
+        port 22 of the Service, as Flux reaches it, with a deadline. None when it could not be
+        probed (no ssh-keyscan, no ready pod, no answer): the caller says so instead of guessing.
+        """
+        gs = self.cfg.git_server
+        exe = shutil.which("ssh-keyscan")
+        if exe is None:
+            self.out.debug("ssh-keyscan (openssh-client) not found: the served host key is not checked")
+            return None
+        try:
+            async with self.kube.port_forward(gs.namespace, service=gs.ssh_service, port=render.SSH_PORT) as port:
+                proc = await asyncio.create_subprocess_exec(
+                    exe, "-T", "5", "-p", str(port), "127.0.0.1",
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL)
+                try:
+                    async with asyncio.timeout(KEYSCAN_TIMEOUT):
+                        stdout, _ = await proc.communicate()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                    return None
+        except ClusterError as e:
+            self.out.debug(f"cannot reach {gs.namespace}/{gs.ssh_service} for its host key: {e.message}")
+            return None
+        return key_fingerprints(stdout.decode("utf-8", errors="replace")) or None
 
     # ----------------------------------------------------------------- what Flux fetched from it
 

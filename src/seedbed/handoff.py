@@ -1045,15 +1045,45 @@ _ROLLBACK = ("roll the Git server back to the last commit that worked (`git reve
              "`seedbed check-handoff`")
 
 
+def way_out(cfg: Config, release: str, failed_commit: str | None) -> str:
+    """How to get out of a Git server upgrade that broke it, when fixes can only arrive through it.
+
+    helm-controller retries a failed upgrade of the same values and rolls back after each failure
+    (``upgrade.remediation``): suspending the HelmRelease stops the retries, so the old version keeps
+    serving while the fix is pushed through a port-forward, past Flux.
+    """
+    from .render.gitserver import admin_password_command, port_forward_command
+
+    gs, r = cfg.git_server, cfg.repo
+    ns = gs.namespace
+    commit = failed_commit[:12] if failed_commit else "<the commit that changed the values>"
+    return (f"(1) stop the retries: `flux -n {ns} suspend helmrelease {release}` (or `kubectl -n {ns} patch "
+            f"helmrelease {release} --type merge -p '{{\"spec\":{{\"suspend\":true}}}}'`); "
+            f"(2) if the old version does not serve again, roll it back: `helm -n {ns} rollback {release}`; "
+            f"(3) push the fix past Flux through a port-forward: `{port_forward_command(cfg)}`, then in your work "
+            f"tree `git revert {commit}` and `git push http://localhost:{HTTP_PORT}/{r.owner}/{r.name}.git "
+            f"{r.branch}` as {gs.admin_user} (password: `{admin_password_command(cfg)}`), or `seedbed bootstrap`, "
+            f"which pushes the work tree the same way; (4) `flux -n {ns} resume helmrelease {release}`")
+
+
+def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conds if isinstance(c, dict) and c.get("type") == kind), None)
+
+
 def check_live(cfg: Config, *, service: dict[str, Any] | None, workload: dict[str, Any] | None,
                host_keys: HostKeys, git_repository: dict[str, Any] | None,
-               branch_head: str | None = None) -> list[Finding]:
+               branch_head: str | None = None, helm_release: dict[str, Any] | None = None) -> list[Finding]:
     """The hand-over as it runs: is the Git server Flux fetches from still the bootstrap's?
 
     Pure: the caller reads the objects (the Service ``gitServer.sshService``, the Deployment or
     StatefulSet whose pods it selects, the GitRepository Flux syncs from) and the fingerprints; this
     says what is wrong, one finding per cause, each with the way back. Findings name the object
-    (``Service gitea/gitea-ssh``) with line 0.
+    (``Service gitea/gitea-ssh``) with line 0. ``helm_release`` is the HelmRelease that deploys the
+    server, when there is one: not Ready means an upgrade (or install) failed, and helm-controller's
+    remediation may have rolled it back (fluxcd/helm-controller ``internal/reconcile/upgrade.go``
+    marks ``Ready=False``/``UpgradeFailed``, ``rollback_remediation.go`` ``Remediated=True``/
+    ``RollbackSucceeded``).
     """
     gs = cfg.git_server
     out: list[Finding] = []
@@ -1112,6 +1142,8 @@ def check_live(cfg: Config, *, service: dict[str, Any] | None, workload: dict[st
     if host_keys.served and host_keys.pinned and host_keys.served != host_keys.pinned:
         add(svc_ref, f"the Git server presents host key {host_keys.served}, but Flux's known_hosts pins "
             f"{host_keys.pinned}", _ROLLBACK)
+    if helm_release is not None:
+        _check_release(cfg, helm_release, git_repository, branch_head, add)
     source_ref = f"GitRepository {cfg.flux.secret}"
     if git_repository is None:
         add(source_ref, "Flux's GitRepository does not exist", "run `seedbed bootstrap` again")
@@ -1126,6 +1158,44 @@ def check_live(cfg: Config, *, service: dict[str, Any] | None, workload: dict[st
             add(source_ref, f"Flux has revision {revision or 'none'}, not the branch head {branch_head}",
                 "wait one interval, or `flux reconcile source git flux-system`", "warning")
     return out
+
+
+def _check_release(cfg: Config, hr: dict[str, Any], git_repository: dict[str, Any] | None, branch_head: str | None,
+                   add: Callable[..., None]) -> None:
+    """The HelmRelease of the Git server: a failed upgrade, a rollback, a suspension."""
+    meta = hr.get("metadata") or {}
+    name = str(meta.get("name") or "?")
+    ref = f"HelmRelease {meta.get('namespace', cfg.git_server.namespace)}/{name}"
+    spec = hr.get("spec") or {}
+    release = str(spec.get("releaseName") or name)
+    ready, remediated = _condition(hr, "Ready"), _condition(hr, "Remediated")
+    fix = way_out(cfg, name, branch_head)
+    if spec.get("suspend"):
+        add(ref, "suspended: Flux does not upgrade the Git server until it is resumed",
+            f"once the fix is on the branch: `flux -n {meta.get('namespace')} resume helmrelease {name}`", "warning")
+        return
+    if ready is None or ready.get("status") == "True":
+        return
+    # After a rollback, Ready carries the rollback's message; the failure is in Released.
+    released = _condition(hr, "Released")
+    failed = released if released is not None and released.get("status") == "False" else ready
+    why = str(failed.get("message") or failed.get("reason") or "no reason given")
+    fetch_ok = (_condition(git_repository, "Ready") or {}).get("status") == "True"
+    if remediated is not None and remediated.get("status") == "True":
+        message = (f"the last upgrade of release {release} failed ({why}), and helm-controller rolled it back "
+                   f"({remediated.get('message') or remediated.get('reason')}): the previous version serves, but the "
+                   f"values that broke it are still on {cfg.repo.branch}"
+                   + (f" (at {branch_head[:12]})" if branch_head else "")
+                   + " and Flux retries them")
+    elif remediated is not None:
+        message = (f"the last upgrade of release {release} failed ({why}) and its rollback failed too "
+                   f"({remediated.get('message') or remediated.get('reason')}): the Git server may not serve, and "
+                   "no fix can reach Flux through it")
+    else:
+        message = f"release {release} is not Ready: {why}"
+    if not fetch_ok:
+        message += "; Flux cannot fetch from the server it is upgrading, so the fix must be pushed past Flux"
+    add(ref, message, fix)
 
 
 # --------------------------------------------------------------------------- entry point

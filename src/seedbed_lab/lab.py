@@ -207,6 +207,8 @@ class Lab:
             if self.ssh is not None:
                 self.ssh.stop()
             self.ssh = SSHGitServer(host_private, deploy_keys, self.gitea.root).start()
+            # The pod's SSH port (SSH_LISTEN_PORT), for port-forwards to the SSH Service.
+            self.emu.route_port("gitea", gitserver_render.SSH_LISTEN_PORT, "127.0.0.1", self.ssh.port)
         with tempfile.TemporaryDirectory(prefix="lab-flux-") as tmp:
             identity = Path(tmp) / "identity"
             fd = os.open(identity, os.O_WRONLY | os.O_CREAT, 0o600)

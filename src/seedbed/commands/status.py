@@ -70,7 +70,7 @@ async def collect_status(cfg: Config, clients: Clients, *, now: datetime | None 
         checks = [await _api(kube)]
         if checks[0].state == "ok":
             checks += [await _longhorn(kube, cfg), await _git_server(kube, cfg), await _flux(clients),
-                       await _backup(kube, now or datetime.now(UTC))]
+                       await _handover(clients, cfg), await _backup(kube, now or datetime.now(UTC))]
     except ClusterError as e:  # a config error is not a status: it propagates to a clean exit 2
         checks = [Check("cluster", "fail", e.message, e.message, e.fix or "")]
     return StatusReport(cfg.cluster.name, checks)
@@ -101,19 +101,34 @@ async def _longhorn(kube: Any, cfg: Config) -> Check:
                  details={"version": version})
 
 
+async def serving_workload(kube: Any, namespace: str, service: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Deployment or StatefulSet whose pods the Service selects (with the chart: the release's
+    Deployment, whatever it is named); None when the Service is missing or selects none."""
+    selector = ((service or {}).get("spec") or {}).get("selector") or {}
+    if not selector:
+        return None
+    for api, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+        for obj in await kube.list(api, kind, namespace):
+            labels = ((((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+            if all(labels.get(k) == v for k, v in selector.items()):
+                return {"kind": kind, **obj}
+    return None
+
+
 async def _git_server(kube: Any, cfg: Config) -> Check:
     gs = cfg.git_server
-    from ..render.gitserver import DEPLOYMENT_NAME
-
-    dep = await kube.get("apps/v1", "Deployment", DEPLOYMENT_NAME, namespace=gs.namespace)
+    service = await kube.get("v1", "Service", gs.ssh_service, namespace=gs.namespace)
+    dep = await serving_workload(kube, gs.namespace, service)
     pvc = await kube.get("v1", "PersistentVolumeClaim", gs.pvc_name, namespace=gs.namespace)
     if dep is None:
-        return Check("git-server", "fail", "not deployed", f"no Deployment in namespace {gs.namespace}",
+        what = "no Service" if service is None else "no Deployment or StatefulSet behind Service"
+        return Check("git-server", "fail", "not deployed", f"{what} {gs.namespace}/{gs.ssh_service}",
                      "run `seedbed bootstrap`")
+    ref = f"{dep['kind'].lower()}/{dep['metadata']['name']}"
     if not rollout_complete(dep):
         return Check("git-server", "fail", f"not ready ({describe_workload(dep)})",
                      f"the Git server is not ready: {describe_workload(dep)}",
-                     f"kubectl -n {gs.namespace} describe deploy/gitea; kubectl -n {gs.namespace} logs deploy/gitea")
+                     f"kubectl -n {gs.namespace} describe {ref}; kubectl -n {gs.namespace} logs {ref}")
     phase = ((pvc or {}).get("status") or {}).get("phase", "missing")
     if phase != "Bound":
         return Check("git-server", "fail", f"data claim {gs.pvc_name} is {phase}",
@@ -127,6 +142,46 @@ async def _git_server(kube: Any, cfg: Config) -> Check:
     return Check("git-server", "ok", f"ready; data on {gs.namespace}/{gs.pvc_name}; reach it with "
                  f"{port_forward_command(cfg)}", details={"login": login},
                  hints=[f"log in at {login['url']} as {gs.admin_user}; password: {login['passwordCommand']}"])
+
+
+async def _handover(clients: Clients, cfg: Config) -> Check:
+    """The hand-over as it runs (handoff.check_live): the server Flux fetches from is the bootstrap's."""
+    from ..gitserver import fetched_revision, key_fingerprints, secret_value
+    from ..handoff import HostKeys, check_live
+    from ..render import helmrelease
+    from ..sshkeys import KeyPair, fingerprint
+
+    kube, gs = clients.kube, cfg.git_server
+    service = await kube.get("v1", "Service", gs.ssh_service, namespace=gs.namespace)
+    workload = await serving_workload(kube, gs.namespace, service)
+    release = await kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME, namespace=gs.namespace)
+    _, host = await clients.gitserver.stored_secrets()
+    flux_ns, flux_name = cfg.flux.secret.split("/")
+    flux_secret = await kube.get("v1", "Secret", flux_name, namespace=flux_ns)
+    pinned = key_fingerprints(secret_value(flux_secret, "known_hosts", what=f"Secret {cfg.flux.secret}") or "")
+    secret_fp = fingerprint(host.public_openssh) if isinstance(host, KeyPair) else None
+    served = await clients.gitserver.served_host_keys()
+    pinned_fp = next((p for p in pinned if p == secret_fp), pinned[0] if pinned else None)
+    served_fp = None if served is None else (pinned_fp if pinned_fp in served else served[0])
+    repo, _ = await clients.gitserver.sync_state()
+    head = (await clients.gitserver.holdings()).head
+    findings = check_live(cfg, service=service, workload=workload,
+                          host_keys=HostKeys(secret=secret_fp, pinned=pinned_fp, served=served_fp),
+                          git_repository=repo, branch_head=head, helm_release=release)
+    details = {"hostKey": served_fp, "pinned": pinned_fp, "revision": fetched_revision(repo), "branchHead": head,
+               "findings": [{"object": f.file, "severity": f.severity, "message": f.message, "fix": f.fix}
+                            for f in findings]}
+    errors = [f for f in findings if f.severity == "error"]
+    shown = errors or findings
+    if shown:
+        problem = "; ".join(f"{f.file}: {f.message}" for f in shown)
+        return Check("hand-over", "fail" if errors else "warn", shown[0].message, problem, shown[0].fix, details)
+    probed = f"serves the pinned host key {served_fp}" if served_fp else \
+        "host key not probed (ssh-keyscan missing or no answer)"
+    return Check("hand-over", "ok" if served_fp else "warn",
+                 f"Flux fetches {fetched_revision(repo) or '?'} from the bootstrap's server; {probed}",
+                 "" if served_fp else "the host key the server presents could not be read",
+                 "" if served_fp else "install openssh-client (ssh-keyscan) and check again", details)
 
 
 async def _flux(clients: Clients) -> Check:

@@ -13,7 +13,7 @@ works") cites the upstream files each choice below comes from.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import yamlutil
@@ -63,7 +63,14 @@ CHARTS = {
 
 
 def chart(cfg: Config) -> Chart:
-    return CHARTS[cfg.git_server.flavor]
+    """The flavour's chart at ``gitServer.chart.version`` (default: the version seedbed pins).
+
+    Flux's HelmRepository gives no way to pin a chart archive's sha256 (only OCI sources verify, by
+    signature), so the version is exact: ``spec.chart.spec.version`` is never a range.
+    """
+    pinned = CHARTS[cfg.git_server.flavor]
+    version = cfg.git_server.chart.version
+    return pinned if version in (None, pinned.version) else replace(pinned, version=version)
 
 
 def fullname(cfg: Config) -> str:

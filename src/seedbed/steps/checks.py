@@ -63,31 +63,52 @@ class CertGuardStep(Step):
 
 
 class HandoffStep(Step):
-    """After Flux: will Flux's own re-deploy of the Git server keep the repository and its access?"""
+    """After Flux: will Flux's own re-deploy of the Git server keep the repository and its access?
+
+    It checks what Flux will apply: the server's branch, cloned through the port-forward, not the
+    operator's work tree (which lacks the ``flux-system/git-server.yaml`` the flux step commits on
+    the server, and may hold commits not pushed yet).
+    """
 
     name = "check-handoff"
     title = "Hand-over check"
     record = False
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        return Planned(notes=["the repository's Git server manifests keep the data claim, image flavour, "
-                              "host key Secret and SSH service"])
+        return Planned(notes=[f"the Git server manifests on the server's {cfg.repo.branch} (what Flux applies) keep "
+                              "the data claim, image flavour, host key Secret and SSH service"])
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
+        import asyncio
+        import tempfile
+        from pathlib import Path
+
+        from .. import git
         from ..handoff import check_handoff
 
-        tree = ctx.cfg.resolve(ctx.cfg.repo.path)
-        report = check_handoff(tree, ctx.cfg)
+        cfg, r = ctx.cfg, ctx.cfg.repo
+        url, token = await ctx.gitserver.remote()
+        user = cfg.git_server.admin_user
+        with tempfile.TemporaryDirectory(prefix="seedbed-handoff-") as tmp:
+            tree = Path(tmp) / "repo"
+            await git.retrying(lambda: git.clone(url, tree, username=user, token=token, branch=r.branch))
+            # kustomize runs as a subprocess; the port-forward lives in this event loop.
+            report = await asyncio.to_thread(check_handoff, tree, cfg)
         for f in report.findings:
             if f.severity != "error":
                 ctx.out.warn(_where(f) + f.message)
-        errors = [f for f in report.findings if f.severity == "error"]
+        errors = report.errors
         if errors:
             lines = "\n".join(_where(f) + f.message for f in errors)
             raise Refused(f"Flux's re-deploy of the Git server would break it:\n{lines}",
                           fix=errors[0].fix + " (see `seedbed check-handoff` and the README's hand-over section)")
-        return Outcome(False, "the Git server's hand-over to Flux is safe" if report.found
-                       else "no Git server manifests in the repository yet")
+        where = f"{r.branch} on the server"
+        if report.unverified:
+            return Outcome(False, f"hand-over NOT verified in {where}: {len(report.unverified)} finding(s) "
+                                  "seedbed could not check (warnings above)")
+        if not report.found:
+            return Outcome(False, f"no Git server manifests in {where}")
+        return Outcome(False, f"the Git server's hand-over to Flux is safe ({where}: {report.found[0]})")
 
 
 def _where(finding: Any) -> str:

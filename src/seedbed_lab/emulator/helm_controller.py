@@ -17,8 +17,20 @@ The templates are not executed: the fields that decide the hand-over (names, lab
 clusterIP, ports, strategy, volumes and claim, environment, init containers) are derived from the
 merged values the way those templates derive them. SIMPLIFICATIONS.md lists what is left out.
 The API server's immutability rules that the emulator does not enforce (a Deployment's selector, a
-Service's clusterIP) are checked here, and a refused upgrade leaves the release as it was
-(``Ready=False``), as a failed upgrade with rollback remediation does.
+Service's clusterIP) are checked here.
+
+An upgrade whose pods never become ready fails Helm's wait, and helm-controller's remediation rolls
+it back (helm-controller v1.6.3 ``internal/reconcile/upgrade.go``: ``Released=False``/
+``UpgradeFailed``, "Upgrade of release %s/%s with chart %s@%s failed: %s";
+``rollback_remediation.go``: ``Remediated=True``/``RollbackSucceeded``, "Helm rollback to previous
+release %s with chart %s succeeded"; ``summarize`` in ``reconcile.go`` makes Ready the Remediated
+condition's reason and message with status False; ``api/v2/helmrelease_types.go``
+``UpgradeRemediation``: strategy rollback by default, ``MustRemediateLastFailure`` true with
+retries > 0). What never becomes ready is Gitea's own rule: it refuses a database a newer Gitea
+migrated (go-gitea/gitea ``models/migrations/migrations.go``, "Your database (migration version: %d)
+is for a newer Gitea, you can not use the newer database for this old Gitea release"), so a values
+commit that gives the claim an older image crash-loops; the newest version that ran on each claim
+is remembered. A refused apply (an immutable field) is an upgrade failure remediated the same way.
 """
 
 from __future__ import annotations
@@ -282,14 +294,48 @@ def immutable_errors(emu: Emulator, objs: list[Obj]) -> list[str]:
     return errors
 
 
+def image_version(image: str) -> tuple[int, ...] | None:
+    """The Gitea/Forgejo version of an image reference (``...:1.27-rootless`` -> (1, 27))."""
+    tag = image.rpartition(":")[2].split("@")[0].removesuffix("-rootless")
+    parts = tag.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def crash_loop(dep: Obj, data_versions: dict[tuple[str, str], tuple[int, ...]]) -> str | None:
+    """Why the Deployment's pods would never become ready, or None: an image older than the newest
+    Gitea that migrated its claim's database."""
+    pod = dep["spec"]["template"]["spec"]
+    version = image_version(pod["containers"][0]["image"])
+    ns = dep["metadata"]["namespace"]
+    for v in pod.get("volumes") or []:
+        claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+        newest = data_versions.get((ns, claim)) if claim else None
+        if version is not None and newest is not None and version < newest:
+            return (f"Your database is for a newer Gitea ({'.'.join(map(str, newest))}), you can not use the "
+                    f"newer database for this old Gitea release ({'.'.join(map(str, version))})")
+    return None
+
+
+def _ran(dep: Obj, data_versions: dict[tuple[str, str], tuple[int, ...]]) -> None:
+    """The Deployment's pods started: its Gitea migrated the claim's database to its version."""
+    pod = dep["spec"]["template"]["spec"]
+    version = image_version(pod["containers"][0]["image"])
+    ns = dep["metadata"]["namespace"]
+    for v in pod.get("volumes") or []:
+        claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim and version is not None:
+            data_versions[(ns, claim)] = max(version, data_versions.get((ns, claim), version))
+
+
 class HelmController:
     """Reconciles every HelmRelease written to the emulator (see the module docstring)."""
 
     def __init__(self, emu: Emulator, upstream: Path) -> None:
         self.emu = emu
         self.upstream = upstream
-        self.rendered: dict[tuple[str, str], list[Obj]] = {}  # (namespace, name) -> last applied objects
+        self.rendered: dict[tuple[str, str], list[Obj]] = {}  # (namespace, name) -> last good objects
         self.errors: list[str] = []
+        self.data_versions: dict[tuple[str, str], tuple[int, ...]] = {}  # (namespace, claim) -> newest Gitea
         self._lock = threading.Lock()
 
     def idle(self) -> bool:
@@ -326,20 +372,68 @@ class HelmController:
                     raise ApplyFailed("; ".join(refused))
                 for obj in objs:
                     server_side_apply(self.emu, obj, FIELD_MANAGER)
+                self._wait(objs)
             except ApplyFailed as e:
                 self.errors.append(str(e))
-                # Upgrade remediation (rollback): the previous release's objects stay as they were.
-                reason = "UpgradeFailed" if previous else "InstallFailed"
-                self._status(hr, generation, "False", reason, str(e))
+                self._failed(hr, generation, key, previous, str(e))
                 return
             self.rendered[(namespace, name)] = objs
-            self._status(hr, generation, "True", "UpgradeSucceeded" if previous else "InstallSucceeded",
-                         f"Helm {'upgrade' if previous else 'install'} succeeded for release "
-                         f"{release_namespace(hr)}/{release_name(hr)} with chart {key[0]}@{key[1]}")
+            self._status(hr, generation, [_cond(
+                "Ready", "True", "UpgradeSucceeded" if previous else "InstallSucceeded",
+                f"Helm {'upgrade' if previous else 'install'} succeeded for release "
+                f"{release_namespace(hr)}/{release_name(hr)} with chart {key[0]}@{key[1]}")])
 
-    def _status(self, hr: Obj, generation: int, status: str, reason: str, message: str) -> None:
+    def _wait(self, objs: list[Obj]) -> None:
+        """Helm's wait: every Deployment's pods become ready, or the action fails."""
+        for dep in (o for o in objs if o["kind"] == "Deployment"):
+            md = dep["metadata"]
+            why = crash_loop(dep, self.data_versions)
+            if why is not None:
+                self.emu.hold_ready("Deployment", md["namespace"], md["name"])  # CrashLoopBackOff
+                raise ApplyFailed(f"resource Deployment/{md['namespace']}/{md['name']} not ready: "
+                                  f"container {dep['spec']['template']['spec']['containers'][0]['name']} "
+                                  f"crash-looping ({why}): context deadline exceeded")
+            self.emu.release_ready("Deployment", md["namespace"], md["name"])
+            _ran(dep, self.data_versions)
+
+    def _failed(self, hr: Obj, generation: int, key: tuple[Any, Any], previous: list[Obj] | None,
+                error: str) -> None:
+        """The failed install or upgrade, and the upgrade remediation (rollback) when the spec asks."""
+        spec = hr.get("spec") or {}
+        release = f"{release_namespace(hr)}/{release_name(hr)}"
+        if previous is None:
+            self._status(hr, generation, [_cond("Ready", "False", "InstallFailed",
+                                                f"Helm install failed for release {release} with chart "
+                                                f"{key[0]}@{key[1]}: {error}")])
+            return
+        released = _cond("Released", "False", "UpgradeFailed",
+                         f"Upgrade of release {release} with chart {key[0]}@{key[1]} failed: {error}")
+        remediation = (spec.get("upgrade") or {}).get("remediation") or {}
+        retries = int(remediation.get("retries") or 0)
+        last = remediation.get("remediateLastFailure", retries > 0)
+        if (retries == 0 and not last) or remediation.get("strategy", "rollback") != "rollback":
+            self._status(hr, generation, [{**released, "type": "Ready"}, released], failures=1)
+            return
+        # Each retry renders the same failing values, so the retries end as the first attempt did:
+        # rolled back to the previous release, stalled once they are exhausted (atomic_release.go).
+        for obj in previous:
+            server_side_apply(self.emu, obj, FIELD_MANAGER)
+        self._wait(previous)
+        message = f"Helm rollback to previous release {release} with chart {key[0]}@{key[1]} succeeded"
+        self._status(hr, generation, [
+            _cond("Ready", "False", "RollbackSucceeded", message), released,
+            _cond("Remediated", "True", "RollbackSucceeded", message),
+            _cond("Stalled", "True", "RetriesExceeded", f"Failed to upgrade after {retries + 1} attempt(s)")],
+            failures=retries + 1)
+
+    def _status(self, hr: Obj, generation: int, conditions: list[Obj], failures: int = 0) -> None:
         md = hr["metadata"]
-        self.emu.set_status(HELM_API, "HelmRelease", md["name"], md["namespace"], {
-            "observedGeneration": generation,
-            "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
-                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        status: Obj = {"observedGeneration": generation, "conditions": conditions}
+        if failures:
+            status["upgradeFailures"] = failures
+        self.emu.set_status(HELM_API, "HelmRelease", md["name"], md["namespace"], status)
+
+
+def _cond(kind: str, status: str, reason: str, message: str) -> Obj:
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}
