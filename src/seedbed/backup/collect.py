@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+from seedbed import sops
 from seedbed.config import Config
 
 from .archive import dumps
@@ -69,9 +70,14 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
             cleaned = clean(obj)
             entries[entry_name(cleaned)] = dumps(cleaned)
 
+    # The SOPS decryption keys Flux reads: stored nowhere else by definition (a repository holds only
+    # what they encrypted). The ones flux.sops names, and any flux-system Secret in the format
+    # kustomize-controller imports (seedbed.sops.is_decryption_secret), e.g. one made by hand.
+    wanted.update((sops.NAMESPACE, name) for name in sops.secret_names(cfg))
+
     # Secrets: referenced ones, whole configured namespaces, and the label selector, one LIST each.
     sel = cfg.backup.secrets
-    namespaces = sorted({ns for ns, _ in wanted} | set(sel.namespaces))
+    namespaces = sorted({ns for ns, _ in wanted} | set(sel.namespaces) | {sops.NAMESPACE})
     sem = asyncio.Semaphore(_CONCURRENCY)
 
     async def in_namespace(ns: str) -> list[dict[str, Any]]:
@@ -89,7 +95,7 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
         for obj in items:
             meta = obj.get("metadata") or {}
             key = (meta.get("namespace", ""), meta.get("name", ""))
-            if not (from_selector or key in wanted or key[0] in whole):
+            if not (from_selector or key in wanted or key[0] in whole or sops.is_decryption_secret(obj)):
                 continue
             if obj.get("type", "Opaque") not in SECRET_TYPES:
                 # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a

@@ -84,6 +84,7 @@ class Policy:
 
         certs = cfg.certificates
         flux_ns = cfg.flux.secret.split("/", 1)[0]
+        # flux-system (flux_ns) holds the SOPS decryption keys a backup carries (backup/collect.py).
         namespaces = {*cfg.backup.secrets.namespaces, certs.namespace, cfg.git_server.namespace, flux_ns,
                       "longhorn-system"}
         if certs.wildcard:

@@ -17,6 +17,7 @@ annotates the objects whose text holds ``${...}`` (its CRDs' docs) with
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -72,11 +73,22 @@ def sync_path(cfg: Config) -> str:
 
 
 def repo_files(cfg: Config, components_text: str, *, acme: str | None = None,
-               domain: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+               domain: str | None = None, extra: dict[str, str] | None = None,
+               existing: dict[str, str] | None = None, decryption: dict[str, Any] | None = None) -> dict[str, str]:
     """Repository-relative path → content, for the one commit that installs Flux.
 
     ``extra`` (file name → text) are more files of the ``flux-system`` folder, listed in its
     kustomization.yaml after gotk-*.yaml (the Git server's HelmRelease).
+
+    ``existing`` (file name → text) are the repository's own ``flux-system`` files, from an earlier
+    ``flux bootstrap`` against GitHub or elsewhere. They are the user's: their kustomization.yaml
+    keeps every resource and patch (it often lists the whole cluster) and only gains the files
+    seedbed adds; their gotk-sync.yaml keeps intervals, ignore rules, patches and decryption, and
+    only the URL, the Secret, the branch and the path are rewritten (:func:`adopt_sync`).
+    gotk-components.yaml is always the pinned release of ``flux.version``.
+
+    ``decryption`` is the ``spec.decryption`` the ``flux-system`` Kustomization gets (SOPS keys);
+    a user's Kustomization that already has one keeps theirs.
 
     ``acme`` and ``domain`` are validated here so that a bad value stops before the commit, but
     they are not written to Git: the values live in the ConfigMap :func:`cluster_vars`, which
@@ -85,20 +97,37 @@ def repo_files(cfg: Config, components_text: str, *, acme: str | None = None,
     cluster_vars(cfg, acme=acme, domain=domain)
     _check_components_text(cfg, components_text)
     folder = f"{sync_path(cfg)}/flux-system"
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [COMPONENTS_FILE, SYNC_FILE, *(extra or {})],
-    }
+    existing = existing or {}
+    ours = [COMPONENTS_FILE, SYNC_FILE, *(extra or {})]
+    if KUSTOMIZATION_FILE in existing:
+        kustomization_text = adopt_kustomization(existing[KUSTOMIZATION_FILE], ours,
+                                                 what=f"{folder}/{KUSTOMIZATION_FILE}")
+    else:
+        kustomization_text = yamlutil.dump({"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                                            "kind": "Kustomization", "resources": ours})
+    if SYNC_FILE in existing:
+        sync_text = adopt_sync(cfg, existing[SYNC_FILE], decryption=decryption, what=f"{folder}/{SYNC_FILE}")
+    else:
+        sync_text = SYNC_HEADER + yamlutil.dump_all(sync_objects(cfg, acme=acme, domain=domain,
+                                                                 decryption=decryption))
     return {
         f"{folder}/{COMPONENTS_FILE}": components_text,  # byte for byte: Flux upgrades itself from it
-        f"{folder}/{SYNC_FILE}": SYNC_HEADER + yamlutil.dump_all(sync_objects(cfg, acme=acme, domain=domain)),
+        f"{folder}/{SYNC_FILE}": sync_text,
         **{f"{folder}/{name}": text for name, text in (extra or {}).items()},
-        f"{folder}/{KUSTOMIZATION_FILE}": yamlutil.dump(kustomization),
+        f"{folder}/{KUSTOMIZATION_FILE}": kustomization_text,
     }
 
 
-def sync_objects(cfg: Config, *, acme: str | None = None, domain: str | None = None) -> list[dict[str, Any]]:
+def committed_sync_objects(files: dict[str, str], cfg: Config) -> list[dict[str, Any]]:
+    """The GitRepository and Kustomization ``flux-system`` as :func:`repo_files` commits them: what
+    seedbed applies is then exactly what kustomize-controller applies from Git a moment later."""
+    text = files[f"{sync_path(cfg)}/flux-system/{SYNC_FILE}"]
+    docs = yamlutil.safe_load_all(text, what=SYNC_FILE)
+    return [d for d in docs if isinstance(d, dict) and _is_sync_object(d)]
+
+
+def sync_objects(cfg: Config, *, acme: str | None = None, domain: str | None = None,
+                 decryption: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The GitRepository and Kustomization ``flux-system``, exactly as committed in gotk-sync.yaml.
 
     Keys are in the order ``flux bootstrap`` writes them (alphabetical). ``acme``/``domain`` are
@@ -134,7 +163,216 @@ def sync_objects(cfg: Config, *, acme: str | None = None, domain: str | None = N
             "sourceRef": {"kind": "GitRepository", "name": SYNC_NAME},
         },
     }
+    if decryption:
+        kustomization["spec"] = dict(sorted({**kustomization["spec"], "decryption": decryption}.items()))
     return [git_repository, kustomization]
+
+
+# --------------------------------------------------------------------------- the user's own files
+
+
+def _is_sync_object(doc: dict[str, Any]) -> bool:
+    md = doc.get("metadata") or {}
+    return (isinstance(md, dict) and md.get("name") == SYNC_NAME and md.get("namespace", FLUX_NAMESPACE) == FLUX_NAMESPACE
+            and (doc.get("kind"), str(doc.get("apiVersion") or "").split("/")[0])
+            in {("GitRepository", "source.toolkit.fluxcd.io"), ("Kustomization", "kustomize.toolkit.fluxcd.io")})
+
+
+class _Edits:
+    """Edits of a YAML text in place, by the positions PyYAML gives its nodes: every line, comment and
+    key the edits do not touch stays byte for byte."""
+
+    def __init__(self, text: str, what: str) -> None:
+        yamlutil.safe_load_all(text, what=what)  # bounded first: the text is the user's
+        self.text = text
+        self.what = what
+        self.docs = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        self.edits: list[tuple[int, int, str]] = []
+        self.changed: list[str] = []
+
+    def result(self) -> str:
+        out = self.text
+        for start, end, new in sorted(self.edits, key=lambda e: (e[0], e[1]), reverse=True):
+            out = out[:start] + new + out[end:]
+        return out
+
+    @staticmethod
+    def child(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == key:
+                    return k, v
+        return None
+
+    def set(self, node: yaml.Node, path: list[str], value: Any, label: str) -> None:
+        """``path`` below the mapping ``node`` becomes ``value`` (a scalar or a mapping)."""
+        found = self.child(node, path[0])
+        if found is None:
+            self.insert(node, path[0], _nest(path[1:], value))
+            self.changed.append(label)
+            return
+        _, child = found
+        if len(path) > 1 and isinstance(child, yaml.MappingNode):
+            self.set(child, path[1:], value, label)
+            return
+        want = _nest(path[1:], value)
+        if isinstance(child, yaml.ScalarNode) and not isinstance(want, dict) and child.value == str(want):
+            return
+        self.edits.append((*_span(child), _flow(want)))
+        self.changed.append(label)
+
+    def delete(self, node: yaml.Node, key: str, label: str) -> None:
+        """Remove a key whose value is a scalar, with its line."""
+        found = self.child(node, key)
+        if found is None:
+            return
+        k, v = found
+        assert isinstance(node, yaml.MappingNode)
+        if node.flow_style:
+            i = [pair[0] for pair in node.value].index(k)
+            if i + 1 < len(node.value):
+                self.edits.append((k.start_mark.index, node.value[i + 1][0].start_mark.index, ""))
+            elif i > 0:
+                self.edits.append((node.value[i - 1][1].end_mark.index, v.end_mark.index, ""))
+            else:
+                self.edits.append((node.start_mark.index, node.end_mark.index, "{}"))
+        elif not isinstance(v, yaml.ScalarNode):
+            return  # seedbed deletes only scalar keys
+        else:
+            start = k.start_mark.index - k.start_mark.column
+            end = self.text.find("\n", v.end_mark.index)
+            self.edits.append((start, len(self.text) if end < 0 else end + 1, ""))
+        self.changed.append(label)
+
+    def insert(self, node: yaml.Node, key: str, value: Any) -> None:
+        if isinstance(node, yaml.MappingNode) and node.value and not node.flow_style:
+            first = node.value[0][0]
+            col = first.start_mark.column
+            line_start = first.start_mark.index - col
+            self.edits.append((line_start, line_start, _block(key, value, col)))
+        elif isinstance(node, yaml.MappingNode) and node.value:
+            self.edits.append((node.value[0][0].start_mark.index, node.value[0][0].start_mark.index,
+                               f"{key}: {_flow(value)}, "))
+        else:
+            self.edits.append((node.start_mark.index, node.end_mark.index, _flow({key: value})))
+
+
+def _span(node: yaml.Node) -> tuple[int, int]:
+    """Where ``node``'s text is. A block collection's end mark is the start of whatever follows it
+    (the next key's indentation included): its text ends where its last item's does."""
+    end = node
+    while isinstance(end, yaml.MappingNode | yaml.SequenceNode) and not end.flow_style and end.value:
+        last = end.value[-1]
+        end = last[1] if isinstance(last, tuple) else last
+    return node.start_mark.index, end.end_mark.index
+
+
+def _nest(path: list[str], value: Any) -> Any:
+    for part in reversed(path):
+        value = {part: value}
+    return value
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9./][A-Za-z0-9@:/._~+-]*")
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML: plain when that reads back the same, else JSON (valid YAML)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    text = str(value)
+    if _PLAIN.fullmatch(text) and yaml.safe_load(text) == text:
+        return text
+    return json.dumps(text)
+
+
+def _block(key: str, value: Any, col: int) -> str:
+    pad = " " * col
+    if not isinstance(value, dict):
+        return f"{pad}{key}: {_flow(value)}\n"
+    return f"{pad}{key}:\n" + "".join(_block(k, v, col + 2) for k, v in value.items())
+
+
+def adopt_sync(cfg: Config, text: str, *, decryption: dict[str, Any] | None = None, what: str = SYNC_FILE) -> str:
+    """The user's gotk-sync.yaml pointed at the in-cluster repository, with only what must change
+    changed: the GitRepository's URL, Secret and branch (and a ``provider`` other than generic,
+    which would make source-controller use GitHub App or Azure credentials), the Kustomization's path,
+    and ``decryption`` when asked for and absent. Everything else (intervals, ignore rules, timeouts,
+    patches, postBuild, comments, key order) is kept as written."""
+    ed = _Edits(text, what)
+    _, secret_name = _secret_ref(cfg)
+    seen = set()
+    for doc in ed.docs:
+        data = yaml.safe_load(yaml.serialize(doc))
+        if not isinstance(data, dict) or not _is_sync_object(data):
+            continue
+        spec = ed.child(doc, "spec")
+        if spec is None or not isinstance(spec[1], yaml.MappingNode):
+            raise ConfigError(f"{what}: {data['kind']} {SYNC_NAME} has no spec mapping",
+                              fix="fix the file, or delete it and seedbed writes one as `flux bootstrap` would")
+        spec_node = spec[1]
+        seen.add(data["kind"])
+        if data["kind"] == "GitRepository":
+            ed.set(spec_node, ["url"], gitserver.clone_url_ssh(cfg), "GitRepository url")
+            ed.set(spec_node, ["secretRef", "name"], secret_name, "GitRepository secretRef")
+            ref = ed.child(spec_node, "ref")
+            pins = {"tag", "semver", "name", "commit"}  # each wins over branch in source-controller
+            if ref is not None and isinstance(ref[1], yaml.MappingNode) \
+                    and pins & {k.value for k, _ in ref[1].value}:
+                ed.edits.append((*_span(ref[1]), _flow({"branch": _branch(cfg)})))
+                ed.changed.append("GitRepository ref")
+            else:
+                ed.set(spec_node, ["ref", "branch"], _branch(cfg), "GitRepository branch")
+            provider = ed.child(spec_node, "provider")
+            if provider is not None and getattr(provider[1], "value", None) not in {"generic", None}:
+                ed.delete(spec_node, "provider", "GitRepository provider")
+        else:
+            ed.set(spec_node, ["path"], f"./{sync_path(cfg)}", "Kustomization path")
+            if decryption and ed.child(spec_node, "decryption") is None:
+                ed.set(spec_node, ["decryption"], decryption, "Kustomization decryption")
+    out = ed.result()
+    missing = [o for o in sync_objects(cfg, decryption=decryption) if o["kind"] not in seen]
+    if missing:  # a gotk-sync.yaml without one of the two: add ours
+        out = out.rstrip("\n") + "\n" + yamlutil.dump_all(missing)
+    return out
+
+
+def adopt_kustomization(text: str, names: list[str], *, what: str = KUSTOMIZATION_FILE) -> str:
+    """The user's flux-system/kustomization.yaml with ``names`` added to ``resources`` where missing;
+    every other resource (often the whole cluster), patch and comment is kept."""
+    ed = _Edits(text, what)
+    root = ed.docs[0] if ed.docs else None
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{what} is not a kustomization (a mapping with resources:)",
+                          fix="fix the file, or delete it and seedbed writes one as `flux bootstrap` would")
+    found = ed.child(root, "resources")
+    have = [n.value for n in found[1].value if isinstance(n, yaml.ScalarNode)] \
+        if found is not None and isinstance(found[1], yaml.SequenceNode) else []
+    add = [n for n in names if n not in have and f"./{n}" not in have]
+    if not add:
+        return text
+    if found is None:
+        ed.insert(root, "resources", add)
+    elif isinstance(found[1], yaml.SequenceNode) and found[1].value and not found[1].flow_style:
+        first = found[1].value[0]
+        dash = text.rfind("-", 0, first.start_mark.index)
+        line_start = text.rfind("\n", 0, dash) + 1
+        pad = text[line_start:dash]
+        ed.edits.append((line_start, line_start, "".join(f"{pad}- {_flow(n)}\n" for n in add)))
+    elif isinstance(found[1], yaml.SequenceNode) and found[1].value:
+        at = found[1].value[0].start_mark.index
+        ed.edits.append((at, at, "".join(f"{_flow(n)}, " for n in add)))
+    else:
+        ed.edits.append((found[1].start_mark.index, found[1].end_mark.index, _flow(add)))
+    return ed.result()
+
+
+def components_version(text: str) -> str | None:
+    """The Flux version a gotk-components.yaml says it is (its ``# Flux Version:`` header)."""
+    m = _FLUX_VERSION_HEADER.search(text[:2000])
+    return m.group(1) if m else None
 
 
 # --------------------------------------------------------------------------- cluster objects

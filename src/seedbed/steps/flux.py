@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import git
+from .. import files, git, sops
+from ..errors import ConfigError
 from ..render import flux as render
 from ..render import helmrelease
 from .base import Context, Options, Outcome, Planned, Step, acme_of, domain_of
@@ -70,6 +71,72 @@ class FluxComponentsStep(Step):
         return Outcome(applied.changed or applied_components.changed, applied_components.summary())
 
 
+def existing_files(cfg: Any) -> dict[str, str]:
+    """The work tree's own flux-system files (an earlier ``flux bootstrap``), by file name."""
+    folder = cfg.resolve(cfg.repo.path) / render.sync_path(cfg) / "flux-system"
+    return {name: files.read_text(folder / name, files.REPO_FILE)
+            for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE, render.COMPONENTS_FILE)
+            if (folder / name).is_file()}
+
+
+MAX_DIFF_LINES = 60  # per file, in the plan: enough for the lines seedbed rewrites
+
+
+def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str]) -> list[str]:
+    """What seedbed changes in the user's own flux-system files, as a diff, and which Flux wins."""
+    import difflib
+
+    folder = f"{render.sync_path(cfg)}/flux-system"
+    notes: list[str] = []
+    for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE):
+        if name not in existing:
+            continue
+        path = f"{folder}/{name}"
+        if existing[name] == committed[path]:
+            notes.append(f"keeps your {path} as it is")
+            continue
+        diff = list(difflib.unified_diff(existing[name].splitlines(), committed[path].splitlines(),
+                                         f"{path} (yours)", f"{path} (committed)", n=1, lineterm=""))
+        notes.append(f"edits your {path} (only what the in-cluster repository needs; the rest is kept):")
+        notes += [f"  {line}" for line in diff[:MAX_DIFF_LINES]]
+        if len(diff) > MAX_DIFF_LINES:
+            notes.append(f"  ... {len(diff) - MAX_DIFF_LINES} more diff lines (`seedbed plan --out DIR` writes the file)")
+    theirs = render.components_version(existing.get(render.COMPONENTS_FILE, ""))
+    if render.COMPONENTS_FILE in existing and theirs != cfg.flux.version:
+        notes.append(f"warning: your {folder}/{render.COMPONENTS_FILE} is Flux {theirs or 'of an unknown version'}; "
+                     f"seedbed installs and commits Flux {cfg.flux.version} (flux.version) over it, so "
+                     f"{cfg.flux.version} wins. To keep yours, set flux.version: {theirs or '<its version>'}")
+    return notes
+
+
+def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys | None,
+                     options: Options) -> list[str]:
+    """Read the work tree as Flux will (fluxrepo) and stop on what would fail the first sync: Flux API
+    versions the release does not serve, decryption Secrets seedbed will not create, encrypted files
+    the keys given cannot open. Returns the notes (which Kustomizations decrypt with what) and warnings."""
+    from .. import fluxrepo
+
+    tree = cfg.resolve(cfg.repo.path)
+    if not (tree / render.sync_path(cfg)).is_dir():
+        return []
+    repo = fluxrepo.read(tree, render.sync_path(cfg))
+    unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
+    found = sops.check_repo(repo, cfg, keys, restoring=options.restore is not None)
+    problems = [f"{p.file}:{p.line}: {p.message}" for p in unserved] + found.errors
+    if problems:
+        fixes = []
+        if unserved:
+            fixes.append(unserved[0].fix)
+        if found.errors:
+            fixes.append("give the keys in flux.sops (ageKeyFiles/gpgKeyFiles, and ageSecret/gpgSecret named as "
+                         "the Kustomizations ask), or fix the Kustomizations' spec.decryption")
+        raise ConfigError(f"the repository would not apply on Flux {cfg.flux.version}:\n  " + "\n  ".join(problems),
+                          fix="; ".join(fixes))
+    read = [f"warning: {p.file}:{p.line}: {p.message}" if p.line else f"warning: {p.file}: {p.message}"
+            for p in repo.problems]
+    return read + found.notes + [f"warning: {w}" for w in found.warnings]
+
+
 class FluxStep(Step):
     name = "flux"
     title = "Flux sync"
@@ -79,31 +146,56 @@ class FluxStep(Step):
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
         server_file = helmrelease.repo_file(cfg)
         folder = f"{render.sync_path(cfg)}/flux-system"
+        keys = sops.load(cfg)  # validated here: a wrong key file stops the run before any write
+        existing = existing_files(cfg)
+        repo_files = render.repo_files(
+            cfg, text, acme=acme, domain=domain, extra={helmrelease.REPO_FILE: server_file},
+            existing={k: v for k, v in existing.items() if k != render.COMPONENTS_FILE},
+            decryption=sops.root_decryption(cfg))
+        notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
+                 "kustomization}.yaml"]
+        notes += _adoption_notes(cfg, existing, repo_files)
+        if keys is not None:
+            notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(sops.secret_names(cfg)))} "
+                         "before the sync: " + ", ".join([*keys.age_recipients,
+                                                         *(f"GPG {f}" for f in sorted(keys.gpg_fingerprints))]))
+        notes += check_repository(cfg, render.component_objects(text), keys, options)
         return Planned(
-            objects=render.sync_objects(cfg, acme=acme, domain=domain),
+            objects=[*sops.secrets(cfg, None), *render.committed_sync_objects(repo_files, cfg)],
             waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
                    "Kustomization flux-system/flux-system Ready at the pushed revision"],
             inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain,
-                    "gitServer": server_file},
-            notes=[f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
-                   "kustomization}.yaml"],
-            repo_files=render.repo_files(cfg, text, acme=acme, domain=domain,
-                                         extra={helmrelease.REPO_FILE: server_file}))
+                    "gitServer": server_file, "sops": keys.public if keys else None},
+            notes=notes,
+            repo_files=repo_files)
 
     async def verify(self, ctx: Context) -> bool:
         from ..kube.wait import condition_is
 
+        keys = sops.load(ctx.cfg)
+        for want in sops.secrets(ctx.cfg, keys):
+            have = await ctx.kube.get("v1", "Secret", want["metadata"]["name"], namespace=FLUX_NAMESPACE)
+            if have is None or have.get("data") != want["data"]:
+                return False
         return all(obj is not None and condition_is(obj, "Ready") for obj in await ctx.gitserver.sync_state())
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         cfg, kube = ctx.cfg, ctx.kube
-        files = planned.repo_files
-        ctx.out.activity(f"committing {len(files)} files to {cfg.repo.owner}/{cfg.repo.name}")
+        for note in planned.notes:
+            if note.startswith("warning: "):
+                ctx.out.warn(note.removeprefix("warning: "))
+        # The decryption keys first: the first sync decrypts with them (read again here, never kept).
+        keys = sops.load(cfg)
+        if keys is not None:
+            ctx.out.activity("putting the SOPS keys in place for kustomize-controller")
+            await kube.apply(sops.secrets(cfg, keys))
+        repo_files = planned.repo_files
+        ctx.out.activity(f"committing {len(repo_files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
         # git-server.yaml is the user's once committed: its values are how they change the server.
         server_file = f"{render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}"
         revision = await git.retrying(lambda: git.commit_files(
-            url, cfg.repo.branch, files,
+            url, cfg.repo.branch, repo_files,
             f"Add Flux {cfg.flux.version} sync manifests and the Git server for {cfg.cluster.name}",
             username=cfg.git_server.admin_user, token=token, only_if_missing=frozenset({server_file})))
         ctx.gitserver.forget()
@@ -115,7 +207,8 @@ class FluxStep(Step):
 
             raise ClusterError(f"Flux's Git credentials Secret {cfg.flux.secret} does not exist",
                                fix="re-run `seedbed bootstrap`: the repository step creates it")
-        synced = await kube.apply(planned.objects, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
+        sync = [o for o in planned.objects if o.get("kind") != "Secret"]  # the Secrets, redacted, are above
+        synced = await kube.apply(sync, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
         await self._wait_synced(ctx, revision)
         return Outcome(synced.changed, f"synced {cfg.repo.branch}@{revision[:12]} from the in-cluster repository")
 
