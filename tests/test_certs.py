@@ -744,12 +744,12 @@ def test_budget_for_a_malformed_domain_is_an_error_not_fifty_left(bad: str, caps
 
 def tls_secret(names: list[str], *, age: timedelta, lifetime: timedelta = timedelta(days=90),
                key: Any = None, issuer: str = PRODUCTION_ISSUER, cert_name: str = "web",
-               namespace: str = "apps", secret_name: str = "web-tls") -> dict[str, Any]:
+               namespace: str = "apps", secret_name: str = "web-tls", now: datetime = NOW) -> dict[str, Any]:
     """A Secret exactly as cert-manager writes one: a real key pair and certificate, and its annotations."""
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    start = NOW - age
+    start = now - age
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "R11")]))
