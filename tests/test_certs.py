@@ -786,6 +786,19 @@ def test_a_valid_restored_certificate_is_not_issued_again() -> None:
     assert reissued(web_certificate(), tls_secret(["web.example.org"], age=timedelta(days=10))) == []
 
 
+def test_the_guard_names_the_restored_certificates_it_keeps_as_well_as_those_it_issues() -> None:
+    from seedbed.certs.guard import decide
+
+    certs = parse_manifests(web_certificate() + "---\n" + web_certificate().replace("web", "blog"),
+                            "apps/web.yaml").certificates
+    secrets = [tls_secret(["web.example.org"], age=timedelta(days=10)),
+               tls_secret(["blog.example.org"], age=timedelta(days=61), cert_name="blog", secret_name="blog-tls")]
+    issued, kept = decide(certs, secrets, NOW)
+    assert [(sorted(i.cert.names), i.reason.split(" at ")[0]) for i in issued] == [
+        (["blog.example.org"], "Renewing certificate as renewal was scheduled")]
+    assert [c.secret_name for c in kept] == ["web-tls"]
+
+
 def test_a_restored_certificate_inside_its_renewal_window_is_issued_again() -> None:
     """Default renewal at 2/3 of the lifetime (pki.RenewalTime): a 90-day certificate renews at day 60."""
     old = tls_secret(["web.example.org"], age=timedelta(days=61))
