@@ -207,7 +207,9 @@ class Lab:
             if self.ssh is not None:
                 self.ssh.stop()
             self.ssh = SSHGitServer(host_private, deploy_keys, self.gitea.root).start()
-        with tempfile.TemporaryDirectory(prefix="lab-flux-") as tmp:
+        # Inside the lab's folder: a clone still running in the background when a run ends (Flux's
+        # next fetch) must not leave a folder beside it in the user's TMPDIR.
+        with tempfile.TemporaryDirectory(prefix="lab-flux-", dir=self.root) as tmp:
             identity = Path(tmp) / "identity"
             fd = os.open(identity, os.O_WRONLY | os.O_CREAT, 0o600)
             with os.fdopen(fd, "w") as f:
