@@ -744,12 +744,12 @@ def test_budget_for_a_malformed_domain_is_an_error_not_fifty_left(bad: str, caps
 
 def tls_secret(names: list[str], *, age: timedelta, lifetime: timedelta = timedelta(days=90),
                key: Any = None, issuer: str = PRODUCTION_ISSUER, cert_name: str = "web",
-               namespace: str = "apps", secret_name: str = "web-tls") -> dict[str, Any]:
+               namespace: str = "apps", secret_name: str = "web-tls", now: datetime = NOW) -> dict[str, Any]:
     """A Secret exactly as cert-manager writes one: a real key pair and certificate, and its annotations."""
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    start = NOW - age
+    start = now - age
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "R11")]))
@@ -784,6 +784,19 @@ def reissued(manifest: str, secret: dict[str, Any] | None) -> list[str]:
 
 def test_a_valid_restored_certificate_is_not_issued_again() -> None:
     assert reissued(web_certificate(), tls_secret(["web.example.org"], age=timedelta(days=10))) == []
+
+
+def test_the_guard_names_the_restored_certificates_it_keeps_as_well_as_those_it_issues() -> None:
+    from seedbed.certs.guard import decide
+
+    certs = parse_manifests(web_certificate() + "---\n" + web_certificate().replace("web", "blog"),
+                            "apps/web.yaml").certificates
+    secrets = [tls_secret(["web.example.org"], age=timedelta(days=10)),
+               tls_secret(["blog.example.org"], age=timedelta(days=61), cert_name="blog", secret_name="blog-tls")]
+    issued, kept = decide(certs, secrets, NOW)
+    assert [(sorted(i.cert.names), i.reason.split(" at ")[0]) for i in issued] == [
+        (["blog.example.org"], "Renewing certificate as renewal was scheduled")]
+    assert [c.secret_name for c in kept] == ["web-tls"]
 
 
 def test_a_restored_certificate_inside_its_renewal_window_is_issued_again() -> None:

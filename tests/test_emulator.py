@@ -501,6 +501,34 @@ async def test_pvc_binding_when_storage_class_appears(emulator: Emulator, api: a
     assert bound["status"]["capacity"] == {"storage": "2Gi"}
 
 
+async def test_a_claim_naming_its_volume_binds_to_that_volume_once_it_exists(
+        emulator: Emulator, api: aiohttp.ClientSession) -> None:
+    """A restore pre-binds the claim (spec.volumeName): the binder uses that PV, never a new one
+    (kubernetes v1.32 pv_controller.go syncUnboundClaim), even when a StorageClass could provision one."""
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "longhorn"},
+          "provisioner": "driver.longhorn.io", "reclaimPolicy": "Delete"}
+    await call(api, "POST", "/apis/storage.k8s.io/v1/storageclasses", sc)
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "default"},
+           "spec": {"storageClassName": "longhorn", "accessModes": ["ReadWriteOnce"], "volumeName": "restored",
+                    "resources": {"requests": {"storage": "2Gi"}}}}
+    await call(api, "POST", "/api/v1/namespaces/default/persistentvolumeclaims", pvc)
+    emulator.settle()
+    assert emulator.get("v1", "PersistentVolumeClaim", "data", "default")["status"]["phase"] == "Pending"
+    assert emulator.list("v1", "PersistentVolume") == []
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "restored"},
+          "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "longhorn",
+                   "persistentVolumeReclaimPolicy": "Retain",
+                   "csi": {"driver": "driver.longhorn.io", "volumeHandle": "restored"},
+                   "claimRef": {"namespace": "default", "name": "data"}}}
+    await call(api, "POST", "/api/v1/persistentvolumes", pv)
+    bound = await eventually(lambda: (p := emulator.get("v1", "PersistentVolumeClaim", "data", "default"))
+                             and p["status"]["phase"] == "Bound" and p, "bound")
+    assert bound["spec"]["volumeName"] == "restored" and bound["status"]["capacity"] == {"storage": "2Gi"}
+    stored = emulator.get("v1", "PersistentVolume", "restored")
+    assert stored["spec"]["claimRef"]["uid"] == bound["metadata"]["uid"] and stored["status"]["phase"] == "Bound"
+    assert [p["metadata"]["name"] for p in emulator.list("v1", "PersistentVolume")] == ["restored"]
+
+
 async def test_services_get_cluster_ip(api: aiohttp.ClientSession) -> None:
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
            "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}

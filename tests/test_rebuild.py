@@ -251,3 +251,133 @@ async def test_certificates_are_restored_once_cert_managers_webhook_answers(
         in said
     config = emulator.get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "cert-manager-webhook")
     assert config["webhooks"][0]["clientConfig"]["caBundle"]
+
+
+# --------------------------------------------------------------------------- the whole rebuild, end to end
+
+CERTIFICATES = """apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: web, namespace: apps}
+spec:
+  secretName: web-tls
+  dnsNames: [web.example.org]
+  issuerRef: {kind: ClusterIssuer, name: letsencrypt-production}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: blog, namespace: apps}
+spec:
+  secretName: blog-tls
+  dnsNames: [blog.example.org]
+  issuerRef: {kind: ClusterIssuer, name: letsencrypt-production}
+"""
+
+
+def test_a_whole_rebuild_against_longhorn_and_cert_manager_as_upstream_behaves(tmp_path: Path, upstream: Any,
+                                                                               capsys: Any) -> None:
+    """`seedbed backup`, then `seedbed bootstrap --restore` on a new cluster whose Longhorn syncs the
+    backups from the same bucket only after a while (LonghornSim: longhorn-manager v1.12.1's Volume
+    webhook and backup target/volume/backup controllers) and whose cert-manager, installed by Flux from
+    the repository (the v1.18.0 release manifest), refuses writes until its webhook is up (WebhookSim).
+
+    The Git server's claim comes back from its Longhorn backup before the Git server starts; the
+    progress says what each wait is for; the certificate guard names the one certificate cert-manager
+    will issue again (inside its renewal window; cert-manager's trigger policies, certs/policies.py)
+    and the one it will not; the Certificates and the ClusterIssuer are restored once the webhook
+    answers; and `seedbed status` is green.
+    """
+    import json
+    from datetime import timedelta
+
+    from conftest import run_cli
+    from seedbed.backup.archive import keygen
+    from seedbed_lab.lab import Lab, make_worktree
+    from test_bootstrap import bootstrap
+    from test_certs import tls_secret
+
+    upstream("longhorn-v1.12.1.yaml")
+    upstream("flux-gotk-components-v2.9.3.yaml")
+    key = tmp_path / "age.key"
+    sections = {"longhorn": {"backupTarget": TARGET},
+                "backup": {"recipients": [keygen(key)], "identityFile": str(key)},  # + the Git server's claim
+                "certificates": {"acme": "production"}}
+    archive_path = tmp_path / "homelab.age"
+    tree = make_worktree(tmp_path / "gitops", {
+        "clusters/homelab/cert-manager/cert-manager.yaml": upstream("cert-manager-v1.18.0.yaml").read_text(),
+        "apps/certificates.yaml": CERTIFICATES})
+    bucket = BackupStore()  # the S3 bucket behind longhorn.backupTarget: it outlives the old cluster
+    now = datetime.now(UTC)
+
+    # The old cluster: bootstrapped; cert-manager issued two certificates, one now due for renewal.
+    (tmp_path / "old").mkdir()
+    with Lab(tmp_path / "old") as old:
+        LonghornSim(old.emu, bucket, sync_delay=0.01)
+        config = old.write_config(tree, **sections)
+        code, _, err = bootstrap(capsys, old, config)
+        assert code == 0, err
+        old.emu.put(ns("apps"))
+        for name, age in (("web", timedelta(days=10)), ("blog", timedelta(days=70))):  # renews at day 60
+            old.emu.put(tls_secret([f"{name}.example.org"], age=age, now=now, cert_name=name,
+                                   secret_name=f"{name}-tls"))
+        old.emu.put(ISSUER)
+        for cert in yamlutil.load_all(CERTIFICATES):
+            old.emu.put(cert)
+        code, _, err = run_cli(capsys, "-c", str(config), "backup", "-o", str(archive_path))
+        assert code == 0, err
+        git_volume = old.emu.get("v1", "PersistentVolumeClaim", "gitea-shared-storage", "gitea")["spec"]["volumeName"]
+        issued = {n: old.emu.get("v1", "Secret", f"{n}-tls", "apps")["data"] for n in ("web", "blog")}
+        assert list(bucket.backups) == [git_volume]
+
+    # The new cluster: Longhorn takes a while to sync the bucket, cert-manager's webhook to come up.
+    (tmp_path / "new").mkdir()
+    with Lab(tmp_path / "new") as new:
+        LonghornSim(new.emu, bucket, sync_delay=0.2)
+        new.emu.controllers.webhooks.delay = 0.2
+        claim_when_git_server_started: list[dict[str, Any] | None] = []
+        new.emu.on_apply("Deployment", lambda emu, obj: obj["metadata"]["name"] != "gitea" or
+                         claim_when_git_server_started.append(
+                             emu.get("v1", "PersistentVolumeClaim", "gitea-shared-storage", "gitea")))
+        config = new.write_config(tree, **sections)
+        code, _, err = bootstrap(capsys, new, config, "--restore", str(archive_path))
+        assert code == 0, err
+
+        # Every volume is back before the Git server needs it: the claim was bound to the restored
+        # Longhorn volume when the Git server's Deployment first appeared.
+        first = claim_when_git_server_started[0]
+        assert first is not None and first["spec"]["volumeName"] == git_volume
+        assert first["status"]["phase"] == "Bound"
+        # Nothing made anew that the backup had: no empty volume beside the restored one, the same key
+        # pairs and certificates in the Secrets.
+        assert [v["metadata"]["name"] for v in new.emu.list(LH_API, "Volume", LH_NS)] == [git_volume]
+        assert [pv["metadata"]["name"] for pv in new.emu.list("v1", "PersistentVolume")] == [git_volume]
+        assert {n: new.emu.get("v1", "Secret", f"{n}-tls", "apps")["data"] for n in issued} == issued
+        restored = new.emu.get(LH_API, "Volume", git_volume, LH_NS)
+        assert restored["spec"]["fromBackup"].startswith(TARGET) and restored["status"]["restoreRequired"] is False
+        lines = err.splitlines()
+
+        def at(text: str) -> int:
+            return next(i for i, line in enumerate(lines) if text in line)
+
+        assert at("✔ Restore volumes: volumes: restored 1") < at("► Git server")
+        # The waits say what they wait for.
+        assert "waiting for Longhorn's backup target default to be available" in err
+        assert "waiting for Longhorn to sync Backup seedbed-" in err and f"of volume {git_volume}" in err
+        assert "waiting for Deployment cert-manager/cert-manager-webhook (cert-manager's webhook) to be ready" in err
+        assert "waiting for cainjector to inject the CA bundle into ValidatingWebhookConfiguration " \
+               "cert-manager-webhook" in err
+        # The guard: the certificate inside its renewal window will be issued, and why; the valid one will not.
+        assert "blog.example.org will be issued: Renewing certificate as renewal was scheduled at" in err
+        assert "apps/certificates.yaml:1: web.example.org will not be issued: cert-manager keeps its restored " \
+               "Secret web-tls" in err
+        assert "1 certificate(s) would be issued; within budget" in err
+        # Restored once the webhook answered.
+        assert new.emu.get("cert-manager.io/v1", "ClusterIssuer", "letsencrypt-production") is not None
+        for name in ("web", "blog"):
+            assert new.emu.get("cert-manager.io/v1", "Certificate", name, "apps") is not None
+        config_obj = new.emu.get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
+                                 "cert-manager-webhook")
+        assert config_obj["webhooks"][0]["clientConfig"]["caBundle"]
+
+        code, out, _ = run_cli(capsys, "-c", str(config), "status", "--output", "json")
+        report = json.loads(out)
+        assert code == 0 and report["ok"], out

@@ -209,7 +209,9 @@ class Lab:
             self.ssh = SSHGitServer(host_private, deploy_keys, self.gitea.root).start()
             # The pod's SSH port (SSH_LISTEN_PORT), for port-forwards to the SSH Service.
             self.emu.route_port("gitea", gitserver_render.SSH_LISTEN_PORT, "127.0.0.1", self.ssh.port)
-        with tempfile.TemporaryDirectory(prefix="lab-flux-") as tmp:
+        # Inside the lab's folder: a clone still running in the background when a run ends (Flux's
+        # next fetch) must not leave a folder beside it in the user's TMPDIR.
+        with tempfile.TemporaryDirectory(prefix="lab-flux-", dir=self.root) as tmp:
             identity = Path(tmp) / "identity"
             fd = os.open(identity, os.O_WRONLY | os.O_CREAT, 0o600)
             with os.fdopen(fd, "w") as f:

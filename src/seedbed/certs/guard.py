@@ -250,7 +250,15 @@ RestoredSecret = Mapping[str, Any] | tuple[str, str] | str
 
 def issues(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
            now: datetime | None = None, *, production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)) -> list[Issue]:
-    """Every production Certificate cert-manager will issue once it runs, with cert-manager's reason.
+    """Every production Certificate cert-manager will issue once it runs, with cert-manager's reason (:func:`decide`)."""
+    return decide(certs, restored_secrets, now, production_issuers=production_issuers)[0]
+
+
+def decide(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],
+           now: datetime | None = None, *, production_issuers: Iterable[str] = (f"ClusterIssuer/{PRODUCTION_ISSUER}",)
+           ) -> tuple[list[Issue], list[CertificateDoc]]:
+    """The production Certificates cert-manager will issue once it runs, with cert-manager's reason, and
+    those whose restored Secret it will keep (so the user sees both halves of the decision).
 
     ``restored_secrets`` are the Secret objects the restore wrote (data and annotations as in the
     archive). A restored Secret prevents an issuance only if cert-manager's trigger policies pass
@@ -276,6 +284,7 @@ def issues(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredS
         by_name.setdefault(name, obj)
     prod = set(production_issuers)
     out: list[Issue] = []
+    kept: list[CertificateDoc] = []
     seen: set[tuple[str | None, str]] = set()
     for c in certs:
         key = (c.namespace, c.secret_name)
@@ -286,11 +295,14 @@ def issues(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredS
         secret = by_key.get((c.namespace or "", c.secret_name)) if c.namespace is not None \
             else by_name.get(c.secret_name)
         if found and secret is None:
-            continue  # restored, known by name only
+            kept.append(c)  # restored, known by name only
+            continue
         reason = reissue_reason(c.spec, c.name or c.secret_name, secret, now)
         if reason is not None:
             out.append(Issue(c, reason))
-    return out
+        else:
+            kept.append(c)
+    return out, kept
 
 
 def would_issue(certs: Iterable[CertificateDoc], restored_secrets: Iterable[RestoredSecret],

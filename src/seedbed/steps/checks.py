@@ -22,7 +22,7 @@ class CertGuardStep(Step):
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         from ..certs.budget import compute
-        from ..certs.guard import assess, issues, refusal, scan_repo
+        from ..certs.guard import assess, decide, refusal, scan_repo
         from ..certs.history import archive_ledger, cluster_issuances
         from ..certs.ledger import Ledger
         from ..render.certs import PRODUCTION_ISSUER
@@ -41,10 +41,16 @@ class CertGuardStep(Step):
             issuers.add(f"ClusterIssuer/{PRODUCTION_ISSUER}")
         now = datetime.now(UTC)
         # cert-manager's own re-issue decision on each restored Secret (certs/policies.py).
-        found = issues(scan.certificates, ctx.restored_secrets, now, production_issuers=issuers) if issuers else []
+        found, kept = decide(scan.certificates, ctx.restored_secrets, now, production_issuers=issuers) \
+            if issuers else ([], [])
         for issue in found:
             ctx.out.log(f"{issue.cert.file}:{issue.cert.line}: {', '.join(sorted(issue.cert.names))} "
                         f"will be issued: {issue.reason}")
+        # The other half of the decision: which restored certificates cost nothing, so that a user
+        # who expected one to be kept sees it was (or, above, why it was not).
+        for cert in kept:
+            ctx.out.log(f"{cert.file}:{cert.line}: {', '.join(sorted(cert.names))} will not be issued: "
+                        f"cert-manager keeps its restored Secret {cert.secret_name}")
         planned = [issue.cert for issue in found]
         sources: list[Any] = [(await cluster_issuances(ctx.kube))[0]]
         if ctx.archive is not None:

@@ -175,7 +175,8 @@ class Controllers:
             self.schedule(("crd", name), lambda: self.reconcile_crd(name))
         elif info.group == "" and kind == "PersistentVolumeClaim":
             self.schedule(("pvc", ns, name), lambda: self.bind_pvc(ns, name))
-        elif info.group == "storage.k8s.io" and kind == "StorageClass":
+        elif (info.group == "storage.k8s.io" and kind == "StorageClass") or (
+                info.group == "" and kind == "PersistentVolume" and old is None):
             self.schedule(("pvc-all",), self.bind_all_pvcs)
         elif info.group == "" and kind == "Node" and old is None:
             self.schedule(("ds-all",), self.reconcile_all_daemonsets)
@@ -316,6 +317,9 @@ class Controllers:
         spec = pvc.get("spec") or {}
         if (pvc.get("status") or {}).get("phase") == "Bound" and spec.get("volumeName"):
             return
+        if spec.get("volumeName"):
+            self.bind_prebound(pvc)
+            return
         sc_name = spec.get("storageClassName")
         sc = self.store.get(sc_info, None, sc_name) if sc_name else self.default_storage_class()
         if sc is None:
@@ -349,6 +353,33 @@ class Controllers:
                "spec": {**spec, "volumeName": pv_name, "storageClassName": sc_name},
                "status": {"phase": "Bound", "accessModes": access, "capacity": {"storage": storage}}}
         self.store.update(pvc_info, ns, name, new, None, internal=True)
+
+    def bind_prebound(self, pvc: Obj) -> None:
+        """A claim that names its volume binds to that PersistentVolume, never to a new one
+        (kubernetes v1.32 pkg/controller/volume/persistentvolume/pv_controller.go syncUnboundClaim:
+        Pending while the volume is missing, bound when the volume's claimRef is empty or names this
+        claim; ``pv.kubernetes.io/bound-by-controller`` is not set, the user bound it)."""
+        pvc_info, pv_info = self.info("v1", "PersistentVolumeClaim"), self.info("v1", "PersistentVolume")
+        md, spec = pvc["metadata"], pvc.get("spec") or {}
+        pv = self.store.get(pv_info, None, spec["volumeName"])
+        ref = ((pv or {}).get("spec") or {}).get("claimRef") or {}
+        if pv is None or (ref and ((ref.get("namespace"), ref.get("name")) != (md["namespace"], md["name"])
+                                   or ref.get("uid", md["uid"]) != md["uid"])):
+            self.set_status(pvc_info, pvc, {"phase": "Pending"})
+            return
+        pv_spec = pv.get("spec") or {}
+        claim_ref = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": md["namespace"],
+                     "name": md["name"], "uid": md["uid"], "resourceVersion": md["resourceVersion"]}
+        if ref != claim_ref:
+            self.store.update(pv_info, "", pv["metadata"]["name"], {**pv, "spec": {**pv_spec, "claimRef": claim_ref}},
+                              None, internal=True)
+        pv = self.store.get(pv_info, None, spec["volumeName"]) or pv
+        self.set_status(pv_info, pv, {"phase": "Bound"})
+        ann = {**(md.get("annotations") or {}), "pv.kubernetes.io/bind-completed": "yes"}
+        self.store.update(pvc_info, md["namespace"], md["name"], {
+            **pvc, "metadata": {**md, "annotations": ann},
+            "status": {"phase": "Bound", "accessModes": pv_spec.get("accessModes") or spec.get("accessModes") or [],
+                       "capacity": pv_spec.get("capacity") or {}}}, None, internal=True)
 
     def release_pv(self, pvc: Obj) -> None:
         pv_info = self.info("v1", "PersistentVolume")
@@ -718,6 +749,11 @@ class LonghornSim:
     - ``controller/backup_volume_controller.go``: a BackupVolume pulls a Backup per backup in the store
       (label ``backup-target``); ``controller/backup_controller.go`` then sets its status
       (``backupTargetName``, ``state: Completed``, ``url``, ``size``...).
+    - ``csi/controller_server.go`` (CreateVolume): a claim provisioned by ``driver.longhorn.io`` has a
+      Longhorn Volume named after its PersistentVolume (the CSI volume ID), ``spec.size`` the request in
+      bytes, ``numberOfReplicas``/``dataLocality`` etc. from the StorageClass parameters. Here the Volume
+      appears with the PV (the real driver makes it just before); a PV whose Volume exists (a restore
+      made it) is left alone.
     - An on-demand Backup (``spec.snapshotName``, label ``backup-volume``) is written to the store and
       Completed; a Snapshot becomes ``readyToUse``; a Volume restoring from a backup reports
       ``restoreInitiated`` and then ``restoreRequired: false``, or a ``Restore`` condition with
@@ -790,6 +826,9 @@ class LonghornSim:
 
     def on_write(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str) -> None:
         md = new["metadata"]
+        if info.kind == "PersistentVolume" and not info.group and old is None \
+                and ((new.get("spec") or {}).get("csi") or {}).get("driver") == "driver.longhorn.io":
+            self.ctl.schedule(("longhorn-csi", md["name"]), lambda: self.provision(new))
         if info.kind == "ConfigMap" and not info.group and md.get("namespace") == self.NS \
                 and md["name"] == "longhorn-default-resource" and part == "main":
             self.later(lambda: self.target_from_configmap(new))
@@ -806,6 +845,25 @@ class LonghornSim:
             self.later(lambda: self.sync_backup(name))
         elif info.kind == "Volume" and (new.get("spec") or {}).get("fromBackup"):
             self.later(lambda: self.restore(name))
+
+    def provision(self, pv: Obj) -> None:
+        """csi/controller_server.go CreateVolume: the Volume behind a dynamically provisioned claim."""
+        from lightkube.utils.quantity import parse_quantity
+
+        info, spec = self._info("Volume"), pv.get("spec") or {}
+        name = (spec.get("csi") or {}).get("volumeHandle") or pv["metadata"]["name"]
+        if info is None or self._get("Volume", name) is not None:
+            return
+        sc = self.ctl.store.get(self.ctl.info("storage.k8s.io/v1", "StorageClass"), None,
+                                spec.get("storageClassName") or "")
+        params = (sc or {}).get("parameters") or {}
+        size = parse_quantity(str((spec.get("capacity") or {}).get("storage", "0"))) or 0
+        access = "rwx" if "ReadWriteMany" in (spec.get("accessModes") or []) else "rwo"
+        self.ctl.store.create(info, self.NS, {
+            "apiVersion": self.API, "kind": "Volume", "metadata": {"name": name, "namespace": self.NS},
+            "spec": {"size": str(int(size)), "numberOfReplicas": int(params.get("numberOfReplicas", 3)),
+                     "frontend": "blockdev", "accessMode": access, "dataEngine": params.get("dataEngine", "v1")}},
+            None, internal=True)
 
     def set_status(self, kind: str, name: str, status: Obj) -> None:
         info, obj = self._info(kind), self._get(kind, name)
