@@ -89,6 +89,7 @@ class Kube:
         # installing cert-manager) makes its group appear mid-run, and nothing would forget() it.
         self._discovered: set[str] = set()
         self._discovery_locks: dict[str, asyncio.Lock] = {}
+        self._discoveries: dict[str, int] = {}  # discovery requests answered, per group-version
 
     @classmethod
     async def connect(cls, cluster: ClusterConfig, *, base_dir: Path | None = None,
@@ -264,9 +265,11 @@ class Kube:
         found = self._resources.get(key)
         if found is None:
             # A kind missing from a group-version read earlier is looked up again: a CRD may have
-            # added it since (one request however many callers ask at once).
+            # added it since. One request however many callers ask at once: a discovery that
+            # finished while this caller waited for the lock is its answer too (a 404 included).
+            asked = self._discoveries.get(api_version, 0)
             async with self._discovery_lock(api_version):
-                if key not in self._resources:
+                if key not in self._resources and self._discoveries.get(api_version, 0) == asked:
                     await self._discover(api_version)
             found = self._resources.get(key)
         if found is None:
@@ -292,6 +295,7 @@ class Kube:
     async def _discover(self, api_version: str) -> None:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         resp = await self.request("GET", path)
+        self._discoveries[api_version] = self._discoveries.get(api_version, 0) + 1
         if resp.status_code == 404:
             return
         items = self._json(resp, "GET", path).get("resources", [])
