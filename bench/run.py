@@ -357,8 +357,10 @@ def _backup_setup(ep: EmuProc, root: Path) -> tuple[Path, Path, Path]:
     pop = ep.call("populate_backup", secrets=2000, certificates=500, namespaces=20)
     key = root / "age.key"
     recipient = keygen(key)
+    # keygen also writes the signing key beside the identity (backups are signed).
     cfg = {"cluster": {"name": "homelab", "kubeconfig": str(kubeconfig)},
-           "backup": {"recipients": [recipient], "secrets": {"namespaces": pop["namespaces"]}}}
+           "backup": {"recipients": [recipient], "identityFile": str(key),
+                      "signingKey": str(root / "signing.key"), "secrets": {"namespaces": pop["namespaces"]}}}
     config = root / "seedbed.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return kubeconfig, config, key
