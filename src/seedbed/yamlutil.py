@@ -158,13 +158,13 @@ def safe_json(text: str | bytes, *, what: str, error: type[SeedbedError] = Confi
                     fix="the data is damaged; see the fix for where it came from") from None
     except RecursionError:
         raise error(f"{what}: nested too deeply", fix="the data is damaged or hostile") from None
-    depth_stack: list[tuple[Any, int]] = [(data, 1)]
+    # Only containers are walked (an API answer is mostly strings): a non-empty one at MAX_DEPTH has
+    # children deeper than allowed, whatever they are.
+    depth_stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
     while depth_stack:
         node, depth = depth_stack.pop()
-        if depth > MAX_DEPTH:
+        children = node.values() if isinstance(node, dict) else node
+        if children and depth >= MAX_DEPTH:
             raise error(f"{what}: nested more than {MAX_DEPTH} levels deep", fix="the data is damaged or hostile")
-        if isinstance(node, dict):
-            depth_stack += [(v, depth + 1) for v in node.values()]
-        elif isinstance(node, list):
-            depth_stack += [(v, depth + 1) for v in node]
+        depth_stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
     return data
