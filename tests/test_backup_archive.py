@@ -102,6 +102,29 @@ def test_long_names_survive() -> None:
     assert list(arc.entries) == [name]
 
 
+def test_archive_tar_is_the_one_pythons_tarfile_writes_and_gnu_tar_reads() -> None:
+    """build() writes the ustar headers of short ASCII names itself (for speed) and hands any other
+    name to tarfile: the archive must be the same bytes tarfile (CPython 3.11 Lib/tarfile.py) writes
+    in PAX format, so that `age -d ... | tar -x` (docs/backup.md) sees the same files as before."""
+    entries = {"secrets/a/b.json": b"x" * 1000, f"secrets/{'n' * 87}.json": b"",  # 100 bytes: still ustar
+               f"secrets/{'l' * 150}.json": b"y" * 512, "secrets/\u00fc/\u00e9.json": b"z" * 513}
+    out = build(entries, cluster="c", created=CREATED, signing_key=SIGNER)
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        head = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()[:2]]  # type: ignore[union-attr]
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [*head, *sorted(entries.items())]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), int(CREATED.timestamp()), 0o600, 0, 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    assert out == ref.getvalue()
+    gnu_tar = shutil.which("tar")
+    if gnu_tar:
+        listed = subprocess.run([gnu_tar, "-t"], input=out, capture_output=True, check=True).stdout.decode()
+        assert listed.splitlines() == ["index.json", "index.sig", *sorted(entries)]
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.dictionaries(st.from_regex(r"git/[a-z0-9]{1,10}-[a-z0-9.-]{1,20}\.bundle", fullmatch=True),
                        st.binary(max_size=200), max_size=1))

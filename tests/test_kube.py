@@ -209,6 +209,28 @@ async def test_port_forward_survives_a_dropped_stream(emulator, kubeconfig):
             assert await _roundtrip(local, b"second") == b"echo:second"
 
 
+async def test_port_forward_reads_its_service_once_and_follows_it_to_a_replaced_pod(emulator, kubeconfig):
+    """Connections reuse the pod the forward found (no Service GET and Pod LIST per connection on a
+    slow link); when that pod is gone, the next connection finds its replacement through the Service."""
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    async with Echo() as echo_port, await connect(kubeconfig) as kube:
+        emulator.route_port("default", 8080, "127.0.0.1", echo_port)
+        await kube.apply([_deployment("web"), svc])
+        await kube.wait_rollout("Deployment", "web", "default", timeout=20)
+        emulator.reset_requests()
+        async with kube.port_forward("default", service="web", port=80) as local:
+            assert await _roundtrip(local, b"one") == b"echo:one"
+            assert await _roundtrip(local, b"two") == b"echo:two"
+            assert sum(1 for r in emulator.requests if r.method == "GET" and r.path.endswith("/services/web")) == 1
+            (old,) = await kube.list("v1", "Pod", "default", label_selector="app=web")
+            await kube.delete("v1", "Pod", old["metadata"]["name"], "default")
+            await kube.wait_rollout("Deployment", "web", "default", timeout=20)
+            assert await _roundtrip(local, b"three") == b"echo:three"
+        (new,) = await kube.list("v1", "Pod", "default", label_selector="app=web")
+        assert new["metadata"]["name"] != old["metadata"]["name"]
+
+
 async def test_port_forward_to_a_missing_service_says_so(emulator, kubeconfig):
     async with await connect(kubeconfig) as kube:
         with pytest.raises(ClusterError) as e:

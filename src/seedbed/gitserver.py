@@ -108,6 +108,12 @@ class GitServer:
         self._port: int | None = None
         self._token: str | None = None
         self._holdings: Holdings | None = None
+        self._sync_state: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+        # The bootstrap checks its steps concurrently: these make each thing be read (and the
+        # port-forward opened) once, however many checks ask at the same time.
+        self._client_lock = asyncio.Lock()
+        self._holdings_lock = asyncio.Lock()
+        self._sync_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -118,8 +124,8 @@ class GitServer:
     async def stored_secrets(self) -> tuple[str | None, KeyPair | None]:
         """The admin password and host key the cluster holds, or None for each that is missing."""
         gs = self.cfg.git_server
-        admin = await self.kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace)
-        host = await self.kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace)
+        admin, host = await asyncio.gather(self.kube.get("v1", "Secret", gs.admin_secret, namespace=gs.namespace),
+                                           self.kube.get("v1", "Secret", gs.host_key_secret, namespace=gs.namespace))
         password = secret_value(admin, render.ADMIN_PASSWORD_KEY, what=f"Secret {gs.namespace}/{gs.admin_secret}")
         where = f"Secret {gs.namespace}/{gs.host_key_secret}"
         host_private = secret_value(host, render.HOST_KEY_FILE, what=where)
@@ -153,6 +159,10 @@ class GitServer:
 
     async def client(self) -> GiteaClient:
         """The admin's API client on this run's port-forward (opened on first use, then kept)."""
+        async with self._client_lock:
+            return await self._open_client()
+
+    async def _open_client(self) -> GiteaClient:
         if self._client is None:
             gs = self.cfg.git_server
             password, _ = await self.secrets()
@@ -188,23 +198,29 @@ class GitServer:
 
     async def holdings(self) -> Holdings:
         """What the server holds (read once per run; :meth:`forget` after a change)."""
-        if self._holdings is None:
-            r = self.cfg.repo
-            found = Holdings()
-            try:
-                client = await self.client()
-                if await client.repo_exists(r.owner, r.name):
-                    keys = frozenset(key_material(str(k.get("key", "x x")))
-                                     for k in await client.list_deploy_keys(r.owner, r.name))
-                    found = Holdings(True, keys, await client.get_branch_commit(r.owner, r.name, r.branch))
-            except SeedbedError as e:  # not deployed yet, not ready: nothing held
-                self.out.debug(f"{self.name} not reachable for a check: {e.message}")
-            self._holdings = found
-        return self._holdings
+        async with self._holdings_lock:
+            if self._holdings is None:
+                self._holdings = await self._read_holdings()
+            return self._holdings
+
+    async def _read_holdings(self) -> Holdings:
+        r = self.cfg.repo
+        try:
+            client = await self.client()
+            if not await client.repo_exists(r.owner, r.name):
+                return Holdings()
+            deploy_keys, head = await asyncio.gather(client.list_deploy_keys(r.owner, r.name),
+                                                     client.get_branch_commit(r.owner, r.name, r.branch))
+        except SeedbedError as e:  # not deployed yet, not ready: nothing held
+            self.out.debug(f"{self.name} not reachable for a check: {e.message}")
+            return Holdings()
+        return Holdings(True, frozenset(key_material(str(k.get("key", "x x"))) for k in deploy_keys), head)
 
     def forget(self) -> None:
-        """A step changed what the server holds: the next :meth:`holdings` reads it again."""
+        """A step changed what the server holds (or what Flux fetches from it): the next
+        :meth:`holdings` and :meth:`sync_state` read it again."""
         self._holdings = None
+        self._sync_state = None
 
     # ----------------------------------------------------------------- the repository as a whole
 
@@ -261,11 +277,16 @@ class GitServer:
     # ----------------------------------------------------------------- what Flux fetched from it
 
     async def sync_state(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The flux-system GitRepository and Kustomization as the cluster has them (None when absent)."""
-        ns, name = flux_render.FLUX_NAMESPACE, flux_render.SYNC_NAME
-        repo = await self.kube.get(flux_render.SOURCE_API, "GitRepository", name, namespace=ns)
-        ks = await self.kube.get(flux_render.KUSTOMIZE_API, "Kustomization", name, namespace=ns)
-        return repo, ks
+        """The flux-system GitRepository and Kustomization as the cluster has them (None when absent;
+        read once per run, :meth:`forget` after a change)."""
+        async with self._sync_lock:
+            if self._sync_state is None:
+                ns, name = flux_render.FLUX_NAMESPACE, flux_render.SYNC_NAME
+                repo, ks = await asyncio.gather(
+                    self.kube.get(flux_render.SOURCE_API, "GitRepository", name, namespace=ns),
+                    self.kube.get(flux_render.KUSTOMIZE_API, "Kustomization", name, namespace=ns))
+                self._sync_state = (repo, ks)
+            return self._sync_state
 
     # ----------------------------------------------------------------- lifetime
 

@@ -13,6 +13,7 @@ Two ways in, on purpose:
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,8 +30,21 @@ except AttributeError:  # pragma: no cover
 
 
 def load_all(text: str) -> list[dict[str, Any]]:
-    """Every non-empty document of a trusted bundle, in order."""
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    """Every non-empty document of a trusted bundle, in order (fresh objects: callers may change them)."""
+    pickled = _parsed.get(text)
+    if pickled is not None:
+        return pickle.loads(pickled)
+    docs = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    # A run parses the same release manifest several times (each step that plans or checks with it);
+    # building the objects is the slow part even with libyaml, a pickled copy is far faster to load.
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.pop(next(iter(_parsed)))
+    _parsed[text] = pickle.dumps(docs, pickle.HIGHEST_PROTOCOL)
+    return docs
+
+
+_parsed: dict[str, bytes] = {}  # text -> its documents, pickled (oldest first)
+_PARSED_MAX = 8
 
 
 def load(text: str) -> Any:
@@ -158,13 +172,13 @@ def safe_json(text: str | bytes, *, what: str, error: type[SeedbedError] = Confi
                     fix="the data is damaged; see the fix for where it came from") from None
     except RecursionError:
         raise error(f"{what}: nested too deeply", fix="the data is damaged or hostile") from None
-    depth_stack: list[tuple[Any, int]] = [(data, 1)]
+    # Only containers are walked (an API answer is mostly strings): a non-empty one at MAX_DEPTH has
+    # children deeper than allowed, whatever they are.
+    depth_stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
     while depth_stack:
         node, depth = depth_stack.pop()
-        if depth > MAX_DEPTH:
+        children = node.values() if isinstance(node, dict) else node
+        if children and depth >= MAX_DEPTH:
             raise error(f"{what}: nested more than {MAX_DEPTH} levels deep", fix="the data is damaged or hostile")
-        if isinstance(node, dict):
-            depth_stack += [(v, depth + 1) for v in node.values()]
-        elif isinstance(node, list):
-            depth_stack += [(v, depth + 1) for v in node]
+        depth_stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
     return data

@@ -35,11 +35,15 @@ async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency:
     total = len(objs)
     done = 0
     sem = asyncio.Semaphore(concurrency)
+    # The CRDs as the API server answered their apply: on a re-apply they are Established already.
+    applied_crds: list[Obj] = []
 
     async def one(obj: Obj) -> None:
         nonlocal done
         async with sem:
-            _, created = await kube.apply_one(obj, force=force, field_manager=field_manager)
+            answer, created = await kube.apply_one(obj, force=force, field_manager=field_manager)
+        if obj["kind"] == "CustomResourceDefinition":
+            applied_crds.append(answer)
         (result.created if created else result.configured).append(ref(obj))
         done += 1
         if on_progress:
@@ -54,26 +58,31 @@ async def apply_bundle(kube: Kube, objs: list[Obj], *, force: bool, concurrency:
                 t.cancel()
             raise
 
+    # Every group-version the bundle uses, read at once (those of its own CRDs are read again below).
+    await kube.discover(*(o["apiVersion"] for o in objs))
     await batch(first)
     crds = [o for o in first if o["kind"] == "CustomResourceDefinition"]
     if crds:
-        await _crds_ready(kube, crds, crd_timeout)
+        await _crds_ready(kube, crds, applied_crds, crd_timeout)
     await batch(rest)
     await batch(last)
     return result
 
 
-async def _crds_ready(kube: Kube, crds: list[Obj], timeout: float) -> None:
+async def _crds_ready(kube: Kube, crds: list[Obj], answers: list[Obj], timeout: float) -> None:
     """Wait until every CRD is Established, then until discovery serves each of their kinds.
 
-    One LIST (and, if some are still pending, one watch) for all of them, and one discovery
-    request per group-version: a bundle like cert-manager's has dozens of CRDs.
+    The apply answers first (a re-applied CRD is Established already), then one LIST (and, if some
+    are still pending, one watch) for all of them, and one discovery request per group-version: a
+    bundle like cert-manager's has dozens of CRDs.
     """
     from .wait import condition_is
 
     pending = {c["metadata"]["name"] for c in crds}
-    items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-    pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
+    pending -= {a["metadata"]["name"] for a in answers if condition_is(a, "Established")}
+    if pending:
+        items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
     if pending:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -108,11 +117,13 @@ async def _crds_ready(kube: Kube, crds: list[Obj], timeout: float) -> None:
 async def _served(kube: Kube, api_version: str, kinds: set[str], timeout: float) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        kube.forget(api_version)
-        served = [await kube.serves(api_version, k) for k in sorted(kinds)]
+        # A kind missing from what discovery said earlier is looked up again (Kube.resource), so the
+        # first round costs nothing when the group-version was read after its CRDs were served.
+        served = await asyncio.gather(*(kube.serves(api_version, k) for k in sorted(kinds)))
         if all(served):
             return
         if asyncio.get_running_loop().time() > deadline:
             raise ClusterError(f"CRDs are Established but discovery does not serve {api_version}",
                                fix="check the API server's aggregation layer, then re-run")
         await asyncio.sleep(0.2)
+        kube.forget(api_version)

@@ -247,7 +247,7 @@ def http_client(loaded: Loaded, deadlines: Deadlines) -> httpx.AsyncClient:
     except httpx.InvalidURL as e:
         raise ConfigError(f"context {single.context_name!r}: the server address {server!r} is not a URL ({e})",
                           fix="fix clusters[].cluster.server in the kubeconfig") from None
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
     if loaded.tls_server_name:
         transport = _ServerName(transport, loaded.tls_server_name)

@@ -2,8 +2,9 @@
 
 Neither lightkube nor httpx speak it, so it is written here on top of httpx2's websockets
 (the same client, TLS and credentials as every other request). Each local TCP connection gets
-its own websocket stream, as with kubectl; a dropped stream ends only that connection, and the
-next connection re-resolves the Pod, so the forward survives drops and Pod restarts.
+its own websocket stream, as with kubectl; a dropped stream ends only that connection. The Pod is
+resolved once and kept while streams to it open; a stream that fails to open re-resolves it, so the
+forward survives drops and Pod restarts without two reads per connection.
 
 Protocol (kubelet, websocket flavour): one stream per port with channel 0 = data and
 1 = error. The server first sends, on each channel, the port as two little-endian bytes; after
@@ -42,8 +43,9 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
     """
     if not service and not pod:
         raise ValueError("port_forward needs a service or a pod")
-    # Resolve once up front, so that a wrong name fails here with a clear message.
-    await _resolve(kube, namespace, port, service, pod)
+    # Resolve once up front, so that a wrong name fails here with a clear message; connections use
+    # this answer until a stream to it fails to open.
+    resolved = [await _resolve(kube, namespace, port, service, pod)]
     handlers: set[asyncio.Task[None]] = set()
     body = asyncio.current_task()
     assert body is not None
@@ -54,7 +56,7 @@ async def port_forward(kube: Kube, namespace: str, *, port: int, service: str | 
         assert task is not None
         handlers.add(task)
         try:
-            await _relay(kube, namespace, port, service, pod, reader, writer)
+            await _relay(kube, namespace, port, service, pod, resolved, reader, writer)
         except Refused as e:
             if not refusal:
                 refusal.append(e)
@@ -136,12 +138,19 @@ def _ready(pod: Obj) -> bool:
 
 
 async def _relay(kube: Kube, namespace: str, port: int, service: str | None, pod: str | None,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                 resolved: list[tuple[str, int]], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Relay one local connection; ``resolved`` holds the forward's last (pod, port), shared by its connections."""
     last: Exception | None = None
     await kube.authenticate()
-    for attempt in range(4):  # the stream may fail to open while a pod restarts: re-resolve, retry
+    known = resolved[0] if resolved else None
+    attempt = 0
+    while attempt < 4:  # the stream may fail to open while a pod restarts: re-resolve, retry
+        fresh = known is None
         try:
-            pod_name, target = await _resolve(kube, namespace, port, service, pod)
+            if known is None:
+                known = await _resolve(kube, namespace, port, service, pod)
+                resolved[:] = [known]
+            pod_name, target = known
             path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}/portforward"
             kube.stats.requests += 1
             async with contextlib.AsyncExitStack() as stack:
@@ -171,7 +180,11 @@ async def _relay(kube: Kube, namespace: str, port: int, service: str | None, pod
             pass  # recorded in `last`: retried after re-resolving the pod
         except Exception as e:  # no ready pod yet, a stream broken before any data: retry
             last = e
+        known = None
+        if not fresh:
+            continue  # the pod the forward knew failed: look it up again at once (it may have been replaced)
         await asyncio.sleep(0.1 * (2 ** attempt))
+        attempt += 1
     if isinstance(last, Refused):
         raise last
     raise ClusterError(f"port-forward to {namespace}/{service or pod}:{port} failed: {last}")

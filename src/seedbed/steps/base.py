@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -159,6 +160,24 @@ class StepFailed(SeedbedError):
         self.cause = cause
 
 
+async def all_hold(*checks: Awaitable[bool]) -> bool:
+    """Whether every check holds, the checks reading concurrently (for ``verify``).
+
+    Answered as if checked one after another: the first check (in order) that fails decides, and a
+    check's error is raised only when every check before it held. The rest are cancelled.
+    """
+    tasks = [asyncio.ensure_future(c) for c in checks]
+    try:
+        for task in tasks:
+            if not await task:
+                return False
+        return True
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def plan_steps(steps: list[Step], cfg: Config, manifests: ManifestStore, options: Options) -> list[tuple[Step, Planned]]:
     """Plan every step, before anything runs: a bad input anywhere (a key file, a manifest) then
     stops the bootstrap before it has written anything, and ``seedbed plan`` shows the same plan."""
@@ -167,33 +186,59 @@ def plan_steps(steps: list[Step], cfg: Config, manifests: ManifestStore, options
 
 async def run_steps(plan: list[tuple[Step, Planned]], ctx: Context, records: StepRecords) -> list[StepReport]:
     """Run planned steps in order, skipping the ones already done (``records``, loaded); stop at the
-    first failure."""
+    first failure.
+
+    The read-only ``verify`` of every recorded step whose digest is unchanged starts at once, so a
+    finished bootstrap costs the round trips of its slowest check, not of all of them in a row. The
+    answers are used in order, as long as nothing has written: once a recorded step runs, the checks
+    of the steps after it are dropped and made again when each is reached (the step may have changed
+    what they read). The steps that are not recorded (preflight and the checks) are read-only.
+    """
     reports: list[StepReport] = []
     done: list[str] = []
-    for step, planned in plan:
-        started = time.monotonic()
-        digest = planned.digest()
-        if step.record and records.digest(step.name) == digest and await step.verify(ctx):
-            ctx.out.skip(f"{step.title}: unchanged")
-            reports.append(StepReport(step.name, step.title, "unchanged", "already done",
-                                      time.monotonic() - started))
+    digests = [planned.digest() for _, planned in plan]
+    ahead = {i: asyncio.ensure_future(step.verify(ctx)) for i, (step, _) in enumerate(plan)
+             if step.record and records.digest(step.name) == digests[i]}
+    try:
+        for i, (step, planned) in enumerate(plan):
+            started = time.monotonic()
+            digest = digests[i]
+            if step.record and records.digest(step.name) == digest:
+                verified = ahead.pop(i, None)
+                if await (verified if verified is not None else step.verify(ctx)):
+                    ctx.out.skip(f"{step.title}: unchanged")
+                    reports.append(StepReport(step.name, step.title, "unchanged", "already done",
+                                              time.monotonic() - started))
+                    done.append(step.name)
+                    continue
+            if step.record:
+                await _drop(ahead)
+            ctx.out.begin(step.title)
+            try:
+                outcome = await step.run(ctx, planned)
+                if step.record and not ctx.options.dry_run and records.digest(step.name) != digest:
+                    await records.record(step.name, digest)
+            except SeedbedError as e:
+                ctx.out.fail(f"{step.title}: {e.message}")
+                reports.append(StepReport(step.name, step.title, "failed", e.message, time.monotonic() - started))
+                raise StepFailed(step, e, done) from None
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                # Ctrl-C mid-step (asyncio.run turns SIGINT into a cancellation): say what finished.
+                ctx.out.fail(f"{step.title}: interrupted")
+                raise Interrupted(step, done) from None
+            ctx.out.done(f"{step.title}: {outcome.summary}")
+            reports.append(StepReport(step.name, step.title, "changed" if outcome.changed else "unchanged",
+                                      outcome.summary, time.monotonic() - started))
             done.append(step.name)
-            continue
-        ctx.out.begin(step.title)
-        try:
-            outcome = await step.run(ctx, planned)
-            if step.record and not ctx.options.dry_run and records.digest(step.name) != digest:
-                await records.record(step.name, digest)
-        except SeedbedError as e:
-            ctx.out.fail(f"{step.title}: {e.message}")
-            reports.append(StepReport(step.name, step.title, "failed", e.message, time.monotonic() - started))
-            raise StepFailed(step, e, done) from None
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            # Ctrl-C mid-step (asyncio.run turns SIGINT into a cancellation): say what finished.
-            ctx.out.fail(f"{step.title}: interrupted")
-            raise Interrupted(step, done) from None
-        ctx.out.done(f"{step.title}: {outcome.summary}")
-        reports.append(StepReport(step.name, step.title, "changed" if outcome.changed else "unchanged",
-                                  outcome.summary, time.monotonic() - started))
-        done.append(step.name)
+    finally:
+        await _drop(ahead)
     return reports
+
+
+async def _drop(ahead: dict[int, asyncio.Future[bool]]) -> None:
+    """Cancel checks started ahead whose answers will not be used, and wait until they have stopped
+    (so that none still reads while a step writes); their errors are of no interest then."""
+    for verified in ahead.values():
+        verified.cancel()
+    await asyncio.gather(*ahead.values(), return_exceptions=True)
+    ahead.clear()

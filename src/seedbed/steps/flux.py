@@ -19,7 +19,7 @@ from .. import files, git, sops
 from ..errors import ConfigError
 from ..render import flux as render
 from ..render import helmrelease
-from .base import Context, Options, Outcome, Planned, Step, acme_of, domain_of
+from .base import Context, Options, Outcome, Planned, Step, acme_of, all_hold, domain_of
 
 FLUX_NAMESPACE = render.FLUX_NAMESPACE
 SOURCE_API = render.SOURCE_API
@@ -49,11 +49,11 @@ class FluxComponentsStep(Step):
     async def verify(self, ctx: Context) -> bool:
         from ..kube.wait import rollout_complete
 
+        async def rolled_out(dep: str) -> bool:
+            return rollout_complete(await ctx.kube.get("apps/v1", "Deployment", dep, namespace=FLUX_NAMESPACE))
+
         plan = self.plan(ctx.cfg, ctx.manifests, ctx.options)
-        for dep in _deployments(plan.objects):
-            if not rollout_complete(await ctx.kube.get("apps/v1", "Deployment", dep, namespace=FLUX_NAMESPACE)):
-                return False
-        return True
+        return await all_hold(*(rolled_out(dep) for dep in _deployments(plan.objects)))
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         kube = ctx.kube

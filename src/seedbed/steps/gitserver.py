@@ -12,6 +12,7 @@ Three steps, because each has its own inputs and can fail on its own:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..render import flux as flux_render
 from ..render import gitserver as render
 from ..render import helmrelease
 from ..sshkeys import KeyPair, fingerprint, generate_ed25519
-from .base import Context, Options, Outcome, Planned, Step
+from .base import Context, Options, Outcome, Planned, Step, all_hold
 
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
                           public_openssh="ssh-ed25519 <generated-at-bootstrap> gitea-host-key")
@@ -81,15 +82,24 @@ class GitServerStep(Step):
 
         cfg = ctx.cfg
         gs = cfg.git_server
-        release = await ctx.kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME,
-                                     namespace=gs.namespace)
-        if release is None or not condition_is(release, "Ready"):
-            return False
-        dep = await ctx.kube.get("apps/v1", "Deployment", helmrelease.fullname(cfg), namespace=gs.namespace)
-        if not rollout_complete(dep):
-            return False
-        password, host_key = await ctx.gitserver.stored_secrets()
-        return password is not None and host_key is not None and await _stored_server_keys(ctx) is not None
+
+        async def released() -> bool:
+            release = await ctx.kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME,
+                                         namespace=gs.namespace)
+            return release is not None and condition_is(release, "Ready")
+
+        async def rolled_out() -> bool:
+            return rollout_complete(await ctx.kube.get("apps/v1", "Deployment", helmrelease.fullname(cfg),
+                                                       namespace=gs.namespace))
+
+        async def stored() -> bool:
+            password, host_key = await ctx.gitserver.stored_secrets()
+            return password is not None and host_key is not None
+
+        async def server_keys() -> bool:
+            return await _stored_server_keys(ctx) is not None
+
+        return await all_hold(released(), rolled_out(), stored(), server_keys())
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         cfg = ctx.cfg
@@ -191,11 +201,12 @@ class RepositoryStep(Step):
         if ctx.options.rotate_keys:
             return False
         ns, name = ctx.cfg.flux.secret.split("/")
-        secret = await ctx.kube.get("v1", "Secret", name, namespace=ns)
+        # holdings() reports an unreachable server as holding nothing, so both read at once.
+        secret, found = await asyncio.gather(ctx.kube.get("v1", "Secret", name, namespace=ns),
+                                             ctx.gitserver.holdings())
         public = secret_value(secret, "identity.pub", what=f"Secret {ctx.cfg.flux.secret}")
         if public is None:
             return False
-        found = await ctx.gitserver.holdings()
         return found.repo and key_material(public) in found.deploy_keys
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
@@ -273,10 +284,10 @@ class PushStep(Step):
         from ..gitserver import fetched_revision
         from ..kube.wait import condition_is
 
-        head = (await ctx.gitserver.holdings()).head
+        held, (repo, _) = await asyncio.gather(ctx.gitserver.holdings(), ctx.gitserver.sync_state())
+        head = held.head
         if head is None:
             return False
-        repo, _ = await ctx.gitserver.sync_state()
         return repo is not None and condition_is(repo, "Ready") and fetched_revision(repo).endswith(head)
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:

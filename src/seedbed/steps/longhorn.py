@@ -32,7 +32,7 @@ from ..render.longhorn import (
     raise_refusals,
     render_longhorn,
 )
-from .base import Context, Options, Outcome, Planned, Step
+from .base import Context, Options, Outcome, Planned, Step, all_hold
 
 if TYPE_CHECKING:
     from ..manifests import ManifestStore
@@ -121,15 +121,17 @@ class LonghornStep(Step):
     async def verify(self, ctx: Context) -> bool:
         lh = ctx.cfg.longhorn
         kube = ctx.kube
-        ds = await kube.get("apps/v1", "DaemonSet", "longhorn-manager", namespace=NAMESPACE)
-        if ds is None or daemonset_version(ds) != lh.version:
-            return False
-        if await kube.get("storage.k8s.io/v1", "StorageClass", STORAGE_CLASS) is None:
-            return False
-        cm = await kube.get("v1", "ConfigMap", SETTING_CONFIGMAP[0], namespace=NAMESPACE)
-        if cm is None:
-            return False
-        if lh.backup_credentials is not None:
+
+        async def manager() -> bool:
+            ds = await kube.get("apps/v1", "DaemonSet", "longhorn-manager", namespace=NAMESPACE)
+            return ds is not None and daemonset_version(ds) == lh.version
+
+        async def exists(api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+            return await kube.get(api_version, kind, name, namespace=namespace) is not None
+
+        async def credentials() -> bool:
+            if lh.backup_credentials is None:
+                return True
             # The digest holds only where credentials come from; compare the values in memory so a
             # rotated key in the file or environment makes the step run again.
             try:
@@ -138,9 +140,10 @@ class LonghornStep(Step):
                 return False  # run() raises it with its fix
             secret = await kube.get("v1", "Secret", lh.backup_credentials.secret_name, namespace=NAMESPACE)
             want = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-            if secret is None or (secret.get("data") or {}) != want:
-                return False
-        return True
+            return secret is not None and (secret.get("data") or {}) == want
+
+        return await all_hold(manager(), exists("storage.k8s.io/v1", "StorageClass", STORAGE_CLASS),
+                              exists("v1", "ConfigMap", SETTING_CONFIGMAP[0], NAMESPACE), credentials())
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         cfg, lh, kube = ctx.cfg, ctx.cfg.longhorn, ctx.kube

@@ -37,17 +37,26 @@ class PreflightStep(Step):
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         kube = ctx.kube
-        resp = await kube.request("GET", "/version")
-        version = resp.json()
-        minor = int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
-        if str(version.get("major")) != "1" or minor < MIN_MINOR:
-            raise Refused(f"Kubernetes {version.get('gitVersion')} is too old for seedbed",
-                          fix=f"upgrade the cluster to 1.{MIN_MINOR} or newer")
-        denied = [d for d in await asyncio.gather(*(self._allowed(ctx, *n) for n in needed(ctx.cfg))) if d]
-        if denied:
-            raise Refused(f"the kubeconfig's user may not: {'; '.join(denied)}",
-                          fix="use a context bound to cluster-admin for the bootstrap")
-        nodes = await kube.list("v1", "Node")
+        # All read at once, answered in the order a person would check them: the version, then RBAC,
+        # then the nodes (a later read's error counts only once the earlier checks passed).
+        reads = [asyncio.ensure_future(kube.request("GET", "/version")),
+                 asyncio.ensure_future(asyncio.gather(*(self._allowed(ctx, *n) for n in needed(ctx.cfg)))),
+                 asyncio.ensure_future(kube.list("v1", "Node"))]
+        try:
+            version = (await reads[0]).json()
+            minor = int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
+            if str(version.get("major")) != "1" or minor < MIN_MINOR:
+                raise Refused(f"Kubernetes {version.get('gitVersion')} is too old for seedbed",
+                              fix=f"upgrade the cluster to 1.{MIN_MINOR} or newer")
+            denied = [d for d in await reads[1] if d]
+            if denied:
+                raise Refused(f"the kubeconfig's user may not: {'; '.join(denied)}",
+                              fix="use a context bound to cluster-admin for the bootstrap")
+            nodes = await reads[2]
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
         ready = [n for n in nodes if any(c.get("type") == "Ready" and c.get("status") == "True"
                                          for c in (n.get("status") or {}).get("conditions") or [])]
         if not ready:
