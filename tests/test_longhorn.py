@@ -513,13 +513,15 @@ async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Pat
     cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
     async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
         ctx = _context(cfg, kube, manifest, Options(), Output(stream=io.StringIO(), color=False))
-        assert not await LonghornStep().verify(ctx)  # nothing installed yet
+        step = LonghornStep()
+        planned = step.plan(ctx.cfg, ctx.manifests, ctx.options)
+        assert not await step.verify(ctx, planned)  # nothing installed yet
         await _run(ctx)
         before = kube.stats.writes
-        assert await LonghornStep().verify(ctx)
+        assert await step.verify(ctx, planned)
         assert kube.stats.writes == before  # verify is read-only
         monkeypatch.setenv("LH_SECRET", SECRET + "-rotated")
-        assert not await LonghornStep().verify(ctx)
+        assert not await step.verify(ctx, planned)
 
 
 def test_data_path_advice_is_a_bind_mount_never_a_symlink(manifest: str, tmp_path: Path) -> None:

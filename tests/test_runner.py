@@ -37,7 +37,7 @@ class FakeStep(Step):
         self.fails = fails
         self.broken_check = broken_check
 
-    async def verify(self, ctx: Any) -> bool:
+    async def verify(self, ctx: Any, planned: Any) -> bool:
         c = self.cluster
         c.checking += 1
         c.most_checking = max(c.most_checking, c.checking)

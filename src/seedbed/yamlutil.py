@@ -13,7 +13,6 @@ Two ways in, on purpose:
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,21 +29,8 @@ except AttributeError:  # pragma: no cover
 
 
 def load_all(text: str) -> list[dict[str, Any]]:
-    """Every non-empty document of a trusted bundle, in order (fresh objects: callers may change them)."""
-    pickled = _parsed.get(text)
-    if pickled is not None:
-        return pickle.loads(pickled)
-    docs = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
-    # A run parses the same release manifest several times (each step that plans or checks with it);
-    # building the objects is the slow part even with libyaml, a pickled copy is far faster to load.
-    if len(_parsed) >= _PARSED_MAX:
-        _parsed.pop(next(iter(_parsed)))
-    _parsed[text] = pickle.dumps(docs, pickle.HIGHEST_PROTOCOL)
-    return docs
-
-
-_parsed: dict[str, bytes] = {}  # text -> its documents, pickled (oldest first)
-_PARSED_MAX = 8
+    """Every non-empty document of a trusted bundle, in order."""
+    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
 
 
 def load(text: str) -> Any:

@@ -113,8 +113,8 @@ class Step:
     def plan(self, cfg: Config, manifests: ManifestStore, options: Options) -> Planned:
         return Planned()
 
-    async def verify(self, ctx: Context) -> bool:
-        """Read-only: is this step's result still in place? Used to skip a re-run safely."""
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
+        """Read-only: is ``planned`` (this run's plan of the step) still in place? Used to skip a re-run safely."""
         return False
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
@@ -197,7 +197,7 @@ async def run_steps(plan: list[tuple[Step, Planned]], ctx: Context, records: Ste
     reports: list[StepReport] = []
     done: list[str] = []
     digests = [planned.digest() for _, planned in plan]
-    ahead = {i: asyncio.ensure_future(step.verify(ctx)) for i, (step, _) in enumerate(plan)
+    ahead = {i: asyncio.ensure_future(step.verify(ctx, planned)) for i, (step, planned) in enumerate(plan)
              if step.record and records.digest(step.name) == digests[i]}
     try:
         for i, (step, planned) in enumerate(plan):
@@ -205,7 +205,7 @@ async def run_steps(plan: list[tuple[Step, Planned]], ctx: Context, records: Ste
             digest = digests[i]
             if step.record and records.digest(step.name) == digest:
                 verified = ahead.pop(i, None)
-                if await (verified if verified is not None else step.verify(ctx)):
+                if await (verified if verified is not None else step.verify(ctx, planned)):
                     ctx.out.skip(f"{step.title}: unchanged")
                     reports.append(StepReport(step.name, step.title, "unchanged", "already done",
                                               time.monotonic() - started))

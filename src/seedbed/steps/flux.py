@@ -46,14 +46,13 @@ class FluxComponentsStep(Step):
             inputs={"version": cfg.flux.version, "acme": acme, "domain": domain},
             notes=["as `flux install`: the controllers, no sync yet (the Git server comes first)"])
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         from ..kube.wait import rollout_complete
 
         async def rolled_out(dep: str) -> bool:
             return rollout_complete(await ctx.kube.get("apps/v1", "Deployment", dep, namespace=FLUX_NAMESPACE))
 
-        plan = self.plan(ctx.cfg, ctx.manifests, ctx.options)
-        return await all_hold(*(rolled_out(dep) for dep in _deployments(plan.objects)))
+        return await all_hold(*(rolled_out(dep) for dep in _deployments(planned.objects)))
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         kube = ctx.kube
@@ -169,7 +168,7 @@ class FluxStep(Step):
             notes=notes,
             repo_files=repo_files)
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         from ..kube.wait import condition_is
 
         keys = sops.load(ctx.cfg)

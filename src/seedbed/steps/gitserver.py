@@ -77,7 +77,7 @@ class GitServerStep(Step):
                               f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}",
                               "admin password, SSH host key and server keys are generated once and kept in the cluster"])
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         from ..kube.wait import condition_is
 
         cfg = ctx.cfg
@@ -197,7 +197,7 @@ class RepositoryStep(Step):
                    f"Flux deploy key ({'read-only' if r.deploy_key_read_only else 'read-write'}) "
                    f"in Secret {cfg.flux.secret}"])
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         if ctx.options.rotate_keys:
             return False
         ns, name = ctx.cfg.flux.secret.split("/")
@@ -279,7 +279,7 @@ class PushStep(Step):
         return Planned(inputs={"path": str(cfg.resolve(r.path)), "branch": r.branch, "head": local_head(cfg)},
                        notes=[f"pushes {cfg.resolve(r.path)} ({r.branch}) through a port-forward"])
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         """The pushed commit is still what Flux last fetched from the server's branch."""
         from ..gitserver import fetched_revision
         from ..kube.wait import condition_is

@@ -118,7 +118,7 @@ class LonghornStep(Step):
             notes.append(f"Secret {NAMESPACE}/{creds.secret_name}: values read from {source} at run time")
         return Planned(objects=objects, waits=waits, inputs=_inputs(lh), notes=notes)
 
-    async def verify(self, ctx: Context) -> bool:
+    async def verify(self, ctx: Context, planned: Planned) -> bool:
         lh = ctx.cfg.longhorn
         kube = ctx.kube
 
