@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
@@ -270,8 +271,9 @@ def test_the_decryption_secret_is_in_the_format_kustomize_controller_imports(tmp
 
 
 @pytest.fixture
-def gpg_key(tmp_path) -> tuple[Path, str]:
-    """A real GPG private key exported armored, and its fingerprint as gpg prints it."""
+def gpg_key(tmp_path) -> Iterator[tuple[Path, str]]:
+    """A real GPG private key exported armored, and its fingerprint as gpg prints it (the agent gpg
+    starts for the test's keyring is stopped afterwards)."""
     if shutil.which("gpg") is None:
         pytest.skip("gpg is not installed")
     home = tmp_path / "gnupg"
@@ -288,7 +290,8 @@ def gpg_key(tmp_path) -> tuple[Path, str]:
                               "--export-secret-keys", fpr], check=True, env=env,
                              capture_output=True, text=True).stdout
     (tmp_path / "flux.asc").write_text(armored)
-    return tmp_path / "flux.asc", fpr
+    yield tmp_path / "flux.asc", fpr
+    subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
 
 
 def test_a_gpg_private_key_gives_its_fingerprints_and_a_public_key_is_refused(tmp_path, gpg_key):
