@@ -150,11 +150,41 @@ def test_an_existing_flux_bootstrap_layout_is_kept_and_only_pointed_at_the_clust
                                                          "gotk-sync.yaml", "../../apps"]
     sync = (workdir / "out" / "repo" / FOLDER / "gotk-sync.yaml").read_text()
     assert sync == USER_SYNC.replace("ssh://git@github.com/someone/homelab",
-                                     "ssh://git@gitea-ssh.gitea.svc.cluster.local/homelab/gitops.git")
+                                     "ssh://git@gitea-ssh.gitea.svc.cluster.local/homelab/gitops.git").replace(
+        "spec:\n  interval: 10m0s\n", f"spec:\n{CLUSTER_VARS_LINES}  interval: 10m0s\n")
     assert f"edits your {FOLDER}/gotk-sync.yaml" in out
     assert "-  url: ssh://git@github.com/someone/homelab" in out
     assert "+  url: ssh://git@gitea-ssh.gitea.svc.cluster.local/homelab/gitops.git" in out
     assert "+  - git-server.yaml" in out
+    assert "+    substituteFrom: [{kind: ConfigMap, name: cluster-vars, optional: false}]" in out
+
+
+CLUSTER_VARS_LINES = "  postBuild:\n    substituteFrom: [{kind: ConfigMap, name: cluster-vars, optional: false}]\n"
+CLUSTER_VARS_REF = {"kind": "ConfigMap", "name": "cluster-vars", "optional": False}
+
+
+@pytest.mark.parametrize(("post_build", "expected"), [
+    ("  postBuild:\n    substitute: {APP: lldap}\n",
+     {"substitute": {"APP": "lldap"}, "substituteFrom": [CLUSTER_VARS_REF]}),
+    ("  postBuild:\n    substituteFrom:\n      - kind: Secret\n        name: my-vars  # mine\n",
+     {"substituteFrom": [CLUSTER_VARS_REF, {"kind": "Secret", "name": "my-vars"}]}),
+    ("  postBuild: {substituteFrom: [{kind: ConfigMap, name: mine}]}\n",
+     {"substituteFrom": [CLUSTER_VARS_REF, {"kind": "ConfigMap", "name": "mine"}]}),
+    ("  postBuild:\n    substituteFrom:\n      - {kind: ConfigMap, name: cluster-vars, optional: true}\n",
+     {"substituteFrom": [{"kind": "ConfigMap", "name": "cluster-vars", "optional": True}]}),
+])
+def test_a_users_root_kustomization_substitutes_the_cluster_variables_and_keeps_its_own(post_build, expected):
+    """seedbed's --acme/--domain and its certificate guard rely on Flux substituting ${CLUSTER_ISSUER}...
+    from cluster-vars on the root Kustomization; a user's own postBuild is kept, theirs listed after
+    ours so that their values win (later substituteFrom sources override earlier ones: fluxcd/pkg
+    kustomize v1.35.4 LoadVariables, used by kustomize-controller v1.9.4)."""
+    from seedbed.render.flux import adopt_sync
+
+    cfg = Config.model_validate({"flux": {"path": FLUX}, "repo": {"branch": "master"}})
+    text = USER_SYNC.replace("  prune: true\n", "  prune: true\n" + post_build)
+    out = adopt_sync(cfg, text)
+    assert [d for d in yaml.safe_load_all(out) if d][-1]["spec"]["postBuild"] == expected
+    assert ("# mine" in out) == ("# mine" in text)  # comments stay
 
 
 def test_the_sync_objects_seedbed_applies_are_the_ones_it_commits(homelab, capsys):

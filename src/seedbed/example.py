@@ -40,6 +40,10 @@ repo:
 flux:
   version: v2.9.3
   # path: clusters/homelab      # default clusters/<cluster name>
+  # sops:                       # the keys Flux decrypts your SOPS-encrypted Secrets with
+  #   ageKeyFiles: [~/.config/sops/age/keys.txt]   # and/or gpgKeyFiles: [flux.asc] (armored private key)
+  #   ageSecret: sops-age       # the Secret in flux-system, as your Kustomizations' decryption.secretRef name it
+  #   decryptRoot: true         # the flux-system Kustomization decrypts too
 
 backup:
   recipients: []                # age1... or "ssh-ed25519 AAAA..."; `seedbed keygen` makes one

@@ -11,7 +11,8 @@
   registered in Gitea. Ready is set at the cloned revision; a failure sets Ready=False with the
   message, as source-controller does. The Kustomization applies the revision's tree (the
   flux-system folder included) as kustomize-controller does: its field manager and its cleanup of
-  other managers (emulator/kustomize_controller.py);
+  other managers, and SOPS decryption with the keys of ``spec.decryption``'s Secret, by the real
+  ``sops`` binary (emulator/kustomize_controller.py);
 - helm-controller, simulated: a HelmRelease renders the pinned chart's objects from the real chart
   files (emulator/helm_controller.py), so the fake Gitea is reached through the Service the chart
   makes.
@@ -251,12 +252,13 @@ class Lab:
         """Apply the tree of ``revision`` and set the Kustomization's status, as kustomize-controller does."""
         ks = self.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace)
         try:
-            self._apply_tree(revision.rpartition(":")[2], (ks or {}).get("spec") or {}, namespace, name)
-        except kustomize_controller.ApplyFailed as e:
+            self._apply_tree(revision.rpartition(":")[2], ks or {"metadata": {"name": name, "namespace": namespace}},
+                             namespace, name)
+        except (kustomize_controller.BuildFailed, kustomize_controller.ApplyFailed) as e:
             self.kustomize_errors.append(str(e))
             self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
                 "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
-                "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed",
+                "conditions": [{"type": "Ready", "status": "False", "reason": e.reason,
                                 "message": str(e), "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
             return
         self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
@@ -266,29 +268,41 @@ class Lab:
                             "message": f"Applied revision: {revision}",
                             "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
 
-    def _apply_tree(self, revision: str, spec: dict[str, Any], namespace: str, name: str) -> None:
-        """What kustomize-controller does, roughly: build spec.path (kustomization.yaml resources, or
-        every YAML file), substitute the postBuild variables (not in objects annotated
-        ``kustomize.toolkit.fluxcd.io/substitute: disabled``), apply each object."""
+    def _apply_tree(self, revision: str, kustomization: dict[str, Any], namespace: str, name: str) -> None:
+        """What kustomize-controller does, roughly: import the decryption keys, build spec.path
+        (kustomization.yaml resources, or every YAML file), decrypt, substitute the postBuild variables
+        (not in objects annotated ``kustomize.toolkit.fluxcd.io/substitute: disabled``), refuse a Secret
+        still encrypted, apply each object (emulator/kustomize_controller.py)."""
         from seedbed.certs.guard import substitute
 
         tree = self._trees.get(revision)
         if tree is None:
             return
+        spec = kustomization.get("spec") or {}
+        decrypting = bool(spec.get("decryption"))
+        keys = kustomize_controller.import_keys(self.emu, kustomization) if decrypting else None
         variables: dict[str, str] = {}
         for ref in (spec.get("postBuild") or {}).get("substituteFrom") or []:
             cm = self.emu.get("v1", "ConfigMap", ref["name"], namespace) or {}
             variables.update(cm.get("data") or {})
         root = tree / spec.get("path", "./").removeprefix("./")
+        built: list[dict[str, Any]] = []
         for path in _kustomize_files(root):
             for doc in yaml.safe_load_all(path.read_text()):
                 if not (isinstance(doc, dict) and doc.get("kind") and (doc.get("metadata") or {}).get("name")):
                     continue
+                if decrypting:
+                    doc = kustomize_controller.decrypt_resource(doc, keys)
                 annotations = doc["metadata"].get("annotations") or {}
                 if annotations.get("kustomize.toolkit.fluxcd.io/substitute") != "disabled":
                     text, _ = substitute(yaml.safe_dump(doc), variables)
                     doc = yaml.safe_load(text)
-                kustomize_controller.apply(self.emu, doc, name, namespace)
+                built.append(doc)
+        kustomize_controller.refuse_encrypted(built)
+        # ssa ApplyAllStaged (fluxcd/pkg): CRDs and Namespaces first, then the rest in build order.
+        built.sort(key=lambda d: d.get("kind") not in ("CustomResourceDefinition", "Namespace"))
+        for doc in built:
+            kustomize_controller.apply(self.emu, doc, name, namespace)
 
 
 def _kustomize_files(root: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClusterError
 from ..kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
+from ..render.flux import KUSTOMIZE_API
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -201,9 +202,43 @@ async def _flux(clients: Clients) -> Check:
     if not condition_is(ks, "Ready"):
         return Check("flux", "fail", f"Kustomization not ready: {describe_conditions(ks)}",
                      f"Flux cannot apply the repository: {describe_conditions(ks)}",
-                     "fix the manifests named in the message and push", {"revision": revision})
+                     _kustomization_fix(ks), {"revision": revision})
+    # The repository's own Kustomizations (apps, infrastructure...): one that fails is as much a
+    # failed sync to the user as the root one, above all one that cannot decrypt its Secrets.
+    failed = [k for k in await clients.kube.list(KUSTOMIZE_API, "Kustomization", namespace=None)
+              if (k["metadata"].get("namespace"), k["metadata"].get("name")) != (ks["metadata"].get("namespace"),
+                                                                                ks["metadata"].get("name"))
+              and _ready_false(k)]
+    if failed:
+        first = failed[0]
+        names = ", ".join(f"{k['metadata'].get('namespace')}/{k['metadata']['name']}" for k in failed)
+        return Check("flux", "fail", f"synced {applied or revision}; Kustomization {names} not ready",
+                     "; ".join(f"Kustomization {k['metadata'].get('namespace')}/{k['metadata']['name']} not ready: "
+                               f"{describe_conditions(k)}" for k in failed),
+                     _kustomization_fix(first), {"revision": revision, "lastAppliedRevision": applied,
+                                                 "failedKustomizations": names.split(", ")})
     return Check("flux", "ok", f"synced {applied or revision}", details={"revision": revision,
                                                                          "lastAppliedRevision": applied})
+
+
+def _ready_false(obj: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "False"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def _kustomization_fix(ks: dict[str, Any]) -> str:
+    """What to do about a Kustomization that is not Ready. A decryption failure (kustomize-controller
+    v1.9.4: reason BuildFailed, the Secret not found or ``decryption failed for ...``) needs the key."""
+    dec = (ks.get("spec") or {}).get("decryption") or {}
+    secret = (dec.get("secretRef") or {}).get("name") if isinstance(dec, dict) else None
+    message = " ".join(str(c.get("message", "")) for c in (ks.get("status") or {}).get("conditions") or [])
+    if secret and (f'secrets "{secret}" not found' in message or "decryption failed" in message
+                   or "failed to import" in message):
+        where = f"{ks['metadata'].get('namespace')}/{secret}"
+        return (f"Flux cannot decrypt with Secret {where}: give the SOPS key the files are encrypted to in "
+                "flux.sops (ageKeyFiles or gpgKeyFiles, named as the Kustomization asks: ageSecret/gpgSecret) "
+                "and run `seedbed bootstrap` again; a rebuild restores it only from a backup that carried it")
+    return "fix the manifests named in the message and push"
 
 
 async def _backup(kube: Any, now: datetime) -> Check:

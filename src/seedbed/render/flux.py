@@ -282,6 +282,8 @@ def _flow(value: Any) -> str:
         return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = str(value)
     if _PLAIN.fullmatch(text) and yaml.safe_load(text) == text:
         return text
@@ -295,12 +297,60 @@ def _block(key: str, value: Any, col: int) -> str:
     return f"{pad}{key}:\n" + "".join(_block(k, v, col + 2) for k, v in value.items())
 
 
+def _prepend(ed: _Edits, seq: yaml.Node, items: list[Any]) -> None:
+    """``items`` put first in the sequence ``seq`` (block or flow), the rest kept as written."""
+    if isinstance(seq, yaml.SequenceNode) and seq.value and not seq.flow_style:
+        first = seq.value[0]
+        dash = ed.text.rfind("-", 0, first.start_mark.index)
+        line_start = ed.text.rfind("\n", 0, dash) + 1
+        pad = ed.text[line_start:dash]
+        ed.edits.append((line_start, line_start, "".join(f"{pad}- {_flow(n)}\n" for n in items)))
+    elif isinstance(seq, yaml.SequenceNode) and seq.value:
+        at = seq.value[0].start_mark.index
+        ed.edits.append((at, at, "".join(f"{_flow(n)}, " for n in items)))
+    else:
+        ed.edits.append((seq.start_mark.index, seq.end_mark.index, _flow(items)))
+
+
+def _substitute_cluster_vars(ed: _Edits, spec: yaml.MappingNode) -> None:
+    """The user's Kustomization substitutes the cluster variables, as seedbed's own does.
+
+    seedbed relies on it: ``--acme``/``--domain`` switch ``${CLUSTER_ISSUER}``, ``${ACME_SERVER}`` and
+    ``${CLUSTER_DOMAIN}`` through the ConfigMap alone, and the certificate guard judges the repository's
+    Certificates with those values substituted. A gotk-sync.yaml from ``flux bootstrap`` has no
+    ``postBuild``, so without this those variables would reach the cluster as written. The reference
+    goes first: later sources win (fluxcd/pkg kustomize v1.35.4 ``LoadVariables``, used by
+    kustomize-controller v1.9.4), so a user's own ``substituteFrom``/``substitute`` still override ours.
+    """
+    ref = {"kind": "ConfigMap", "name": CLUSTER_VARS, "optional": False}
+    label = "Kustomization postBuild substituteFrom cluster-vars"
+    post = ed.child(spec, "postBuild")
+    if post is None:
+        ed.set(spec, ["postBuild", "substituteFrom"], [ref], label)
+        return
+    if not isinstance(post[1], yaml.MappingNode):  # postBuild: null / {}
+        ed.edits.append((*_span(post[1]), _flow({"substituteFrom": [ref]})))
+        ed.changed.append(label)
+        return
+    found = ed.child(post[1], "substituteFrom")
+    if found is None:
+        ed.set(post[1], ["substituteFrom"], [ref], label)
+        return
+    have = yaml.safe_load(yaml.serialize(found[1])) or []
+    if any(isinstance(s, dict) and s.get("name") == CLUSTER_VARS and s.get("kind", "ConfigMap") == "ConfigMap"
+           for s in (have if isinstance(have, list) else [])):
+        return
+    _prepend(ed, found[1], [ref])
+    ed.changed.append(label)
+
+
 def adopt_sync(cfg: Config, text: str, *, decryption: dict[str, Any] | None = None, what: str = SYNC_FILE) -> str:
     """The user's gotk-sync.yaml pointed at the in-cluster repository, with only what must change
     changed: the GitRepository's URL, Secret and branch (and a ``provider`` other than generic,
     which would make source-controller use GitHub App or Azure credentials), the Kustomization's path,
-    and ``decryption`` when asked for and absent. Everything else (intervals, ignore rules, timeouts,
-    patches, postBuild, comments, key order) is kept as written."""
+    ``decryption`` when asked for and absent, and the cluster variables in ``postBuild.substituteFrom``
+    when absent (:func:`_substitute_cluster_vars`). Everything else (intervals, ignore rules, timeouts,
+    patches, the rest of postBuild, comments, key order) is kept as written."""
     ed = _Edits(text, what)
     _, secret_name = _secret_ref(cfg)
     seen = set()
@@ -332,6 +382,7 @@ def adopt_sync(cfg: Config, text: str, *, decryption: dict[str, Any] | None = No
             ed.set(spec_node, ["path"], f"./{sync_path(cfg)}", "Kustomization path")
             if decryption and ed.child(spec_node, "decryption") is None:
                 ed.set(spec_node, ["decryption"], decryption, "Kustomization decryption")
+            _substitute_cluster_vars(ed, spec_node)
     out = ed.result()
     missing = [o for o in sync_objects(cfg, decryption=decryption) if o["kind"] not in seen]
     if missing:  # a gotk-sync.yaml without one of the two: add ours
@@ -355,17 +406,8 @@ def adopt_kustomization(text: str, names: list[str], *, what: str = KUSTOMIZATIO
         return text
     if found is None:
         ed.insert(root, "resources", add)
-    elif isinstance(found[1], yaml.SequenceNode) and found[1].value and not found[1].flow_style:
-        first = found[1].value[0]
-        dash = text.rfind("-", 0, first.start_mark.index)
-        line_start = text.rfind("\n", 0, dash) + 1
-        pad = text[line_start:dash]
-        ed.edits.append((line_start, line_start, "".join(f"{pad}- {_flow(n)}\n" for n in add)))
-    elif isinstance(found[1], yaml.SequenceNode) and found[1].value:
-        at = found[1].value[0].start_mark.index
-        ed.edits.append((at, at, "".join(f"{_flow(n)}, " for n in add)))
     else:
-        ed.edits.append((found[1].start_mark.index, found[1].end_mark.index, _flow(add)))
+        _prepend(ed, found[1], add)
     return ed.result()
 
 

