@@ -23,6 +23,7 @@ import yaml
 from conftest import run_cli as run
 from seedbed import sops
 from seedbed.config import Config
+from seedbed.errors import SeedbedError
 from seedbed_lab.lab import make_worktree
 
 FLUX = "infra/k8s/flux"
@@ -263,16 +264,26 @@ def test_a_kustomization_asking_for_a_secret_seedbed_will_not_create_stops_the_p
     assert "flux.sops" in err
 
 
-def test_with_restore_the_decryption_secret_is_expected_from_the_archive(homelab, capsys):
+def test_with_restore_the_decryption_secret_may_come_from_the_archive_and_only_from_it(homelab, capsys):
     workdir, write, _manifests = homelab
     write({f"{FLUX}/apps.yaml": app_kustomization("apps", "./infra/k8s/apps", decryption="sops-age")})
     cfg = Config.model_validate({"flux": {"path": FLUX}, "repo": {"path": str(workdir / "homelab")}})
     from seedbed import fluxrepo
 
     repo = fluxrepo.read(workdir / "homelab", FLUX)
-    found = sops.check_repo(repo, cfg, None, restoring=True)
+    found = sops.check_repo(repo, cfg, None, archived=frozenset({("flux-system", "sops-age")}))
     assert not found.errors
-    assert any("must come from the backup being restored" in w for w in found.warnings)
+    assert any("Secret flux-system/sops-age comes from the backup being restored" in n for n in found.notes)
+    found = sops.check_repo(repo, cfg, None, archived=frozenset({("flux-system", "other")}))
+    assert any("which neither seedbed nor the backup being restored carries" in e for e in found.errors)
+
+
+def test_a_key_file_that_is_gone_is_taken_from_the_archive_only_when_it_carries_the_secret(tmp_path):
+    cfg = Config.model_validate({"flux": {"sops": {"ageKeyFiles": ["lost.txt"]}}, "baseDir": tmp_path})
+    keys = sops.load(cfg, archived=frozenset({("flux-system", "sops-age")}))
+    assert keys is not None and keys.from_backup == {"sops-age"} and sops.secrets(cfg, keys) == []
+    with pytest.raises(SeedbedError, match=r"lost\.txt"):
+        sops.load(cfg, archived=frozenset({("flux-system", "sops-gpg")}))
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
+import pytest
 
 from seedbed.backup import archive, make_backup, restore
 from seedbed.backup.collect import collect
@@ -107,7 +108,8 @@ def _reconciled(lab: Any, name: str) -> dict[str, Any]:
     raise AssertionError(f"Kustomization {name} was never reconciled")
 
 
-def _old_cluster(tmp_path: Path, capsys: Any, *, carried: bool) -> tuple[Path, Path, Path, str, list[str]]:
+def _old_cluster(tmp_path: Path, capsys: Any, *, carried: bool,
+                 before_backup: Any = None) -> tuple[Path, Path, Path, str, list[str]]:
     """A cluster bootstrapped with ``flux.sops.ageKeyFiles``, whose Flux decrypted the repository's
     Secret, then backed up. ``carried=False``: the archive of a cluster whose key Secret was gone
     when it was backed up (put there by hand and lost, or an archive from before backups carried it).
@@ -142,6 +144,8 @@ def _old_cluster(tmp_path: Path, capsys: Any, *, carried: bool) -> tuple[Path, P
         assert base64.b64decode(stored["data"]["LLDAP_JWT_SECRET"]).decode() == VALUE
         if not carried:
             old.emu.delete("v1", "Secret", "sops-age", "flux-system")
+        if before_backup is not None:
+            before_backup(old, config)
         code, out, err = run_cli(capsys, "-c", str(config), "backup", "-o", str(archive_path))
         outputs += [out, err]
         assert code == 0, err
@@ -151,9 +155,10 @@ def _old_cluster(tmp_path: Path, capsys: Any, *, carried: bool) -> tuple[Path, P
 VALUE = "jwt-" + "0f3c9a7e51d2b864"  # the Secret's plaintext, which only the cluster may hold decrypted
 
 
-def _rebuild(tmp_path: Path, capsys: Any, tree: Path, archive_path: Path, backup_key: Path) -> Any:
+def _rebuild(tmp_path: Path, capsys: Any, tree: Path, archive_path: Path, backup_key: Path, **sections: Any) -> Any:
     """`seedbed bootstrap --restore ARCHIVE` on a new cluster, with a seedbed.yaml that has no
-    flux.sops (the key file is not on this machine): the archive is the only copy of the key."""
+    flux.sops unless ``sections`` gives one (the key file is not on this machine): the archive is
+    the only copy of the key."""
     from seedbed_lab.lab import Lab
     from test_bootstrap import bootstrap
 
@@ -162,14 +167,17 @@ def _rebuild(tmp_path: Path, capsys: Any, tree: Path, archive_path: Path, backup
     identity = next(line for line in backup_key.read_text().splitlines() if line and not line.startswith("#"))
     recipient = str(pyrage.x25519.Identity.from_str(identity.strip()).to_public())
     config = new.write_config(tree, backup={"recipients": [recipient], "identityFile": str(backup_key),
-                                            "includeGitServerVolume": False})
+                                            "includeGitServerVolume": False}, **sections)
     code, out, err = bootstrap(capsys, new, config, "--restore", str(archive_path))
     return new, config, code, out, err
 
 
-def test_a_rebuild_from_the_archive_alone_decrypts_the_repositorys_secrets(tmp_path: Path, capsys: Any) -> None:
+@pytest.mark.parametrize("config_names_the_key", [False, True], ids=["no flux.sops", "flux.sops names a lost file"])
+def test_a_rebuild_from_the_archive_alone_decrypts_the_repositorys_secrets(tmp_path: Path, capsys: Any,
+                                                                          config_names_the_key: bool) -> None:
     """The whole journey: bootstrap with flux.sops.ageKeyFiles, backup, a new cluster, and
-    `bootstrap --restore` with no key file on the machine. The SOPS key comes back from the archive
+    `bootstrap --restore` with no key file on the machine (and a seedbed.yaml without flux.sops, or
+    one that still names the lost file). The SOPS key comes back from the archive
     before Flux, and the simulated kustomize-controller (kustomize-controller v1.9.4
     internal/decryptor/decryptor.go: ImportKeys reads ``*.agekey`` of spec.decryption's Secret,
     DecryptResource decrypts objects with a ``sops`` field) decrypts the repository's Secret with it,
@@ -182,12 +190,12 @@ def test_a_rebuild_from_the_archive_alone_decrypts_the_repositorys_secrets(tmp_p
 
     tree, archive_path, backup_key, identity, outputs = _old_cluster(tmp_path, capsys, carried=True)
     (tmp_path / "sops" / "keys.txt").unlink()  # the laptop with the key is gone
-    new, config, code, out, err = _rebuild(tmp_path, capsys, tree, archive_path, backup_key)
+    sections = {"flux": {"sops": {"ageKeyFiles": [str(tmp_path / "sops" / "keys.txt")]}}} if config_names_the_key else {}
+    new, config, code, out, err = _rebuild(tmp_path, capsys, tree, archive_path, backup_key, **sections)
     try:
         outputs += [out, err]
         assert code == 0, err
-        assert "Kustomization flux-system/apps needs Secret flux-system/sops-age, which seedbed does not create: " \
-               "it must come from the backup being restored" in out + err
+        assert "Restore Secrets: secrets: restored 1" in err  # sops-age, before the Flux sync
         ks = _reconciled(new, "apps")
         assert [c["reason"] for c in ks["status"]["conditions"]] == ["ReconciliationSucceeded"], ks["status"]
         stored = new.emu.get("v1", "Secret", "lldap-credentials", "lldap")
@@ -204,34 +212,50 @@ def test_a_rebuild_from_the_archive_alone_decrypts_the_repositorys_secrets(tmp_p
     assert leaks_in_files([tmp_path], needles, skip=[archive_path]) == []
 
 
-def test_a_rebuild_whose_archive_lacks_the_key_names_the_kustomization_that_cannot_decrypt(
-        tmp_path: Path, capsys: Any) -> None:
-    """Without the key in the archive or in flux.sops, the simulated kustomize-controller fails the
-    Kustomization as v1.9.4 does (Ready=False, reason BuildFailed, ``secrets "sops-age" not found``
-    from ImportKeys, kustomization_controller.go), nothing encrypted is applied, and `seedbed status`
-    and `seedbed doctor` name the Kustomization and say how to give the key."""
+def test_a_rebuild_whose_archive_lacks_the_key_is_refused_before_the_first_write(tmp_path: Path, capsys: Any) -> None:
+    """bootstrap --restore verifies the archive before planning, so the plan knows which Secrets it
+    carries: a Kustomization that decrypts with a Secret neither flux.sops nor the archive gives
+    would fail on the new cluster, so the run stops before writing anything, naming it and the fix."""
+    tree, archive_path, backup_key, _, _ = _old_cluster(tmp_path, capsys, carried=False)
+    new, _, code, out, err = _rebuild(tmp_path, capsys, tree, archive_path, backup_key)
+    try:
+        assert code == 2, out + err
+        assert ("Kustomization flux-system/apps decrypts with Secret flux-system/sops-age, which neither seedbed "
+                "nor the backup being restored carries") in err
+        assert "flux.sops" in err and "Traceback" not in err
+        assert new.emu.get("v1", "Namespace", "longhorn-system") is None  # nothing was written
+    finally:
+        new.stop()
+
+
+def test_a_kustomization_that_cannot_decrypt_is_named_by_status_and_doctor(tmp_path: Path, capsys: Any) -> None:
+    """A cluster whose key Secret is lost: the simulated kustomize-controller fails the Kustomization
+    as v1.9.4 does (Ready=False, reason BuildFailed, ``secrets "sops-age" not found`` from
+    ImportKeys, kustomization_controller.go), and `seedbed status` and `seedbed doctor` name the
+    Kustomization and say how to give the key."""
     import json
 
     from conftest import run_cli
 
-    tree, archive_path, backup_key, _, _ = _old_cluster(tmp_path, capsys, carried=False)
-    new, config, code, out, err = _rebuild(tmp_path, capsys, tree, archive_path, backup_key)
-    try:
-        assert code == 0, err  # the root sync applies; the plan warned that the Secret must come from the backup
-        assert "it must come from the backup being restored" in out + err
-        ks = _reconciled(new, "apps")
+    seen: dict[str, Any] = {}
+
+    def lose_the_key(old: Any, config: Path) -> None:
+        repo = old.emu.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+        old.reconcile_kustomization("flux-system", "apps", repo["status"]["artifact"]["revision"])
+        ks = _reconciled(old, "apps")
         [ready] = ks["status"]["conditions"]
-        assert (ready["status"], ready["reason"], ready["message"]) == ("False", "BuildFailed",
-                                                                         'secrets "sops-age" not found')
-        assert new.emu.get("v1", "Secret", "lldap-credentials", "lldap") is None
-        code, out, _ = run_cli(capsys, "-c", str(config), "status", "--output", "json")
-        [flux] = [c for c in json.loads(out)["components"] if c["component"] == "flux"]
-        assert code != 0 and flux["state"] == "fail"
-        assert flux["failedKustomizations"] == ["flux-system/apps"]
-        assert 'Kustomization flux-system/apps not ready: Ready=False (BuildFailed: secrets "sops-age" not found)' \
-            in flux["problem"]
-        assert "flux.sops" in flux["fix"] and "flux-system/sops-age" in flux["fix"]
-        code, out, err = run_cli(capsys, "-c", str(config), "doctor")
-        assert "Kustomization flux-system/apps not ready" in out + err and "flux.sops" in out + err
-    finally:
-        new.stop()
+        seen["ready"] = (ready["status"], ready["reason"], ready["message"])
+        seen["status"] = run_cli(capsys, "-c", str(config), "status", "--output", "json")
+        seen["doctor"] = run_cli(capsys, "-c", str(config), "doctor")
+
+    _old_cluster(tmp_path, capsys, carried=False, before_backup=lose_the_key)
+    assert seen["ready"] == ("False", "BuildFailed", 'secrets "sops-age" not found')
+    code, out, _ = seen["status"]
+    [flux] = [c for c in json.loads(out)["components"] if c["component"] == "flux"]
+    assert code != 0 and flux["state"] == "fail"
+    assert flux["failedKustomizations"] == ["flux-system/apps"]
+    assert 'Kustomization flux-system/apps not ready: Ready=False (BuildFailed: secrets "sops-age" not found)' \
+        in flux["problem"]
+    assert "flux.sops" in flux["fix"] and "flux-system/sops-age" in flux["fix"]
+    _, out, err = seen["doctor"]
+    assert "Kustomization flux-system/apps not ready" in out + err and "flux.sops" in out + err

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,9 @@ class Keys:
     age_recipients: tuple[str, ...] = ()  # the public halves (age1...), which .sops.yaml names
     gpg_keys: tuple[str, ...] = ()  # armored private key blocks
     gpg_fingerprints: frozenset[str] = frozenset()  # upper-case hex, primary keys and subkeys
+    # Secrets of flux.sops whose key files are not on this machine but which the verified --restore
+    # archive carries: the restore puts them back before the sync, so seedbed neither reads nor writes them.
+    from_backup: frozenset[str] = frozenset()
 
     @property
     def public(self) -> dict[str, list[str]]:
@@ -62,25 +66,34 @@ class Keys:
         return {"age": list(self.age_recipients), "pgp": sorted(self.gpg_fingerprints)}
 
 
-def load(cfg: Config) -> Keys | None:
+def load(cfg: Config, *, archived: frozenset[tuple[str, str]] = frozenset()) -> Keys | None:
     """The keys ``flux.sops`` names, or None without that section. A file that is not a key is a
-    ConfigError naming it, before anything is written."""
+    ConfigError naming it, before anything is written.
+
+    ``archived`` is the (namespace, name) of every Secret a verified ``--restore`` archive carries: a
+    Secret whose key files are missing here but which the archive carries comes from the backup (a
+    rebuild from another machine needs the archive and its identity, not the SOPS key files too)."""
     conf = cfg.flux.sops
     if conf is None:
         return None
+    wanted = {conf.age_secret: list(conf.age_key_files)}
+    wanted.setdefault(conf.gpg_secret, []).extend(conf.gpg_key_files)
+    from_backup = frozenset(name for name, paths in wanted.items()
+                            if paths and (NAMESPACE, name) in archived
+                            and any(not os.path.lexists(cfg.resolve(p)) for p in paths))
     identities: list[str] = []
     recipients: list[str] = []
-    for name in conf.age_key_files:
+    for name in conf.age_key_files if conf.age_secret not in from_backup else ():
         for identity in _age_identities(cfg.resolve(name), name):
             identities.append(identity)
             recipients.append(_age_public(identity, name))
     blocks: list[str] = []
     fingerprints: set[str] = set()
-    for name in conf.gpg_key_files:
+    for name in conf.gpg_key_files if conf.gpg_secret not in from_backup else ():
         block, fprs = _gpg_private(cfg.resolve(name), name)
         blocks.append(block)
         fingerprints |= fprs
-    return Keys(tuple(identities), tuple(recipients), tuple(blocks), frozenset(fingerprints))
+    return Keys(tuple(identities), tuple(recipients), tuple(blocks), frozenset(fingerprints), from_backup)
 
 
 def _age_identities(path: Path, name: str) -> list[str]:
@@ -233,28 +246,29 @@ def root_decryption(cfg: Config) -> dict[str, Any] | None:
     return {"provider": PROVIDER, "secretRef": {"name": name}}
 
 
-def secrets(cfg: Config, keys: Keys | None) -> list[dict[str, Any]]:
-    """The decryption Secret(s), as kustomize-controller reads them. Without ``keys`` (a plan), the
-    same objects with every value ``<redacted>``."""
+def secrets(cfg: Config, keys: Keys | None, *, redact: bool = False) -> list[dict[str, Any]]:
+    """The decryption Secret(s) seedbed writes, as kustomize-controller reads them; with ``redact``
+    (a plan), the same objects with every value ``<redacted>``. Those the backup brings are left out."""
     from .render import MANAGED_BY, b64
 
     conf = cfg.flux.sops
-    if conf is None:
+    if conf is None or keys is None:
         return []
+    plain = None if redact else keys
     data: dict[str, dict[str, str]] = {}
     if conf.age_key_files:
-        value = "\n".join(keys.age_identities) + "\n" if keys else REDACTED
+        value = "\n".join(keys.age_identities) + "\n" if plain else REDACTED
         data.setdefault(conf.age_secret, {})[AGE_KEY] = value
     if conf.gpg_key_files:
-        blocks = list(keys.gpg_keys) if keys else [REDACTED] * len(conf.gpg_key_files)
+        blocks = list(keys.gpg_keys) if plain else [REDACTED] * len(conf.gpg_key_files)
         for i, block in enumerate(blocks):
             data.setdefault(conf.gpg_secret, {})[GPG_KEY if i == 0 else f"sops-{i + 1}.asc"] = block
     return [{
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "type": "Opaque",
-        "data": {k: (v if keys is None else b64(v)) for k, v in values.items()},
-    } for name, values in sorted(data.items())]
+        "data": {k: (v if plain is None else b64(v)) for k, v in values.items()},
+    } for name, values in sorted(data.items()) if name not in keys.from_backup]
 
 
 def is_decryption_secret(obj: dict[str, Any]) -> bool:
@@ -274,8 +288,10 @@ class Findings:
     warnings: list[str]
 
 
-def check_repo(repo: Repo, cfg: Config, keys: Keys | None, *, restoring: bool) -> Findings:
-    """Which Flux Kustomizations ask for decryption, with which Secret; the requests seedbed cannot
+def check_repo(repo: Repo, cfg: Config, keys: Keys | None, *,
+               archived: frozenset[tuple[str, str]] | None = None) -> Findings:
+    """Which Flux Kustomizations ask for decryption, with which Secret; the requests neither seedbed
+    nor the ``--restore`` archive (``archived``: the Secrets it carries; None when not restoring) can
     satisfy; encrypted files the keys given cannot open; ``.sops.yaml`` rules for other keys."""
     from .fluxrepo import FLUX_KUSTOMIZE_API
 
@@ -283,6 +299,8 @@ def check_repo(repo: Repo, cfg: Config, keys: Keys | None, *, restoring: bool) -
     errors: list[str] = []
     warnings: list[str] = []
     ours = secret_names(cfg)
+    # Keys that came from the backup are not known before the restore: only files are checked.
+    read = keys if keys is not None and not keys.from_backup else None
     decrypting: dict[tuple[str, str], str | None] = {}  # Kustomization -> its Secret (None: controller keys)
     root = root_decryption(cfg)
     for obj in repo.objects:
@@ -303,9 +321,11 @@ def check_repo(repo: Repo, cfg: Config, keys: Keys | None, *, restoring: bool) -
         notes.append(f"{where}Kustomization {ns}/{obj.name} decrypts with Secret {ns}/{secret}")
         if ns == NAMESPACE and secret in ours:
             continue
-        if restoring:
-            warnings.append(f"{where}Kustomization {ns}/{obj.name} needs Secret {ns}/{secret}, which seedbed "
-                            "does not create: it must come from the backup being restored")
+        if archived is not None and (ns, secret) in archived:
+            notes.append(f"{where}Secret {ns}/{secret} comes from the backup being restored, before the sync")
+        elif archived is not None:
+            errors.append(f"{where}Kustomization {ns}/{obj.name} decrypts with Secret {ns}/{secret}, which neither "
+                          "seedbed nor the backup being restored carries: Flux would fail to apply it")
         else:
             errors.append(f"{where}Kustomization {ns}/{obj.name} decrypts with Secret {ns}/{secret}, which seedbed "
                           "will not create: Flux would fail to apply it")
@@ -318,13 +338,13 @@ def check_repo(repo: Repo, cfg: Config, keys: Keys | None, *, restoring: bool) -
             errors.append(f"{obj.file}: SOPS-encrypted, but Kustomization {ks.ref} that applies it has no "
                           "spec.decryption: Flux would apply it still encrypted, and the API server refuses it")
             continue
-        if keys is not None and not _opens(obj.data.get("sops"), keys) and obj.file not in unopened:
+        if read is not None and not _opens(obj.data.get("sops"), read) and obj.file not in unopened:
             unopened.append(obj.file)
     if unopened:
         errors.append(f"the SOPS key(s) of flux.sops cannot decrypt {', '.join(unopened)}: none of their "
-                      "recipients is " + _described(keys))
-    if keys is not None:
-        warnings += _creation_rules(repo.tree, keys)
+                      "recipients is " + _described(read))
+    if read is not None:
+        warnings += _creation_rules(repo.tree, read)
     return Findings(notes, errors, warnings)
 
 

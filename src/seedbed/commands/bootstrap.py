@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..steps.base import Context, Options, StepReport, plan_steps, run_steps
@@ -62,6 +62,9 @@ async def run_bootstrap(cfg: Config, options: Options, manifests: ManifestStore,
         # Verify before anything: decrypt, authenticate and check every entry before the first write.
         archive = open_verified(cfg, options.restore, out, from_other_cluster=options.from_other_cluster,
                                 identities=[], skip_signature=options.insecure_skip_signature)
+        carried = archive.contents.secrets if archive.contents else []
+        options = replace(options, archived_secrets=frozenset(
+            (s.namespace, s.name) for s in carried))
     # First contact with the cluster, so an unreachable one is reported before anything else
     # (planning may record a manifest's hash in seedbed.lock).
     records = StepRecords(clients.kube, out)

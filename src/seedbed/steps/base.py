@@ -50,6 +50,9 @@ class Options:
     ignore_budget: bool = False
     manifests: Path | None = None
     offline: bool = False
+    # (namespace, name) of the Secrets the verified --restore archive carries: set by bootstrap once
+    # the archive is checked, so the plan can count on them before the first write.
+    archived_secrets: frozenset[tuple[str, str]] = frozenset()
 
 
 def acme_of(cfg: Config, options: Options) -> str:

@@ -120,7 +120,8 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
         return []
     repo = fluxrepo.read(tree, render.sync_path(cfg))
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
-    found = sops.check_repo(repo, cfg, keys, restoring=options.restore is not None)
+    found = sops.check_repo(repo, cfg, keys,
+                          archived=options.archived_secrets if options.restore is not None else None)
     problems = [f"{p.file}:{p.line}: {p.message}" for p in unserved] + found.errors
     if problems:
         fixes = []
@@ -145,7 +146,7 @@ class FluxStep(Step):
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
         server_file = helmrelease.repo_file(cfg)
         folder = f"{render.sync_path(cfg)}/flux-system"
-        keys = sops.load(cfg)  # validated here: a wrong key file stops the run before any write
+        keys = sops.load(cfg, archived=options.archived_secrets)  # a wrong key file stops the run here
         existing = existing_files(cfg)
         repo_files = render.repo_files(
             cfg, text, acme=acme, domain=domain, extra={helmrelease.REPO_FILE: server_file},
@@ -154,13 +155,16 @@ class FluxStep(Step):
         notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
                  "kustomization}.yaml"]
         notes += _adoption_notes(cfg, existing, repo_files)
-        if keys is not None:
-            notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(sops.secret_names(cfg)))} "
+        if keys is not None and (written := [s["metadata"]["name"] for s in sops.secrets(cfg, keys, redact=True)]):
+            notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in written)} "
                          "before the sync: " + ", ".join([*keys.age_recipients,
                                                          *(f"GPG {f}" for f in sorted(keys.gpg_fingerprints))]))
+        if keys is not None and keys.from_backup:
+            notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(keys.from_backup))} "
+                         "from the backup being restored (their flux.sops key files are not on this machine)")
         notes += check_repository(cfg, render.component_objects(text), keys, options)
         return Planned(
-            objects=[*sops.secrets(cfg, None), *render.committed_sync_objects(repo_files, cfg)],
+            objects=[*sops.secrets(cfg, keys, redact=True), *render.committed_sync_objects(repo_files, cfg)],
             waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
                    "Kustomization flux-system/flux-system Ready at the pushed revision"],
             inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain,
@@ -171,7 +175,7 @@ class FluxStep(Step):
     async def verify(self, ctx: Context, planned: Planned) -> bool:
         from ..kube.wait import condition_is
 
-        keys = sops.load(ctx.cfg)
+        keys = sops.load(ctx.cfg, archived=ctx.options.archived_secrets)
         for want in sops.secrets(ctx.cfg, keys):
             have = await ctx.kube.get("v1", "Secret", want["metadata"]["name"], namespace=FLUX_NAMESPACE)
             if have is None or have.get("data") != want["data"]:
@@ -184,10 +188,10 @@ class FluxStep(Step):
             if note.startswith("warning: "):
                 ctx.out.warn(note.removeprefix("warning: "))
         # The decryption keys first: the first sync decrypts with them (read again here, never kept).
-        keys = sops.load(cfg)
-        if keys is not None:
+        keys = sops.load(cfg, archived=ctx.options.archived_secrets)
+        if written := sops.secrets(cfg, keys):
             ctx.out.activity("putting the SOPS keys in place for kustomize-controller")
-            await kube.apply(sops.secrets(cfg, keys))
+            await kube.apply(written)
         repo_files = planned.repo_files
         ctx.out.activity(f"committing {len(repo_files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
