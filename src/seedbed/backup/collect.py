@@ -68,8 +68,11 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
         if by_selector is not None:
             results.append(await by_selector)
     finally:
-        for job in pending:  # on an error, nothing is left reading
-            job.cancel()
+        for job in pending:  # on an error, nothing is left reading, and no second error is logged
+            if job.done():
+                _ = job.cancelled() or job.exception()
+            else:
+                job.cancel()
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     for i, items in enumerate(results):
         from_selector = i >= len(secret_lists)

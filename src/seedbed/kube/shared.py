@@ -35,5 +35,7 @@ class SharedLists:
         if future is None:
             future = self._lists[key] = asyncio.ensure_future(self._kube.list(
                 api_version, kind, namespace, label_selector=label_selector, field_selector=field_selector))
+            # Its error reaches every reader still waiting; with none left, it is not logged as lost.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Shielded: one reader given up (cancelled) must not cancel the request the others wait for.
         return list(await asyncio.shield(future))
