@@ -128,15 +128,16 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
     for name in entries:
         _check_name(name)
     names = sorted(entries)
+    kinds = {n: entry_kind(n) for n in names}
     index = {
         "format": FORMAT,
         "formatVersion": FORMAT_VERSION,
         "cluster": cluster,
         "created": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "seedbedVersion": seedbed_version,
-        "counts": dict(sorted(Counter(entry_kind(n) for n in names).items())),
+        "counts": dict(sorted(Counter(kinds.values()).items())),
         "entries": {
-            n: {"sha256": hashlib.sha256(entries[n]).hexdigest(), "size": len(entries[n]), "kind": entry_kind(n)}
+            n: {"sha256": hashlib.sha256(entries[n]).hexdigest(), "size": len(entries[n]), "kind": kinds[n]}
             for n in names
         },
     }

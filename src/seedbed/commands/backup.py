@@ -156,11 +156,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     entries = list(result.index.get("entries", {}))
     await record_backup(kube, target.path.name, len(entries))
     out.close()
-    counts: dict[str, int] = {}
-    for name in entries:
-        kind = fmt.entry_kind(name)
-        counts[kind] = counts.get(kind, 0) + 1
-    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(result.index.get("counts", {}).items()))
     return f"wrote {target.path} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
 
 
