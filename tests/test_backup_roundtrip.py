@@ -6,6 +6,7 @@ through the same schemas a real API server would apply to them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -252,6 +253,30 @@ async def test_collect_without_cert_manager(emulator: Any, tmp_path: Path, key: 
         await kube.create(secret("extra", "s", {"a": b"b"}))
         entries = await __import__("seedbed.backup.collect", fromlist=["collect"]).collect(kube, config(key[1]))
     assert set(entries) == {"secrets/extra/s.json"}
+
+
+async def test_collect_reads_the_configured_namespaces_with_the_cert_manager_objects(
+        source: Kube, emulator: Any, key: tuple[Path, str]) -> None:
+    """On a slow link the configured namespaces' Secrets are read in the same round trip as the
+    cert-manager objects (only a namespace known from those waits for them); the issuance scan
+    and the collector share one LIST per cert-manager kind."""
+    from seedbed.backup.collect import collect
+    from seedbed.certs.history import cluster_issuances
+    from seedbed.kube.shared import SharedLists
+
+    cfg = config(key[1])
+    emulator.latency = 0.05
+    try:
+        emulator.reset_requests()
+        reads = SharedLists(source)
+        await asyncio.gather(collect(reads, cfg), cluster_issuances(reads))
+    finally:
+        emulator.latency = 0.0
+    lists = {r.path: r for r in emulator.requests}
+    assert [r.path for r in emulator.requests].count("/apis/cert-manager.io/v1/certificates") == 1
+    first_cm_answer = min(r.end for p, r in lists.items() if p.startswith("/apis/cert-manager.io/v1/"))
+    for namespace in cfg.backup.secrets.namespaces:
+        assert lists[f"/api/v1/namespaces/{namespace}/secrets"].start < first_cm_answer, namespace
 
 
 # --------------------------------------------------------------------------- the round trip

@@ -460,3 +460,37 @@ def test_in_cluster_configuration_is_used_when_there_is_no_kubeconfig(tmp_path, 
                 return await kube.get("v1", "Namespace", "default")
 
         assert asyncio.run(go()) is not None
+
+
+# --------------------------------------------------------------------------- fewer round trips
+
+
+async def test_secrets_and_configmaps_are_read_without_a_discovery_request(emulator, kubeconfig):
+    """Core v1 Secrets and ConfigMaps are served the same way by every API server: reading them
+    costs no discovery round trip. Other kinds still go through discovery."""
+    emulator.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"},
+                  "data": {"k": "v"}})
+    async with await connect(kubeconfig) as kube:
+        emulator.reset_requests()
+        assert (await kube.get("v1", "ConfigMap", "c", "default"))["data"] == {"k": "v"}
+        assert await kube.list("v1", "Secret", "default") == []
+        assert [r.path for r in emulator.requests] == ["/api/v1/namespaces/default/configmaps/c",
+                                                       "/api/v1/namespaces/default/secrets"]
+        await kube.get("v1", "Namespace", "default")
+        assert "/api/v1" in [r.path for r in emulator.requests]
+
+
+async def test_shared_lists_make_one_request_for_readers_of_the_same_kind(emulator, kubeconfig):
+    from seedbed.kube.shared import SharedLists
+
+    for i in range(3):
+        emulator.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"s{i}", "namespace": "default"},
+                      "data": {}})
+    async with await connect(kubeconfig) as kube:
+        shared = SharedLists(kube)
+        emulator.reset_requests()
+        a, b = await asyncio.gather(shared.list("v1", "Secret", "default"), shared.list("v1", "Secret", "default"))
+        assert [o["metadata"]["name"] for o in a] == [o["metadata"]["name"] for o in b] == ["s0", "s1", "s2"]
+        assert a is not b  # each reader gets its own list
+        assert len([r for r in emulator.requests if r.path.endswith("/secrets")]) == 1
+        assert shared.target == kube.target  # everything else is the connection's own

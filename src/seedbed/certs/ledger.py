@@ -17,13 +17,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import yamlutil
 from ..errors import ArchiveError, SeedbedError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 Source = Literal["cluster", "backup", "ct"]
 # Which CA issued it, as far as Let's Encrypt's production limits are concerned.
@@ -327,6 +327,9 @@ def _b64(value: Any) -> bytes | None:
 
 
 def _san_names(ext_owner: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     names: list[str] = []
     try:
         san = ext_owner.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -340,6 +343,10 @@ def _san_names(ext_owner: x509.Certificate | x509.CertificateSigningRequest) -> 
 
 
 def _parse_certificate(pem: bytes) -> x509.Certificate | None:
+    # cryptography's x509 is imported when a certificate is there to read: a backup of Secrets and
+    # Certificates without CertificateRequests, and every restore, never needs it.
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError:
@@ -347,6 +354,8 @@ def _parse_certificate(pem: bytes) -> x509.Certificate | None:
 
 
 def _parse_csr(pem: bytes) -> x509.CertificateSigningRequest | None:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_csr(pem)
     except ValueError:

@@ -122,6 +122,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     from ..certs.history import cluster_issuances, stored_ledger
     from ..certs.ledger import Ledger
     from ..errors import SeedbedError
+    from ..kube.shared import SharedLists
     from ..state import record_backup
 
     kube, out = clients.kube, clients.out
@@ -138,9 +139,11 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
             return None
 
     # Independent reads, concurrently: on a slow link each one after another costs its round trips
-    # (and the bundle, through a port-forward, costs many).
+    # (and the bundle, through a port-forward, costs many). The issuance scan and the collector read
+    # the same cert-manager objects: one LIST each, shared.
+    reads = SharedLists(kube)
     bundle, (issuances, _), stored, collected = await asyncio.gather(
-        bundle_or_none(), cluster_issuances(kube), stored_ledger(kube), collect(kube, cfg))
+        bundle_or_none(), cluster_issuances(reads), stored_ledger(kube), collect(reads, cfg))
     ledger = Ledger.merge(issuances, stored)
     if skip_volumes:
         cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
@@ -153,11 +156,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     entries = list(result.index.get("entries", {}))
     await record_backup(kube, target.path.name, len(entries))
     out.close()
-    counts: dict[str, int] = {}
-    for name in entries:
-        kind = fmt.entry_kind(name)
-        counts[kind] = counts.get(kind, 0) + 1
-    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(result.index.get("counts", {}).items()))
     return f"wrote {target.path} ({parts}), encrypted to {len(cfg.backup.recipients)} recipient(s)"
 
 

@@ -71,6 +71,14 @@ class Resource:
         return "/".join(parts)
 
 
+# Secrets and ConfigMaps are where seedbed keeps and backs up what it needs (its state, the Git
+# server's credentials, the archive's Secrets). Both are core v1 kinds whose resource name and scope
+# every API server has served the same way since Kubernetes 1.0, so they are addressed without a
+# discovery request: on a slow link a backup or a re-run then reads them in its first round trip.
+# Any other kind, and these again after forget("v1"), goes through discovery.
+_CORE_V1 = (("Secret", "secrets"), ("ConfigMap", "configmaps"))
+
+
 class Kube:
     """An async connection to one cluster. Use ``async with await Kube.connect(...) as kube``."""
 
@@ -84,7 +92,8 @@ class Kube:
         self.stats = Stats()
         # Where long waits report progress unless the caller passes on_wait (the CLI sets its display).
         self.on_wait: WaitProgress | None = None
-        self._resources: dict[tuple[str, str], Resource] = {}
+        self._resources: dict[tuple[str, str], Resource] = {
+            ("v1", kind): Resource("v1", kind, plural, namespaced=True) for kind, plural in _CORE_V1}
         # Group-versions read this run, and one lock per group-version, so that different ones are
         # discovered concurrently. A 404 is not remembered: a CRD applied by someone else (Flux
         # installing cert-manager) makes its group appear mid-run, and nothing would forget() it.
