@@ -136,6 +136,16 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
     return read + found.notes + [f"warning: {w}" for w in found.warnings]
 
 
+async def _request_reconciliation(ctx: Context, api: str, kind: str) -> None:
+    """Ask Flux to act on ``kind`` flux-system now rather than at its next interval, as ``flux reconcile
+    kustomization --with-source`` does for unchanged sync objects (flux2 cmd/flux/reconcile.go
+    requestReconciliation: a merge patch of the ``reconcile.fluxcd.io/requestedAt`` annotation)."""
+    from datetime import UTC, datetime
+
+    patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": datetime.now(UTC).isoformat()}}}
+    await ctx.kube.patch(api, kind, render.SYNC_NAME, patch, namespace=FLUX_NAMESPACE)
+
+
 class FluxStep(Step):
     name = "flux"
     title = "Flux sync"
@@ -208,10 +218,12 @@ class FluxStep(Step):
                                fix="re-run `seedbed bootstrap`: the repository step creates it")
         sync = [o for o in planned.objects if o.get("kind") != "Secret"]  # the Secrets, redacted, are above
         synced = await kube.apply(sync, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
-        await self._wait_synced(ctx, revision)
+        await self._wait_synced(ctx, revision, request=not synced.changed)
         return Outcome(synced.changed, f"synced {cfg.repo.branch}@{revision[:12]} from the in-cluster repository")
 
-    async def _wait_synced(self, ctx: Context, revision: str) -> None:
+    async def _wait_synced(self, ctx: Context, revision: str, *, request: bool = False) -> None:
+        """Wait for the source, then the Kustomization, at ``revision``; with ``request`` (the sync
+        objects were already in place), ask each to reconcile first, the source before the other."""
         timeout = ctx.cfg.flux.ready_timeout
 
         def at_revision(field: str) -> Any:
@@ -221,9 +233,13 @@ class FluxStep(Step):
                 return revision in str(value or "")
             return check
 
+        if request:
+            await _request_reconciliation(ctx, SOURCE_API, "GitRepository")
         ctx.out.activity("waiting for GitRepository flux-system to fetch the pushed revision")
         await ctx.kube.wait_condition(SOURCE_API, "GitRepository", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout, check=at_revision("artifact"))
+        if request:
+            await _request_reconciliation(ctx, KUSTOMIZE_API, "Kustomization")
         ctx.out.activity("waiting for Kustomization flux-system to apply it")
         await ctx.kube.wait_condition(KUSTOMIZE_API, "Kustomization", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout,
