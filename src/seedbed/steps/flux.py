@@ -109,7 +109,7 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
 
 
 def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys | None,
-                     options: Options) -> list[str]:
+                     options: Options, repo: Any = None) -> list[str]:
     """Read the work tree as Flux will (fluxrepo) and stop on what would fail the first sync: Flux API
     versions the release does not serve, decryption Secrets seedbed will not create, encrypted files
     the keys given cannot open. Returns the notes (which Kustomizations decrypt with what) and warnings."""
@@ -118,7 +118,8 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
     tree = cfg.resolve(cfg.repo.path)
     if not (tree / render.sync_path(cfg)).is_dir():
         return []
-    repo = fluxrepo.read(tree, render.sync_path(cfg))
+    if repo is None:  # the caller's reading of the tree (steps.gitserver.read_tree), else read here
+        repo = fluxrepo.read(tree, render.sync_path(cfg))
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
     found = sops.check_repo(repo, cfg, keys, restoring=options.restore is not None)
     problems = [f"{p.file}:{p.line}: {p.message}" for p in unserved] + found.errors
@@ -153,28 +154,40 @@ class FluxStep(Step):
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
-        server_file = helmrelease.repo_file(cfg)
+        from .gitserver import git_server_choice, read_tree
+
+        tree = read_tree(cfg)
+        choice = git_server_choice(cfg, tree)
+        # The user's own Git server release is the one Flux reconciles: no second one beside it.
+        server_file = helmrelease.repo_file(cfg) if choice.own else None
         folder = f"{render.sync_path(cfg)}/flux-system"
         keys = sops.load(cfg)  # validated here: a wrong key file stops the run before any write
         existing = existing_files(cfg)
         repo_files = render.repo_files(
-            cfg, text, acme=acme, domain=domain, extra={helmrelease.REPO_FILE: server_file},
+            cfg, text, acme=acme, domain=domain,
+            extra={helmrelease.REPO_FILE: server_file} if server_file is not None else None,
             existing={k: v for k, v in existing.items() if k != render.COMPONENTS_FILE},
             decryption=sops.root_decryption(cfg))
-        notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
-                 "kustomization}.yaml"]
+        if server_file is not None:
+            notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
+                     "kustomization}.yaml"]
+        else:
+            assert choice.release is not None
+            notes = [f"commits {folder}/{{gotk-components,gotk-sync,kustomization}}.yaml; no "
+                     f"{helmrelease.REPO_FILE}: the Git server is your {choice.release.file}"]
         notes += _adoption_notes(cfg, existing, repo_files)
         if keys is not None:
             notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(sops.secret_names(cfg)))} "
                          "before the sync: " + ", ".join([*keys.age_recipients,
                                                          *(f"GPG {f}" for f in sorted(keys.gpg_fingerprints))]))
-        notes += check_repository(cfg, render.component_objects(text), keys, options)
+        notes += check_repository(cfg, render.component_objects(text), keys, options, tree)
         return Planned(
             objects=[*sops.secrets(cfg, None), *render.committed_sync_objects(repo_files, cfg)],
             waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
                    "Kustomization flux-system/flux-system Ready at the pushed revision"],
             inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain,
-                    "gitServer": server_file, "sops": keys.public if keys else None},
+                    "gitServer": server_file if server_file is not None else choice.release.file,
+                    "sops": keys.public if keys else None},
             notes=notes,
             repo_files=repo_files)
 

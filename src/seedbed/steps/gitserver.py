@@ -50,6 +50,29 @@ def local_head(cfg: Any) -> str | None:
 # --------------------------------------------------------------------------- git-server
 
 
+def read_tree(cfg: Any) -> Any:
+    """The operator's work tree as Flux will apply it from the cluster's path (fluxrepo), or None when
+    the tree has no such folder yet."""
+    from .. import fluxrepo
+
+    tree = cfg.resolve(cfg.repo.path)
+    path = flux_render.sync_path(cfg)
+    return fluxrepo.read(tree, path) if (tree / path).is_dir() else None
+
+
+def git_server_choice(cfg: Any, repo: Any = None) -> Any:
+    """Which release is the Git server: the user's, when the work tree already holds one that deploys
+    into gitServer.namespace (handoff.choose_git_server states the rule), else seedbed's own
+    git-server.yaml. Read as Flux will apply the tree (``repo``, else read here), before anything is
+    written."""
+    from ..handoff import ServerChoice, choose_git_server
+
+    repo = repo if repo is not None else read_tree(cfg)
+    if repo is None:
+        return ServerChoice()
+    return choose_git_server(repo, cfg, own_file=f"{flux_render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}")
+
+
 class GitServerStep(Step):
     """The Git server as a HelmRelease of the official chart, applied by seedbed and waited for.
 
@@ -63,18 +86,26 @@ class GitServerStep(Step):
     title = "Git server"
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        choice = git_server_choice(cfg)
+        handed = helmrelease.objects(cfg) if choice.own else choice.objects
         objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY,
-                                        server_keys=PLACEHOLDER_SERVER_KEYS) + helmrelease.objects(cfg)
+                                        server_keys=PLACEHOLDER_SERVER_KEYS) + handed
         gs = cfg.git_server
         c = helmrelease.chart(cfg)
+        if choice.own:
+            which = [f"{c.name} chart {c.version} from {c.url} as HelmRelease "
+                     f"{gs.namespace}/{helmrelease.RELEASE_NAME}; the same manifests are committed as "
+                     f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}", *choice.notes]
+        else:
+            which = choice.notes
         return Planned(objects=objs,
                        waits=[f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} Ready",
                               f"Deployment {gs.namespace}/{helmrelease.fullname(cfg)} rollout",
                               f"PVC {gs.namespace}/{gs.pvc_name} bound"],
-                       inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}"},
-                       notes=[f"{c.name} chart {c.version} from {c.url} as HelmRelease "
-                              f"{gs.namespace}/{helmrelease.RELEASE_NAME}; the same manifests are committed as "
-                              f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}",
+                       inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}",
+                               "release": "seedbed" if choice.release is None else choice.release.file,
+                               "handed": len(handed)},
+                       notes=[*which,
                               "admin password, SSH host key and server keys are generated once and kept in the cluster",
                               CONVERSION_NOTE.format(ns=gs.namespace, claim=gs.pvc_name, admin=gs.admin_secret,
                                                      host_key=gs.host_key_secret, flux=cfg.flux.secret)])
@@ -136,7 +167,9 @@ class GitServerStep(Step):
             ctx.out.log(f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} is Flux's now; "
                         f"it changes through {helmrelease.REPO_FILE} in the repository")
         else:
-            handed = await kube.apply(helmrelease.objects(cfg), field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
+            # seedbed's own release, or the user's from the repository (git_server_choice), as planned.
+            release_objects = planned.objects[len(planned.objects) - int(planned.inputs["handed"]):]
+            handed = await kube.apply(release_objects, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
             result.created += handed.created
             result.configured += handed.configured
         ctx.out.activity(f"waiting for HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME}")
