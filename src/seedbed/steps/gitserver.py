@@ -178,6 +178,8 @@ class GitServerStep(Step):
         deployment = helmrelease.fullname(cfg)
         ctx.out.activity(f"waiting for Deployment {gs.namespace}/{deployment}")
         await kube.wait_rollout("Deployment", deployment, gs.namespace, timeout=gs.ready_timeout)
+        if planned.inputs["release"] == "seedbed":
+            await _check_chart(ctx)
         await ctx.gitserver.redeployed(password, host_key)
         ctx.out.log(f"SSH host key {host_key.public_openssh.split()[0]} pinned "
                     f"({fingerprint(host_key.public_openssh)})")
@@ -256,6 +258,27 @@ async def _convert(ctx: Context, earlier: list[dict[str, Any]]) -> None:
                                    fix=f"kubectl -n {gs.namespace} get pods -l {selector}; once they are gone, "
                                        "re-run `seedbed bootstrap` (it resumes the conversion)")
             await asyncio.sleep(2)
+
+
+async def _check_chart(ctx: Context) -> None:
+    """The chart archive helm-controller installed, by its digest, against the pin or seedbed.lock
+    (ManifestStore.check_chart says what this can and cannot verify)."""
+    cfg = ctx.cfg
+    gs = cfg.git_server
+    c = helmrelease.chart(cfg)
+    # helm-controller v1.6.3 api/v2/helmrelease_types.go GetHelmChartName: <namespace>-<name>, in the
+    # namespace of the chart source (seedbed's is beside the release).
+    name = f"{gs.namespace}-{helmrelease.RELEASE_NAME}"
+    chart = await ctx.kube.get(helmrelease.SOURCE_API, "HelmChart", name, namespace=gs.namespace)
+    digest = (((chart or {}).get("status") or {}).get("artifact") or {}).get("digest")
+    if not digest:
+        ctx.out.warn(f"HelmChart {gs.namespace}/{name} reports no artifact digest: the {c.name} chart {c.version} "
+                     "was not checked against seedbed.lock")
+        return
+    origin = await asyncio.to_thread(ctx.manifests.check_chart, c.name, c.version, str(digest), c.url)
+    how = {"pin": "matches seedbed's pin", "lock": f"matches {ctx.manifests.lock_file.name}",
+           "new": f"recorded in {ctx.manifests.lock_file.name} (first use)"}[origin]
+    ctx.out.log(f"{c.name} chart {c.version} archive {str(digest)[:19]}... {how}")
 
 
 def _observed(obj: dict[str, Any]) -> bool:
