@@ -40,7 +40,10 @@ def users_release(config: Any, change: Any = None, *, namespace: str = "gitea") 
         "hosts": [{"host": "git.example.org", "paths": [{"path": "/", "pathType": "Prefix"}]}]}
     if change:
         change(release)
-    return yaml.safe_dump_all([source, release], sort_keys=False)
+    docs = [source, release]
+    if namespace != "gitea":  # the user's namespace is theirs to create
+        docs.insert(0, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def worktree_with(lab: Lab, tmp_path, text_of: Any) -> Any:
@@ -98,6 +101,18 @@ def test_a_separate_gitea_in_another_namespace_is_left_alone_and_seedbeds_own_re
             "namespace 'gitea': a separate gitea, left alone") in out
     assert "clusters/homelab/flux-system/git-server.yaml" in out.split("Commits to the repository:")[1]
 
+    # The bootstrap installs seedbed's own, and its hand-over check tells the two apart.
+    code, out, err = run_cli(capsys, "-c", str(config), "bootstrap", "--manifests", str(UPSTREAM))
+    assert code == 0, err
+    assert server_has(lab, "clusters/homelab/flux-system/git-server.yaml")
+    assert "the Git server's hand-over to Flux is safe" in err + out
+    served = tmp_path / "served"
+    subprocess.run(["git", "clone", "-q", str(lab.gitea.bare_path("homelab", "gitops")), str(served)], check=True)
+    code, out, err = run_cli(capsys, "-c", str(config), "check-handoff", "--repo", str(served))
+    assert code == 0, out + err
+    assert f"found: HelmRelease apps/gitea (chart gitea) in {USER_FILE}: a separate gitea (not in 'gitea'), " \
+           "not checked" in out + err
+
 
 def test_a_git_server_release_that_cannot_serve_is_refused_before_any_write_with_every_reason(
         lab, tmp_path, capsys):
@@ -116,7 +131,7 @@ def test_a_git_server_release_that_cannot_serve_is_refused_before_any_write_with
     for reason in ("release name 'git'", "gitea.admin.existingSecret", "strategy.type: 'RollingUpdate'",
                    "'gitea-data'"):
         assert reason in err, reason
-    assert "fix: give it the hand-over values of seedbed's own release" in err
+    assert "fix: give it the hand-over values of seedbed's own release" in err and "another namespace" in err
     assert "Traceback" not in err
     # Refused while planning: nothing was written to the cluster.
     assert lab.emu.get("v1", "Namespace", "gitea") is None and lab.emu.list(HELM_API, "HelmRelease") == []

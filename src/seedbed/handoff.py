@@ -1225,8 +1225,17 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
         return report
 
     releases = [(doc, chart) for doc in repo.docs if (chart := checker.helm_chart(doc))]
+    # Once a release deploys into the Git server's namespace (seedbed's git-server.yaml, or the user's
+    # own), a Gitea elsewhere is a separate server: left alone, as the bootstrap leaves it
+    # (choose_git_server).
+    separate = [r for r in releases if _target_namespace(r[0]) != gs.namespace] \
+        if any(_target_namespace(doc) == gs.namespace for doc, _ in releases) else []
+    releases = [r for r in releases if r not in separate]
     for doc, chart in releases:
         checker.check_helmrelease(doc, chart)
+    for doc, chart in separate:
+        report.found.append(f"HelmRelease {doc.namespace}/{doc.name} (chart {chart}) in {doc.file}: a separate "
+                            f"{chart} (not in {gs.namespace!r}), not checked")
     others = [doc for doc in repo.docs if doc.kind == "HelmRelease" and doc.api.startswith("helm.toolkit.fluxcd.io/")
               and checker.helm_chart(doc) is None and checker.check_other_chart(doc)]
 
@@ -1381,9 +1390,9 @@ def choose_git_server(flux: fluxrepo.Repo, cfg: Config, *, own_file: str) -> Ser
             f"HelmRelease {doc.namespace}/{doc.name} ({doc.file}) deploys into the Git server's namespace "
             f"{gs.namespace!r}, so seedbed would use it as the Git server Flux syncs from, but it cannot serve "
             "as one:\n  " + "\n  ".join(unique),
-            fix=f"give it the hand-over values of seedbed's own release (`seedbed plan --out DIR` writes it to "
-                f"DIR/repo/{own_file}; docs/handoff.md lists them), or deploy it into another namespace to keep "
-                f"it as a separate {chart} beside seedbed's")
+            fix=f"give it the hand-over values of seedbed's own release (docs/handoff.md, \"Your own Git server "
+                f"release\", and the README's hand-over section list them), or deploy it into another namespace to "
+                f"keep it as a separate {chart} beside seedbed's")
     choice.release = doc.obj
     choice.objects = [*objects, doc.obj.data]
     choice.notes.insert(0, f"uses your HelmRelease {doc.namespace}/{doc.name} ({doc.file}) as the Git server: it "
