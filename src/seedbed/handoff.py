@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from . import fluxrepo, images
 from .config import Config
-from .errors import SeedbedError
+from .errors import ConfigError, SeedbedError
 from .fluxrepo import Val
 from .render.gitserver import DATA_DIR, HOST_KEY_DIR, HOST_KEY_FILE, HTTP_PORT, SSH_LISTEN_PORT, SSH_PORT
 
@@ -1225,8 +1225,17 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
         return report
 
     releases = [(doc, chart) for doc in repo.docs if (chart := checker.helm_chart(doc))]
+    # Once a release deploys into the Git server's namespace (seedbed's git-server.yaml, or the user's
+    # own), a Gitea elsewhere is a separate server: left alone, as the bootstrap leaves it
+    # (choose_git_server).
+    separate = [r for r in releases if _target_namespace(r[0]) != gs.namespace] \
+        if any(_target_namespace(doc) == gs.namespace for doc, _ in releases) else []
+    releases = [r for r in releases if r not in separate]
     for doc, chart in releases:
         checker.check_helmrelease(doc, chart)
+    for doc, chart in separate:
+        report.found.append(f"HelmRelease {doc.namespace}/{doc.name} (chart {chart}) in {doc.file}: a separate "
+                            f"{chart} (not in {gs.namespace!r}), not checked")
     others = [doc for doc in repo.docs if doc.kind == "HelmRelease" and doc.api.startswith("helm.toolkit.fluxcd.io/")
               and checker.helm_chart(doc) is None and checker.check_other_chart(doc)]
 
@@ -1263,3 +1272,147 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
             "add a HelmRelease for the chart with the recommended values of the README's hand-over "
             "section"))
     return report
+
+
+# --------------------------------------------------------------------------- which release is the Git server
+
+
+@dataclass
+class ServerChoice:
+    """Which HelmRelease will be the Git server Flux syncs from: seedbed's own ``git-server.yaml``, or
+    the user's release already in the repository (then seedbed applies it as Flux will, and commits
+    no second one). ``objects`` are the user's release and what it needs (its chart source, its
+    values objects) as kustomize-controller applies them; ``notes`` say which one and why."""
+
+    release: fluxrepo.Obj | None = None
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def own(self) -> bool:
+        return self.release is None
+
+
+def _target_namespace(doc: _Doc) -> str | None:
+    """Where the release's objects go: spec.targetNamespace, else the HelmRelease's namespace."""
+    return _scalar(doc.val.get("spec", "targetNamespace")) or doc.namespace
+
+
+def choose_git_server(flux: fluxrepo.Repo, cfg: Config, *, own_file: str) -> ServerChoice:
+    """The rule (docs/handoff.md, "Your own Git server release"): a HelmRelease of the Gitea or Forgejo
+    chart in what Flux applies from ``cfg.flux_path`` that **deploys into** ``gitServer.namespace``
+    (``spec.targetNamespace``, else its own namespace) is meant to be the Git server: the claim, the
+    admin and host-key Secrets live there, and two releases there would fight over the same Services
+    and claim. seedbed then uses it instead of committing ``own_file``, provided it can serve: the
+    HelmRelease object is ``<gitServer.namespace>/gitea`` with release name ``gitea`` (where seedbed,
+    ``status`` and ``doctor`` look, and the Deployment selector's instance label), the flavour's
+    chart, no ``dependsOn``, its chart source and values objects in the repository in plain text,
+    and no check-handoff error in its values. Otherwise the plan stops with every reason and the fix.
+    Releases that deploy elsewhere are a separate Gitea: left alone, and seedbed's own is used.
+    A release in ``own_file`` (seedbed's own, pulled into the work tree) is seedbed's.
+    """
+    from .render import helmrelease
+
+    gs = cfg.git_server
+    report = HandoffReport()
+    repo = _Repo(flux)
+    checker = _Checker(repo, cfg, report)
+    charts = [(doc, chart) for doc in repo.docs if doc.file != own_file and (chart := checker.helm_chart(doc))]
+    serving = [(doc, chart) for doc, chart in charts if _target_namespace(doc) == gs.namespace]
+    choice = ServerChoice()
+    for doc, chart in charts:
+        if (doc, chart) not in serving:
+            choice.notes.append(
+                f"HelmRelease {doc.namespace}/{doc.name} (chart {chart}, {doc.file}) deploys into "
+                f"{_target_namespace(doc)!r}, not the Git server's namespace {gs.namespace!r}: a separate {chart}, "
+                "left alone")
+    if not serving:
+        return choice
+    where = ", ".join(f"HelmRelease {d.namespace}/{d.name} ({d.file})" for d, _ in serving)
+    if len(serving) > 1:
+        raise ConfigError(
+            f"the repository holds {len(serving)} Git server releases that deploy into {gs.namespace!r}: {where}; "
+            "only one can be the Git server Flux syncs from",
+            fix=f"keep one of them in {gs.namespace!r} and deploy the others into another namespace")
+    doc, chart = serving[0]
+    problems: list[str] = []
+    spec = doc.val.get("spec")
+    release = str(_scalar(doc.val.get("spec", "releaseName")) or "-".join(
+        p for p in (_scalar(doc.val.get("spec", "targetNamespace")), doc.name) if p))
+    if (doc.namespace, doc.name) != (gs.namespace, helmrelease.RELEASE_NAME):
+        problems.append(f"{doc.file}:{doc.line}: the HelmRelease is {doc.namespace}/{doc.name}; seedbed, `seedbed "
+                        f"status` and `doctor` look for {gs.namespace}/{helmrelease.RELEASE_NAME}")
+    if release != helmrelease.RELEASE_NAME:
+        problems.append(f"{doc.file}:{doc.line}: release name {release!r}: the Deployment selector's instance label "
+                        f"is the release name; seedbed's contract is {helmrelease.RELEASE_NAME!r}")
+    if chart != helmrelease.chart(cfg).name:
+        problems.append(f"{doc.file}:{doc.line}: chart {chart!r}, but gitServer.flavor is {gs.flavor!r} "
+                        f"(chart {helmrelease.chart(cfg).name!r})")
+    if spec is not None and _items(spec.get("dependsOn")):
+        problems.append(f"{doc.file}:{spec.get('dependsOn').line}: dependsOn: the Git server is installed before "
+                        "Flux syncs anything, so what it depends on would never be Ready")
+    objects: list[dict[str, Any]] = []
+    namespace = doc.namespace
+    ref = doc.val.get("spec", "chart", "spec", "sourceRef") or doc.val.get("spec", "chartRef")
+    if ref is not None:
+        kind, name = str(_scalar(ref.get("kind")) or ""), str(_scalar(ref.get("name")) or "")
+        src_ns = _scalar(ref.get("namespace")) or namespace
+        source = repo.source(kind, name, src_ns)
+        if source is None:
+            problems.append(f"{doc.file}:{ref.line}: its chart source {kind} {src_ns}/{name} is not in what Flux "
+                            "applies from the repository, so it cannot be installed before the sync")
+        else:
+            objects.append(source.data)
+    for item in _items(doc.val.get("spec", "valuesFrom")):
+        kind, name = str(_scalar(item.get("kind")) or ""), str(_scalar(item.get("name")) or "")
+        source = repo.source(kind, name, namespace)
+        if source is None or source.encrypted:
+            if source is None and _bool(_scalar(item.get("optional")), False):
+                continue
+            why = "SOPS-encrypted" if source is not None else "not in what Flux applies from the repository"
+            problems.append(f"{doc.file}:{item.line}: valuesFrom {kind} {name} is {why}; seedbed installs the "
+                            "Git server before Flux has decrypted or created anything")
+        elif source.data not in objects:
+            objects.append(source.data)
+    checker.check_helmrelease(doc, chart)
+    problems += [f"{f.file}:{f.line}: {f.message}" for f in report.errors]
+    values, _ = checker.values_of(doc)
+    merged: dict[str, Any] = {}
+    for path, default in _CHART_DEFAULTS[chart].items():
+        merged = _plain_set(merged, path, default)
+    merged = _plain_merge(merged, values.plain() if isinstance(values.value, dict) else {})
+    problems += [f"{doc.file}:{doc.line}: values: {p}" for p in
+                 helmrelease.check_values(cfg, doc.obj.data, merged)
+                 if not p.startswith(("release name", "chart "))]
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ConfigError(
+            f"HelmRelease {doc.namespace}/{doc.name} ({doc.file}) deploys into the Git server's namespace "
+            f"{gs.namespace!r}, so seedbed would use it as the Git server Flux syncs from, but it cannot serve "
+            "as one:\n  " + "\n  ".join(unique),
+            fix=f"give it the hand-over values of seedbed's own release (docs/handoff.md, \"Your own Git server "
+                f"release\", and the README's hand-over section list them), or deploy it into another namespace to "
+                f"keep it as a separate {chart} beside seedbed's")
+    choice.release = doc.obj
+    choice.objects = [*objects, doc.obj.data]
+    choice.notes.insert(0, f"uses your HelmRelease {doc.namespace}/{doc.name} ({doc.file}) as the Git server: it "
+                           f"deploys into {gs.namespace!r}, the Git server's namespace; seedbed applies it as Flux "
+                           f"will and commits no {own_file.rsplit('/', 1)[-1]} beside it")
+    return choice
+
+
+def _plain_set(root: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = dict(root)
+    if len(path) == 1:
+        out[path[0]] = value
+        return out
+    child = out.get(path[0])
+    out[path[0]] = _plain_set(child if isinstance(child, dict) else {}, path[1:], value)
+    return out
+
+
+def _plain_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _plain_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out

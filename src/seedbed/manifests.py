@@ -325,6 +325,53 @@ class ManifestStore:
             self._record(component, version, sha, url)
         self._pending.clear()
 
+    def check_chart(self, chart: str, version: str, digest: str, url: str) -> Origin:
+        """The Git server's chart archive, as source-controller fetched it: its ``sha256:HEX`` digest
+        against seedbed's pin (``data/pins.json`` ``chart-<name>``), else the lock file, where it is
+        recorded on first use (``chart-<name> VERSION sha256:HEX``). A mismatch is a hard error.
+
+        What this can and cannot verify: helm-controller verifies nothing of a chart from an HTTP
+        Helm repository (source-controller v1.9.x api/v1/helmchart_types.go: ``spec.verify`` is
+        "only supported when using HelmRepository source with spec.type 'oci'", by cosign/notation
+        signature, never by digest). source-controller stores the downloaded archive unchanged when no
+        values files are merged (internal/helm/chart/builder_remote.go, "Use literal chart copy from
+        remote"), so the HelmChart's ``status.artifact.digest`` is the sha256 of the archive that was
+        installed. seedbed compares it once the release is installed: a tampered chart has then run,
+        but the bootstrap stops and says so, and a rebuild against a changed archive never goes on.
+        """
+        component = f"chart-{chart}"
+        sha = digest.removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ManifestError(f"the {chart} chart {version} that source-controller fetched has no sha256 digest "
+                                f"({digest!r})", fix="check source-controller's HelmChart status, then re-run")
+        pin = self._pins.get(component, {}).get(version)
+        if pin:
+            if pin != sha:
+                raise self._chart_mismatch(chart, version, sha, pin, "the pin shipped with seedbed", url,
+                                           "a pinned hash cannot be overridden: use the official chart")
+            return "pin"
+        entry = read_lock(self.lock_file).get((component, version))
+        if entry is not None:
+            if entry.sha256 != sha:
+                raise self._chart_mismatch(
+                    chart, version, sha, entry.sha256, f"the lock file at {self.lock_file}", url,
+                    f"if you trust the new archive, delete the line `{component} {version} sha256:...` "
+                    f"from {self.lock_file} and re-run")
+            return "lock"
+        files.check_output(self.lock_file, "lock file")
+        entries = read_lock(self.lock_file)
+        entries[(component, version)] = LockEntry(sha, url)
+        files.write_file(self.lock_file, render_lock(entries), "lock file")
+        return "new"
+
+    def _chart_mismatch(self, chart: str, version: str, actual: str, expected: str, what: str, url: str,
+                        fix: str) -> ManifestError:
+        return ManifestError(
+            f"the {chart} chart {version} that source-controller fetched from {url} has sha256 {actual}, but "
+            f"{what} expects {expected}: the chart repository serves other bytes under the same version (changed "
+            "upstream or tampered with). helm-controller has installed it; nothing more is done",
+            fix=f"suspend it (flux suspend helmrelease) and check the chart's origin; {fix}")
+
     def url(self, component: Component, version: str) -> str:
         """The address this store downloads the manifest from."""
         self._check(component, version)

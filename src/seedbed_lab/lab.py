@@ -192,12 +192,21 @@ class Lab:
                                 "message": str(e), "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
             return
         self.flux_clones.append(revision)
+        before = ((repo.get("status") or {}).get("artifact") or {}).get("revision")
         self.emu.set_status("source.toolkit.fluxcd.io/v1", "GitRepository", name, namespace, {
             "observedGeneration": repo["metadata"].get("generation", 1),
             "artifact": {"revision": f"{branch}@sha1:{revision}"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
                             "message": f"stored artifact for revision '{branch}@sha1:{revision}'",
                             "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        # kustomize-controller watches its source and reconciles on a new artifact revision
+        # (kustomize-controller v1.9.x internal/controller/kustomization_controller.go SetupWithManager:
+        # the GitRepository watch with SourceRevisionChangePredicate).
+        if before and before != f"{branch}@sha1:{revision}":
+            for ks in self.emu.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization", namespace):
+                ref = (ks.get("spec") or {}).get("sourceRef") or {}
+                if ref.get("kind") == "GitRepository" and ref.get("name") == name:
+                    self.reconcile_kustomization(namespace, ks["metadata"]["name"], f"{branch}@sha1:{revision}")
 
     def _clone(self, url: str, branch: str, secret: dict[str, Any], host_private: str) -> str:
         # ssh://git@gitea-ssh.gitea.svc.cluster.local/owner/repo.git -> host alias + path

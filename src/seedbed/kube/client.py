@@ -402,13 +402,16 @@ class Kube:
                            fix="create the namespace first")
         return self._json(resp, "POST", res.path(ns))
 
-    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete; False when it was already gone."""
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+                     propagation: str | None = None) -> bool:
+        """Delete; False when it was already gone. ``propagation``: the API's propagationPolicy
+        ("Foreground": the object stays until its dependents, e.g. a Deployment's pods, are gone)."""
         try:
             res = await self.resource(api_version, kind)
         except NotFound:
             return False
-        resp = await self.request("DELETE", res.path(namespace, name))
+        params = {"propagationPolicy": propagation} if propagation else None
+        resp = await self.request("DELETE", res.path(namespace, name), params=params)
         return resp.status_code != 404
 
     async def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None,

@@ -109,7 +109,7 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
 
 
 def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys | None,
-                     options: Options) -> list[str]:
+                     options: Options, repo: Any = None) -> list[str]:
     """Read the work tree as Flux will (fluxrepo) and stop on what would fail the first sync: Flux API
     versions the release does not serve, decryption Secrets seedbed will not create, encrypted files
     the keys given cannot open. Returns the notes (which Kustomizations decrypt with what) and warnings."""
@@ -118,7 +118,8 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
     tree = cfg.resolve(cfg.repo.path)
     if not (tree / render.sync_path(cfg)).is_dir():
         return []
-    repo = fluxrepo.read(tree, render.sync_path(cfg))
+    if repo is None:  # the caller's reading of the tree (steps.gitserver.read_tree), else read here
+        repo = fluxrepo.read(tree, render.sync_path(cfg))
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
     found = sops.check_repo(repo, cfg, keys,
                           archived=options.archived_secrets if options.restore is not None else None)
@@ -137,6 +138,16 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
     return read + found.notes + [f"warning: {w}" for w in found.warnings]
 
 
+async def _request_reconciliation(ctx: Context, api: str, kind: str) -> None:
+    """Ask Flux to act on ``kind`` flux-system now rather than at its next interval, as ``flux reconcile
+    kustomization --with-source`` does for unchanged sync objects (flux2 cmd/flux/reconcile.go
+    requestReconciliation: a merge patch of the ``reconcile.fluxcd.io/requestedAt`` annotation)."""
+    from datetime import UTC, datetime
+
+    patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": datetime.now(UTC).isoformat()}}}
+    await ctx.kube.patch(api, kind, render.SYNC_NAME, patch, namespace=FLUX_NAMESPACE)
+
+
 class FluxStep(Step):
     name = "flux"
     title = "Flux sync"
@@ -144,16 +155,27 @@ class FluxStep(Step):
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
-        server_file = helmrelease.repo_file(cfg)
+        from .gitserver import git_server_choice, read_tree
+
+        tree = read_tree(cfg)
+        choice = git_server_choice(cfg, tree)
+        # The user's own Git server release is the one Flux reconciles: no second one beside it.
+        server_file = helmrelease.repo_file(cfg) if choice.own else None
         folder = f"{render.sync_path(cfg)}/flux-system"
         keys = sops.load(cfg, archived=options.archived_secrets)  # a wrong key file stops the run here
         existing = existing_files(cfg)
         repo_files = render.repo_files(
-            cfg, text, acme=acme, domain=domain, extra={helmrelease.REPO_FILE: server_file},
+            cfg, text, acme=acme, domain=domain,
+            extra={helmrelease.REPO_FILE: server_file} if server_file is not None else None,
             existing={k: v for k, v in existing.items() if k != render.COMPONENTS_FILE},
             decryption=sops.root_decryption(cfg))
-        notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
-                 "kustomization}.yaml"]
+        if server_file is not None:
+            notes = [f"commits {folder}/{{gotk-components,gotk-sync,{helmrelease.REPO_FILE.removesuffix('.yaml')},"
+                     "kustomization}.yaml"]
+        else:
+            assert choice.release is not None
+            notes = [f"commits {folder}/{{gotk-components,gotk-sync,kustomization}}.yaml; no "
+                     f"{helmrelease.REPO_FILE}: the Git server is your {choice.release.file}"]
         notes += _adoption_notes(cfg, existing, repo_files)
         if keys is not None and (written := [s["metadata"]["name"] for s in sops.secrets(cfg, keys, redact=True)]):
             notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in written)} "
@@ -162,13 +184,14 @@ class FluxStep(Step):
         if keys is not None and keys.from_backup:
             notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(keys.from_backup))} "
                          "from the backup being restored (their flux.sops key files are not on this machine)")
-        notes += check_repository(cfg, render.component_objects(text), keys, options)
+        notes += check_repository(cfg, render.component_objects(text), keys, options, tree)
         return Planned(
             objects=[*sops.secrets(cfg, keys, redact=True), *render.committed_sync_objects(repo_files, cfg)],
             waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
                    "Kustomization flux-system/flux-system Ready at the pushed revision"],
             inputs={"version": cfg.flux.version, "path": cfg.flux_path, "acme": acme, "domain": domain,
-                    "gitServer": server_file, "sops": keys.public if keys else None},
+                    "gitServer": server_file if server_file is not None else choice.release.file,
+                    "sops": keys.public if keys else None},
             notes=notes,
             repo_files=repo_files)
 
@@ -212,10 +235,12 @@ class FluxStep(Step):
                                fix="re-run `seedbed bootstrap`: the repository step creates it")
         sync = [o for o in planned.objects if o.get("kind") != "Secret"]  # the Secrets, redacted, are above
         synced = await kube.apply(sync, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
-        await self._wait_synced(ctx, revision)
+        await self._wait_synced(ctx, revision, request=not synced.changed)
         return Outcome(synced.changed, f"synced {cfg.repo.branch}@{revision[:12]} from the in-cluster repository")
 
-    async def _wait_synced(self, ctx: Context, revision: str) -> None:
+    async def _wait_synced(self, ctx: Context, revision: str, *, request: bool = False) -> None:
+        """Wait for the source, then the Kustomization, at ``revision``; with ``request`` (the sync
+        objects were already in place), ask each to reconcile first, the source before the other."""
         timeout = ctx.cfg.flux.ready_timeout
 
         def at_revision(field: str) -> Any:
@@ -225,9 +250,13 @@ class FluxStep(Step):
                 return revision in str(value or "")
             return check
 
+        if request:
+            await _request_reconciliation(ctx, SOURCE_API, "GitRepository")
         ctx.out.activity("waiting for GitRepository flux-system to fetch the pushed revision")
         await ctx.kube.wait_condition(SOURCE_API, "GitRepository", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout, check=at_revision("artifact"))
+        if request:
+            await _request_reconciliation(ctx, KUSTOMIZE_API, "Kustomization")
         ctx.out.activity("waiting for Kustomization flux-system to apply it")
         await ctx.kube.wait_condition(KUSTOMIZE_API, "Kustomization", render.SYNC_NAME,
                                       namespace=FLUX_NAMESPACE, timeout=timeout,

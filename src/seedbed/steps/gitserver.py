@@ -50,6 +50,29 @@ def local_head(cfg: Any) -> str | None:
 # --------------------------------------------------------------------------- git-server
 
 
+def read_tree(cfg: Any) -> Any:
+    """The operator's work tree as Flux will apply it from the cluster's path (fluxrepo), or None when
+    the tree has no such folder yet."""
+    from .. import fluxrepo
+
+    tree = cfg.resolve(cfg.repo.path)
+    path = flux_render.sync_path(cfg)
+    return fluxrepo.read(tree, path) if (tree / path).is_dir() else None
+
+
+def git_server_choice(cfg: Any, repo: Any = None) -> Any:
+    """Which release is the Git server: the user's, when the work tree already holds one that deploys
+    into gitServer.namespace (handoff.choose_git_server states the rule), else seedbed's own
+    git-server.yaml. Read as Flux will apply the tree (``repo``, else read here), before anything is
+    written."""
+    from ..handoff import ServerChoice, choose_git_server
+
+    repo = repo if repo is not None else read_tree(cfg)
+    if repo is None:
+        return ServerChoice()
+    return choose_git_server(repo, cfg, own_file=f"{flux_render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}")
+
+
 class GitServerStep(Step):
     """The Git server as a HelmRelease of the official chart, applied by seedbed and waited for.
 
@@ -63,19 +86,29 @@ class GitServerStep(Step):
     title = "Git server"
 
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
+        choice = git_server_choice(cfg)
+        handed = helmrelease.objects(cfg) if choice.own else choice.objects
         objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY,
-                                        server_keys=PLACEHOLDER_SERVER_KEYS) + helmrelease.objects(cfg)
+                                        server_keys=PLACEHOLDER_SERVER_KEYS) + handed
         gs = cfg.git_server
         c = helmrelease.chart(cfg)
+        if choice.own:
+            which = [f"{c.name} chart {c.version} from {c.url} as HelmRelease "
+                     f"{gs.namespace}/{helmrelease.RELEASE_NAME}; the same manifests are committed as "
+                     f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}", *choice.notes]
+        else:
+            which = choice.notes
         return Planned(objects=objs,
                        waits=[f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} Ready",
                               f"Deployment {gs.namespace}/{helmrelease.fullname(cfg)} rollout",
                               f"PVC {gs.namespace}/{gs.pvc_name} bound"],
-                       inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}"},
-                       notes=[f"{c.name} chart {c.version} from {c.url} as HelmRelease "
-                              f"{gs.namespace}/{helmrelease.RELEASE_NAME}; the same manifests are committed as "
-                              f"{cfg.flux_path}/flux-system/{helmrelease.REPO_FILE}",
-                              "admin password, SSH host key and server keys are generated once and kept in the cluster"])
+                       inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}",
+                               "release": "seedbed" if choice.release is None else choice.release.file,
+                               "handed": len(handed)},
+                       notes=[*which,
+                              "admin password, SSH host key and server keys are generated once and kept in the cluster",
+                              CONVERSION_NOTE.format(ns=gs.namespace, claim=gs.pvc_name, admin=gs.admin_secret,
+                                                     host_key=gs.host_key_secret, flux=cfg.flux.secret)])
 
     async def verify(self, ctx: Context, planned: Planned) -> bool:
         from ..kube.wait import condition_is
@@ -126,12 +159,17 @@ class GitServerStep(Step):
         ours = render.render_git_server(cfg, admin_password=password, host_key=host_key, server_keys=server_keys)
         ctx.out.activity(f"applying {len(ours)} objects")
         result = await kube.apply(ours, on_progress=ctx.out.progress("applying the Git server's claim and Secrets"))
+        earlier = await earlier_server(ctx)
+        if earlier:
+            await _convert(ctx, earlier)
         release = await kube.get(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME, namespace=gs.namespace)
         if _flux_manages(release):
             ctx.out.log(f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} is Flux's now; "
                         f"it changes through {helmrelease.REPO_FILE} in the repository")
         else:
-            handed = await kube.apply(helmrelease.objects(cfg), field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
+            # seedbed's own release, or the user's from the repository (git_server_choice), as planned.
+            release_objects = planned.objects[len(planned.objects) - int(planned.inputs["handed"]):]
+            handed = await kube.apply(release_objects, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
             result.created += handed.created
             result.configured += handed.configured
         ctx.out.activity(f"waiting for HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME}")
@@ -140,11 +178,107 @@ class GitServerStep(Step):
         deployment = helmrelease.fullname(cfg)
         ctx.out.activity(f"waiting for Deployment {gs.namespace}/{deployment}")
         await kube.wait_rollout("Deployment", deployment, gs.namespace, timeout=gs.ready_timeout)
+        if planned.inputs["release"] == "seedbed":
+            await _check_chart(ctx)
         await ctx.gitserver.redeployed(password, host_key)
         ctx.out.log(f"SSH host key {host_key.public_openssh.split()[0]} pinned "
                     f"({fingerprint(host_key.public_openssh)})")
         what = result.summary() + (f"; generated {', '.join(generated)}" if generated else "")
-        return Outcome(result.changed or bool(generated), what)
+        if earlier:
+            what += f"; converted the earlier seedbed's {', '.join(o['kind'] for o in earlier)} to the chart's"
+        return Outcome(result.changed or bool(generated) or bool(earlier), what)
+
+
+# --------------------------------------------------------------------------- an earlier seedbed's server
+
+CONVERSION_NOTE = (
+    "if the cluster runs the Git server of an earlier seedbed (a Deployment and Services in {ns} applied by "
+    "field manager seedbed), they are deleted first and the chart installs in their place; kept: the claim "
+    "{claim} (the database and repositories), Secrets {admin} and {host_key} (admin, pinned host key) and "
+    "Flux's deploy key ({flux})")
+
+
+async def earlier_server(ctx: Context) -> list[dict[str, Any]]:
+    """The Deployment and Services an earlier, Deployment-based seedbed applied in the Git server's
+    namespace (field manager ``seedbed``), that the chart has not taken over yet.
+
+    They cannot be left for the chart to adopt: helm-controller installs with ``TakeOwnership`` and
+    server-side apply with forced conflicts (helm-controller v1.6.3 ``internal/action/install.go``:
+    ``install.TakeOwnership = !DisableTakeOwnership``, ``install.ForceConflicts =
+    install.ServerSideApply``; Helm v4.2.1 ``pkg/action/install.go``: ``requireAdoption`` then
+    ``KubeClient.Update`` of the existing objects). Server-side apply keeps every field another
+    manager owns, so seedbed's init container (``gitea migrate`` with the old image), its httpGet
+    readiness probe beside the chart's tcpSocket one and its ``GITEA__*`` variables would stay on the
+    adopted Deployment; and a Forgejo chart's selector differs from the old one (immutable).
+    """
+    gs = ctx.cfg.git_server
+    deployments, services = await asyncio.gather(ctx.kube.list("apps/v1", "Deployment", namespace=gs.namespace),
+                                                 ctx.kube.list("v1", "Service", namespace=gs.namespace))
+    return [o for o in [*deployments, *services] if _applied_by_seedbed(o)]
+
+
+def _applied_by_seedbed(obj: dict[str, Any]) -> bool:
+    from ..kube.client import FIELD_MANAGER
+
+    entries = (obj.get("metadata") or {}).get("managedFields") or []
+    managers = {e.get("manager") for e in entries if e.get("operation") == "Apply" and not e.get("subresource")}
+    return FIELD_MANAGER in managers and FIELD_MANAGER_HELM not in {e.get("manager") for e in entries}
+
+
+FIELD_MANAGER_HELM = "helm-controller"  # helm-controller v1.6.3 main.go: kube.ManagedFieldsManager = controllerName
+
+
+async def _convert(ctx: Context, earlier: list[dict[str, Any]]) -> None:
+    """Delete what the chart cannot take over, the Deployment first (its pods let go of the
+    ReadWriteOnce claim before the chart's pod mounts it). Resumable: an interrupted run leaves
+    objects that still carry seedbed's fields, and the next run deletes those before the install."""
+    gs = ctx.cfg.git_server
+    names = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in earlier)
+    ctx.out.log(f"converting the Git server an earlier seedbed deployed: deleting {names} in {gs.namespace} "
+                f"(kept: claim {gs.pvc_name}, Secrets {gs.admin_secret} and {gs.host_key_secret}, "
+                f"Flux's deploy key)")
+    for obj in sorted(earlier, key=lambda o: o["kind"] != "Deployment"):
+        md = obj["metadata"]
+        if obj["kind"] != "Deployment":
+            await ctx.kube.delete("v1", obj["kind"], md["name"], namespace=gs.namespace)
+            continue
+        await ctx.kube.delete("apps/v1", "Deployment", md["name"], namespace=gs.namespace, propagation="Foreground")
+        ctx.out.activity(f"waiting for Deployment {gs.namespace}/{md['name']} and its pods to be gone")
+        await ctx.kube.wait_for("apps/v1", "Deployment", md["name"], gs.namespace, lambda o: o is None,
+                                timeout=gs.ready_timeout, what=f"the deletion of Deployment {gs.namespace}/{md['name']}")
+        selector = ",".join(f"{k}={v}" for k, v in
+                            sorted(((obj.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items()))
+        deadline = asyncio.get_running_loop().time() + gs.ready_timeout
+        while selector and await ctx.kube.list("v1", "Pod", namespace=gs.namespace, label_selector=selector):
+            if asyncio.get_running_loop().time() > deadline:
+                from ..errors import ClusterError
+
+                raise ClusterError(f"the pods of the earlier Git server ({selector}) in {gs.namespace} did not stop "
+                                   f"within {gs.ready_timeout:.0f}s, so the chart's pod cannot mount {gs.pvc_name}",
+                                   fix=f"kubectl -n {gs.namespace} get pods -l {selector}; once they are gone, "
+                                       "re-run `seedbed bootstrap` (it resumes the conversion)")
+            await asyncio.sleep(2)
+
+
+async def _check_chart(ctx: Context) -> None:
+    """The chart archive helm-controller installed, by its digest, against the pin or seedbed.lock
+    (ManifestStore.check_chart says what this can and cannot verify)."""
+    cfg = ctx.cfg
+    gs = cfg.git_server
+    c = helmrelease.chart(cfg)
+    # helm-controller v1.6.3 api/v2/helmrelease_types.go GetHelmChartName: <namespace>-<name>, in the
+    # namespace of the chart source (seedbed's is beside the release).
+    name = f"{gs.namespace}-{helmrelease.RELEASE_NAME}"
+    chart = await ctx.kube.get(helmrelease.SOURCE_API, "HelmChart", name, namespace=gs.namespace)
+    digest = (((chart or {}).get("status") or {}).get("artifact") or {}).get("digest")
+    if not digest:
+        ctx.out.warn(f"HelmChart {gs.namespace}/{name} reports no artifact digest: the {c.name} chart {c.version} "
+                     "was not checked against seedbed.lock")
+        return
+    origin = await asyncio.to_thread(ctx.manifests.check_chart, c.name, c.version, str(digest), c.url)
+    how = {"pin": "matches seedbed's pin", "lock": f"matches {ctx.manifests.lock_file.name}",
+           "new": f"recorded in {ctx.manifests.lock_file.name} (first use)"}[origin]
+    ctx.out.log(f"{c.name} chart {c.version} archive {str(digest)[:19]}... {how}")
 
 
 def _observed(obj: dict[str, Any]) -> bool:

@@ -336,6 +336,7 @@ class HelmController:
         self.rendered: dict[tuple[str, str], list[Obj]] = {}  # (namespace, name) -> last good objects
         self.errors: list[str] = []
         self.data_versions: dict[tuple[str, str], tuple[int, ...]] = {}  # (namespace, claim) -> newest Gitea
+        self.served_digests: dict[tuple[Any, Any], str] = {}  # (chart, version) -> a tampered archive's digest
         self._lock = threading.Lock()
 
     def idle(self) -> bool:
@@ -378,10 +379,43 @@ class HelmController:
                 self._failed(hr, generation, key, previous, str(e))
                 return
             self.rendered[(namespace, name)] = objs
+            self._chart_artifact(hr, key)
             self._status(hr, generation, [_cond(
                 "Ready", "True", "UpgradeSucceeded" if previous else "InstallSucceeded",
                 f"Helm {'upgrade' if previous else 'install'} succeeded for release "
                 f"{release_namespace(hr)}/{release_name(hr)} with chart {key[0]}@{key[1]}")])
+
+    def chart_digest(self, key: tuple[Any, Any]) -> str:
+        """The digest source-controller reports for the chart archive: a stand-in, the sha256 of the
+        chart's files (the published .tgz is not among the fixtures), unless a test serves another."""
+        import hashlib
+
+        if key in self.served_digests:
+            return self.served_digests[key]
+        h = hashlib.sha256()
+        root = self.upstream / CHART_DIRS[key]
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+        return f"sha256:{h.hexdigest()}"
+
+    def _chart_artifact(self, hr: Obj, key: tuple[Any, Any]) -> None:
+        """The HelmChart helm-controller creates (api/v2/helmrelease_types.go GetHelmChartName:
+        <namespace>-<name>, in the source's namespace) with source-controller's artifact digest."""
+        md = hr["metadata"]
+        spec = ((hr.get("spec") or {}).get("chart") or {}).get("spec") or {}
+        ref = spec.get("sourceRef") or {}
+        ns = ref.get("namespace") or md["namespace"]
+        name = f"{md['namespace']}-{md['name']}"
+        chart = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+                 "metadata": {"name": name, "namespace": ns},
+                 "spec": {"chart": key[0], "version": key[1], "sourceRef": ref, "interval": "24h0m0s"}}
+        server_side_apply(self.emu, chart, FIELD_MANAGER)
+        digest = self.chart_digest(key)
+        self.emu.set_status("source.toolkit.fluxcd.io/v1", "HelmChart", name, ns, {
+            "artifact": {"digest": digest, "revision": str(key[1]),
+                         "path": f"helmchart/{ns}/{name}/{key[0]}-{key[1]}.tgz"},
+            "conditions": [_cond("Ready", "True", "ChartPullSucceeded", f"pulled '{key[0]}' chart with version "
+                                 f"'{key[1]}'")]})
 
     def _wait(self, objs: list[Obj]) -> None:
         """Helm's wait: every Deployment's pods become ready, or the action fails."""
