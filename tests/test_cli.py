@@ -101,6 +101,26 @@ def test_plan_text_lists_every_step(workdir, capsys, upstream):
     assert "git-server.yaml" in out
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readmes_plan_excerpt_is_lines_of_a_real_plan(workdir, capsys, upstream):
+    """The plan the README shows a newcomer is what `seedbed init` then `seedbed plan` print today
+    (`...` stands for lines left out)."""
+    manifests = upstream("longhorn-v1.12.1.yaml").parent
+    upstream("flux-gotk-components-v2.9.3.yaml")
+    excerpt = README.read_text().split("<!-- plan excerpt", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    code, out, err = run(capsys, "init")
+    assert code == 0, err
+    printed = (out + err).splitlines()
+    code, out, err = run(capsys, "plan", "--manifests", str(manifests), "--out", "out/")
+    assert code == 0, err
+    printed += (out + err).splitlines()
+    for line in excerpt.splitlines():
+        if line.strip() != "..." and not line.startswith("$ "):
+            assert line in printed, line
+
+
 def _commands(group=cli, prefix=()):
     import click
 
