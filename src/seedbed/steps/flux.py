@@ -72,7 +72,7 @@ class FluxComponentsStep(Step):
 
 def existing_files(cfg: Any) -> dict[str, str]:
     """The work tree's own flux-system files (an earlier ``flux bootstrap``), by file name."""
-    folder = cfg.resolve(cfg.repo.path) / render.sync_path(cfg) / "flux-system"
+    folder = cfg.resolve(cfg.repo.path) / render.flux_system_folder(cfg)
     return {name: files.read_text(folder / name, files.REPO_FILE)
             for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE, render.COMPONENTS_FILE)
             if (folder / name).is_file()}
@@ -85,7 +85,7 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
     """What seedbed changes in the user's own flux-system files, as a diff, and which Flux wins."""
     import difflib
 
-    folder = f"{render.sync_path(cfg)}/flux-system"
+    folder = render.flux_system_folder(cfg)
     notes: list[str] = []
     for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE):
         if name not in existing:
@@ -116,9 +116,9 @@ def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys
     from .. import fluxrepo
 
     tree = cfg.resolve(cfg.repo.path)
-    if not (tree / render.sync_path(cfg)).is_dir():
+    if not (tree / cfg.flux_path).is_dir():
         return []
-    repo = fluxrepo.read(tree, render.sync_path(cfg))
+    repo = fluxrepo.read(tree, cfg.flux_path)
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
     found = sops.check_repo(repo, cfg, keys, restoring=options.restore is not None)
     problems = [f"{p.file}:{p.line}: {p.message}" for p in unserved] + found.errors
@@ -144,7 +144,7 @@ class FluxStep(Step):
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
         server_file = helmrelease.repo_file(cfg)
-        folder = f"{render.sync_path(cfg)}/flux-system"
+        folder = render.flux_system_folder(cfg)
         keys = sops.load(cfg)  # validated here: a wrong key file stops the run before any write
         existing = existing_files(cfg)
         repo_files = render.repo_files(
@@ -192,7 +192,7 @@ class FluxStep(Step):
         ctx.out.activity(f"committing {len(repo_files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
         # git-server.yaml is the user's once committed: its values are how they change the server.
-        server_file = f"{render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}"
+        server_file = f"{render.flux_system_folder(cfg)}/{helmrelease.REPO_FILE}"
         revision = await git.retrying(lambda: git.commit_files(
             url, cfg.repo.branch, repo_files,
             f"Add Flux {cfg.flux.version} sync manifests and the Git server for {cfg.cluster.name}",
