@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Options, Step
+from .base import Options, Step, WorkTree
 
 
 def bootstrap_steps(options: Options) -> list[Step]:
@@ -16,6 +16,7 @@ def bootstrap_steps(options: Options) -> list[Step]:
     from .restore import RestoreCertificatesStep, RestoreSecretsStep, RestoreVolumesStep
 
     restoring = options.restore is not None
+    worktree = WorkTree()  # read once, by the Flux step's plan; the guard counts what it read
     steps: list[Step | None] = [
         PreflightStep(),
         LonghornStep(),
@@ -25,8 +26,8 @@ def bootstrap_steps(options: Options) -> list[Step]:
         RepositoryStep(),
         PushStep(),
         RestoreSecretsStep() if restoring else None,
-        CertGuardStep(),
-        FluxStep(),
+        CertGuardStep(worktree),
+        FluxStep(worktree),
         RestoreCertificatesStep() if restoring else None,
         HandoffStep(),
     ]

@@ -13,13 +13,16 @@ copy it owns them alone (docs/handoff.md, "How the hand-over works").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import files, git, sops
 from ..errors import ConfigError
 from ..render import flux as render
 from ..render import helmrelease
-from .base import Context, Options, Outcome, Planned, Step, acme_of, all_hold, domain_of
+from .base import Context, Options, Outcome, Planned, Step, WorkTree, acme_of, all_hold, domain_of
+
+if TYPE_CHECKING:
+    from ..fluxrepo import Repo
 
 FLUX_NAMESPACE = render.FLUX_NAMESPACE
 SOURCE_API = render.SOURCE_API
@@ -109,16 +112,15 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
 
 
 def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys | None,
-                     options: Options) -> list[str]:
-    """Read the work tree as Flux will (fluxrepo) and stop on what would fail the first sync: Flux API
-    versions the release does not serve, decryption Secrets seedbed will not create, encrypted files
-    the keys given cannot open. Returns the notes (which Kustomizations decrypt with what) and warnings."""
+                     options: Options, repo: Repo | None) -> list[str]:
+    """Stop on what in the work tree as Flux will read it (``repo``, from :class:`WorkTree`; None without
+    the Flux path) would fail the first sync: Flux API versions the release does not serve, decryption
+    Secrets seedbed will not create, encrypted files the keys given cannot open. Returns the notes (which
+    Kustomizations decrypt with what) and warnings."""
     from .. import fluxrepo
 
-    tree = cfg.resolve(cfg.repo.path)
-    if not (tree / cfg.flux_path).is_dir():
+    if repo is None:
         return []
-    repo = fluxrepo.read(tree, cfg.flux_path)
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
     found = sops.check_repo(repo, cfg, keys, restoring=options.restore is not None)
     problems = [f"{p.file}:{p.line}: {p.message}" for p in unserved] + found.errors
@@ -140,6 +142,9 @@ class FluxStep(Step):
     name = "flux"
     title = "Flux sync"
 
+    def __init__(self, worktree: WorkTree | None = None) -> None:
+        self.worktree = worktree or WorkTree()
+
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
@@ -158,7 +163,7 @@ class FluxStep(Step):
             notes.append(f"SOPS keys in Secret(s) {', '.join(f'{FLUX_NAMESPACE}/{n}' for n in sorted(sops.secret_names(cfg)))} "
                          "before the sync: " + ", ".join([*keys.age_recipients,
                                                          *(f"GPG {f}" for f in sorted(keys.gpg_fingerprints))]))
-        notes += check_repository(cfg, render.component_objects(text), keys, options)
+        notes += check_repository(cfg, render.component_objects(text), keys, options, self.worktree.read(cfg))
         return Planned(
             objects=[*sops.secrets(cfg, None), *render.committed_sync_objects(repo_files, cfg)],
             waits=["GitRepository flux-system/flux-system Ready at the pushed revision",
