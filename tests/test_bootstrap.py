@@ -248,6 +248,18 @@ def test_operator_keys_are_added_once(lab, tmp_path, capsys):
     assert len(keys) == 1
 
 
+# A Flux Kustomization that applies the repository's apps/ folder (the usual layout).
+APPS_KUSTOMIZATION = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./apps
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+"""
+
+
 def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_lets_encrypt_limits(
         lab, tmp_path, capsys):
     """Five certificates for git.example.org in the last hours (from the backup's ledger: five quick
@@ -278,7 +290,9 @@ spec:
   dnsNames: ["git.${CLUSTER_DOMAIN}"]
   issuerRef: {kind: ClusterIssuer, name: "${CLUSTER_ISSUER}"}
 """
-    config = lab.write_config(make_worktree(tmp_path / "gitops", {"apps/git-cert.yaml": certificate}),
+    # The guard counts what Flux applies: here through a Flux Kustomization of the cluster's path.
+    config = lab.write_config(make_worktree(tmp_path / "gitops", {
+        "clusters/homelab/apps.yaml": APPS_KUSTOMIZATION, "apps/git-cert.yaml": certificate}),
                               backup={"recipients": [recipient], "identityFile": str(key)})
     code, _, err = bootstrap(capsys, lab, config, "--restore", str(archive), "--acme", "production")
     assert code == 1, err

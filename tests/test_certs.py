@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_crtsh import LE_STAGING, FakeCrtSh
+from seedbed import fluxrepo
 from seedbed.certs import (
     EXACT_SET_LIMIT,
     REGISTERED_DOMAIN_LIMIT,
@@ -35,7 +36,7 @@ from seedbed.certs import (
     would_issue,
 )
 from seedbed.certs.budget import DOMAIN_REFILL, EXACT_SET_REFILL, validate_domain
-from seedbed.certs.guard import parse_manifests, refusal, scan_repo, substitute
+from seedbed.certs.guard import RepoScan, refusal, scan_repo, substitute
 from seedbed.config import CertificatesConfig, Config, Dns01Solver, WildcardConfig
 from seedbed.errors import ArchiveError, ConfigError, Refused
 from seedbed.render.certs import (
@@ -469,7 +470,7 @@ kind: Certificate
 metadata: {name: internal}
 spec:
   secretName: internal-tls
-  dnsNames: [internal.${CLUSTER_DOMAIN}]
+  dnsNames: ["internal.${CLUSTER_DOMAIN}"]
   issuerRef: {kind: ClusterIssuer, name: my-ca}
 """,
     "apps/web.yml": """\
@@ -482,7 +483,7 @@ metadata:
     cert-manager.io/cluster-issuer: ${CLUSTER_ISSUER:=letsencrypt-staging}
 spec:
   tls:
-    - hosts: [web.${CLUSTER_DOMAIN}, WWW.${CLUSTER_DOMAIN}]
+    - hosts: ["web.${CLUSTER_DOMAIN}", "WWW.${CLUSTER_DOMAIN}"]
       secretName: web-tls
 ---
 apiVersion: cert-manager.io/v1
@@ -501,8 +502,21 @@ def _repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _scan(tree: Path, variables: dict[str, str], flux_path: str = ".") -> RepoScan:
+    """The guard's view of a tree whose Flux path is ``flux_path``: read as kustomize-controller does."""
+    return scan_repo(fluxrepo.read(tree, flux_path), variables)
+
+
+def _scan_text(text: str, file: str, variables: dict[str, str] | None = None) -> RepoScan:
+    """The guard's view of objects Flux applies, without building (for the re-issue decision)."""
+    root = fluxrepo.FluxKustomization("flux-system", "flux-system", ".", "", 0)
+    repo = fluxrepo.Repo(Path("/nonexistent"))
+    repo.objects = [fluxrepo.Obj(d, file, None, root) for d in yaml.safe_load_all(text) if d]
+    return scan_repo(repo, variables)
+
+
 def test_certificates_in_repo_with_lines_and_variables(tmp_path: Path) -> None:
-    scan = scan_repo(_repo(tmp_path), {"CLUSTER_DOMAIN": "home.example.com", "CLUSTER_ISSUER": PRODUCTION_ISSUER})
+    scan = _scan(_repo(tmp_path), {"CLUSTER_DOMAIN": "home.example.com", "CLUSTER_ISSUER": PRODUCTION_ISSUER})
     got = {(c.kind, c.where, c.secret_name, c.namespace, c.issuer_name, tuple(sorted(c.names)))
            for c in scan.certificates}
     assert got == {
@@ -516,21 +530,21 @@ def test_certificates_in_repo_with_lines_and_variables(tmp_path: Path) -> None:
 
 
 def test_would_issue_skips_restored_and_non_production(tmp_path: Path) -> None:
-    certs = scan_repo(_repo(tmp_path), {"CLUSTER_DOMAIN": "home.example.com",
+    certs = _scan(_repo(tmp_path), {"CLUSTER_DOMAIN": "home.example.com",
                                         "CLUSTER_ISSUER": PRODUCTION_ISSUER}).certificates
     all_prod = would_issue(certs, [])
     assert sorted(c.secret_name for c in all_prod) == ["web-tls", "wildcard-tls"]
     restored = would_issue(certs, [("cert-manager", "wildcard-tls"), "apps/other-tls"])
     assert [c.secret_name for c in restored] == ["web-tls"]
     # The Ingress defaults to staging when CLUSTER_ISSUER is not set.
-    staging = scan_repo(tmp_path, {"CLUSTER_DOMAIN": "home.example.com"}).certificates
+    staging = _scan(tmp_path, {"CLUSTER_DOMAIN": "home.example.com"}).certificates
     assert [c.secret_name for c in would_issue(staging, [])] == []
 
 
 def test_unresolved_variables_are_reported() -> None:
     text, missing = substitute("a: ${X}\nb: ${Y:-d}\nc: ${Z}", {"Z": "z"})
     assert text == "a: ${X}\nb: d\nc: z" and missing == ["X"]
-    scan = parse_manifests(REPO_FILES["infra/certs.yaml"], "f.yaml", {})
+    scan = _scan_text(REPO_FILES["infra/certs.yaml"], "f.yaml", {})
     assert scan.certificates[0].unresolved == ("CLUSTER_DOMAIN", "CLUSTER_ISSUER")
 
 
@@ -539,10 +553,10 @@ def test_guard_end_to_end_refuses_a_rebuild_without_restore(tmp_path: Path) -> N
     wildcard = {"*.home.example.com", "home.example.com"}
     # Five earlier rebuilds, each issuing the wildcard again.
     budget = compute(Ledger([iss(*wildcard, ago=k * 2 * H + H, source="ct") for k in range(5)]), NOW)
-    planned = [c.names for c in would_issue(scan_repo(_repo(tmp_path), variables).certificates, [])]
+    planned = [c.names for c in would_issue(_scan(_repo(tmp_path), variables).certificates, [])]
     with pytest.raises(Refused, match=r"\*\.home\.example\.com, home\.example\.com"):
         check(planned, budget, acme="production")
-    restored = would_issue(scan_repo(tmp_path, variables).certificates, [("cert-manager", "wildcard-tls")])
+    restored = would_issue(_scan(tmp_path, variables).certificates, [("cert-manager", "wildcard-tls")])
     assert check([c.names for c in restored], budget, acme="production").ok
 
 
@@ -778,7 +792,7 @@ def web_certificate(**spec: Any) -> str:
 def reissued(manifest: str, secret: dict[str, Any] | None) -> list[str]:
     from seedbed.certs.guard import issues
 
-    certs = parse_manifests(manifest, "apps/web.yaml").certificates
+    certs = _scan_text(manifest, "apps/web.yaml").certificates
     return [i.reason for i in issues(certs, [secret] if secret else [], NOW)]
 
 
@@ -789,8 +803,8 @@ def test_a_valid_restored_certificate_is_not_issued_again() -> None:
 def test_the_guard_names_the_restored_certificates_it_keeps_as_well_as_those_it_issues() -> None:
     from seedbed.certs.guard import decide
 
-    certs = parse_manifests(web_certificate() + "---\n" + web_certificate().replace("web", "blog"),
-                            "apps/web.yaml").certificates
+    certs = _scan_text(web_certificate() + "---\n" + web_certificate().replace("web", "blog"),
+                       "apps/web.yaml").certificates
     secrets = [tls_secret(["web.example.org"], age=timedelta(days=10)),
                tls_secret(["blog.example.org"], age=timedelta(days=61), cert_name="blog", secret_name="blog-tls")]
     issued, kept = decide(certs, secrets, NOW)
@@ -848,10 +862,74 @@ def test_a_missing_or_damaged_secret_means_a_new_certificate() -> None:
 def test_the_guard_counts_restored_certificates_cert_manager_will_renew() -> None:
     """A restore of certificates near expiry is no protection: each spends one of the 5 per set."""
     names = {"web.example.org"}
-    certs = parse_manifests(web_certificate(), "apps/web.yaml").certificates
+    certs = _scan_text(web_certificate(), "apps/web.yaml").certificates
     budget = compute(Ledger([iss(*names, ago=H + k * timedelta(minutes=5)) for k in range(5)]), NOW)
     fresh = tls_secret(["web.example.org"], age=timedelta(days=1))
     assert check([c.names for c in would_issue(certs, [fresh], NOW)], budget, acme="production").ok
     due = tls_secret(["web.example.org"], age=timedelta(days=75))
     with pytest.raises(Refused, match=r"web\.example\.org"):
         check([c.names for c in would_issue(certs, [due], NOW)], budget, acme="production")
+
+
+# --------------------------------------------------------------------------- the guard reads the tree as Flux does
+
+
+def _write(tree: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    return tree
+
+
+def test_the_guard_counts_a_certificate_whose_namespace_comes_from_a_parent_kustomization_yaml(tmp_path: Path) -> None:
+    tree = _write(tmp_path, {
+        "clusters/lab/kustomization.yaml": "namespace: web\nresources: [../../apps/web]\n",
+        "apps/web/kustomization.yaml": "resources: [certificate.yaml]\n",
+        "apps/web/certificate.yaml": "# no namespace: the parent kustomization gives it\n" + yaml.safe_dump(
+            {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "web"},
+             "spec": {"secretName": "web-tls", "dnsNames": ["web.example.org"],
+                      "issuerRef": {"kind": "ClusterIssuer", "name": PRODUCTION_ISSUER}}}),
+    })
+    [cert] = _scan(tree, {}, "clusters/lab").certificates
+    assert (cert.namespace, cert.where) == ("web", "apps/web/certificate.yaml:2")
+    # A Secret of that name restored in another namespace does not keep it; one in its namespace does.
+    assert [c.secret_name for c in would_issue([cert], [("other", "web-tls")])] == ["web-tls"]
+    assert would_issue([cert], [("web", "web-tls")]) == []
+
+
+def test_the_guard_ignores_certificates_outside_the_flux_path_as_flux_does(tmp_path: Path) -> None:
+    tree = _write(tmp_path, {
+        "clusters/lab/web.yaml": web_certificate(),
+        "apps/stray/blog.yaml": web_certificate().replace("web", "blog"),  # no Flux Kustomization reaches it
+    })
+    assert [sorted(c.names) for c in _scan(tree, {}, "clusters/lab").certificates] == [["web.example.org"]]
+
+
+def test_the_guard_counts_nothing_from_a_tree_without_the_flux_path(tmp_path: Path) -> None:
+    """Flux then applies only the flux-system/ files seedbed commits: no Certificate is requested."""
+    from seedbed.config import Config
+    from seedbed.steps.base import WorkTree
+
+    _write(tmp_path / "gitops", {"apps/web.yaml": web_certificate()})
+    assert WorkTree().read(Config(base_dir=tmp_path)) is None
+
+
+def test_the_guard_reuses_the_tree_the_flux_step_read_instead_of_building_it_again(tmp_path, monkeypatch) -> None:
+    from seedbed.config import Config
+    from seedbed.steps import bootstrap_steps
+    from seedbed.steps.base import Options
+    from seedbed.steps.checks import CertGuardStep
+    from seedbed.steps.flux import FluxStep
+
+    steps = bootstrap_steps(Options())
+    [guard] = [s for s in steps if isinstance(s, CertGuardStep)]
+    [flux] = [s for s in steps if isinstance(s, FluxStep)]
+    assert guard.worktree is flux.worktree
+    reads: list[str] = []
+    real = fluxrepo.read
+    monkeypatch.setattr(fluxrepo, "read", lambda tree, path, **kw: reads.append(path) or real(tree, path, **kw))
+    _write(tmp_path / "gitops", {"clusters/homelab/web.yaml": web_certificate()})
+    cfg = Config(base_dir=tmp_path)
+    first = flux.worktree.read(cfg)
+    assert guard.worktree.read(cfg) is first and reads == ["clusters/homelab"]
+    assert [c.secret_name for c in scan_repo(first, {}).certificates] == ["web-tls"]

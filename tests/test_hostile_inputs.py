@@ -343,27 +343,34 @@ def test_a_manifest_that_plan_accepts_is_recorded_in_the_lock(workdir, capsys, u
 # --------------------------------------------------------------------------- the GitOps tree (certificate guard)
 
 
-def test_a_fifo_and_a_yaml_bomb_in_the_gitops_tree_are_skipped_with_a_warning(tmp_path):
-    """The certificate guard reads the whole tree during bootstrap: a FIFO must not hang it (it is not a
-    file Flux applies), an alias bomb must not exhaust it (one warning naming the file), and real
-    Certificates still count."""
+def test_a_fifo_and_a_yaml_bomb_in_the_gitops_tree_do_not_hang_the_guard(tmp_path):
+    """The certificate guard reads the tree as Flux does (fluxrepo): a FIFO must not hang it (Git cannot
+    hold one, so Flux never sees it), an alias bomb costs at most the build deadline and fails only its
+    own Flux Kustomization (as it fails Flux's), and real Certificates elsewhere still count."""
+    from seedbed import fluxrepo
     from seedbed.certs.guard import scan_repo
 
     tree = tmp_path / "gitops"
     (tree / "apps").mkdir(parents=True)
+    (tree / "bad").mkdir()
     fifo(tree / "apps" / "pipe.yaml")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
-    (tree / "apps" / "bomb.yaml").write_text("kind: ConfigMap\n" + bomb)
+    (tree / "bad" / "bomb.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n" + bomb)
     (tree / "apps" / "cert.yaml").write_text(
         "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: web, namespace: apps}\n"
         "spec: {secretName: web-tls, dnsNames: [web.example.org], issuerRef: {kind: ClusterIssuer, name: x}}\n")
+    (tree / "clusters" / "lab").mkdir(parents=True)
+    (tree / "clusters" / "lab" / "sync.yaml").write_text("".join(
+        f"---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, "
+        f"namespace: flux-system}}\nspec: {{path: ./{name}, sourceRef: {{kind: GitRepository, name: flux-system}}}}\n"
+        for name in ("apps", "bad")))
     done: list[object] = []
-    worker = threading.Thread(target=lambda: done.append(scan_repo(tree)), daemon=True)
+    worker = threading.Thread(target=lambda: done.append(fluxrepo.read(tree, "clusters/lab", timeout=5)), daemon=True)
     worker.start()
-    worker.join(timeout=20)
-    assert done, "scan_repo hung on the FIFO or the bomb"
-    scan = done[0]
-    assert [c.names for c in scan.certificates] == [frozenset({"web.example.org"})]  # type: ignore[attr-defined]
-    warnings = "\n".join(scan.warnings)  # type: ignore[attr-defined]
-    assert "bomb.yaml" in warnings and "expands to more than" in warnings
+    worker.join(timeout=30)
+    assert done, "reading the tree hung on the FIFO or the bomb"
+    repo = done[0]
+    assert [c.names for c in scan_repo(repo).certificates] == [frozenset({"web.example.org"})]  # type: ignore[arg-type]
+    problems = "\n".join(p.message for p in repo.problems)  # type: ignore[attr-defined]
+    assert "flux-system/bad cannot be built" in problems and "apps" not in problems

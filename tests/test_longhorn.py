@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from seedbed import images, yamlutil
-from seedbed.config import BackupCredentials, Config, LonghornConfig, parse
+from seedbed.config import BackupCredentials, Config, LonghornConfig, check_data_path, parse
 from seedbed.errors import ConfigError, ManifestError, Refused, SeedbedError, WaitTimeout
 from seedbed.render.longhorn import (
     REDACTED,
@@ -144,12 +144,14 @@ def test_redacted_rendering_has_no_values(manifest: str) -> None:
 # --------------------------------------------------------------------------- render: refusals
 
 
-@pytest.mark.parametrize("path", ["var/lib/longhorn", "./data", "~/longhorn", "", "/", "/data/../etc"])
-def test_data_path_must_be_absolute(manifest: str, path: str) -> None:
+@pytest.mark.parametrize("path", ["var/lib/longhorn", "./data", "~/longhorn", "", "/", "/data/../etc", "/data\n"])
+def test_data_path_must_be_absolute(path: str) -> None:
+    # Checked where every config value is (config.py), so render_longhorn can trust it.
     with pytest.raises(ConfigError) as e:
-        render_longhorn(LonghornConfig.model_construct(**{**LonghornConfig().model_dump(), "data_path": path}),
-                        manifest)
+        check_data_path(path)
     assert e.value.fix and "absolute path" in e.value.fix
+    with pytest.raises(ConfigError):
+        parse(f"longhorn:\n  dataPath: {json.dumps(path)}\n")
 
 
 def test_relative_data_path_in_config_file() -> None:
@@ -171,10 +173,9 @@ def test_not_a_longhorn_manifest() -> None:
     assert "longhorn-default-setting" in e.value.message and e.value.fix
 
 
-def test_credentials_need_a_target(manifest: str) -> None:
-    cfg = LonghornConfig(backup_credentials=BackupCredentials(from_env={"A": "B"}))
+def test_credentials_need_a_target() -> None:
     with pytest.raises(ConfigError) as e:
-        render_longhorn(cfg, manifest, backup_credentials={"A": "x"})
+        Config(longhorn=LonghornConfig(backup_credentials=BackupCredentials(from_env={"A": "B"})))
     assert "backupTarget" in e.value.message and e.value.fix
 
 

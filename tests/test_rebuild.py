@@ -292,7 +292,7 @@ def test_a_whole_rebuild_against_longhorn_and_cert_manager_as_upstream_behaves(t
     from conftest import run_cli
     from seedbed.backup.archive import keygen
     from seedbed_lab.lab import Lab, make_worktree
-    from test_bootstrap import bootstrap
+    from test_bootstrap import APPS_KUSTOMIZATION, bootstrap
     from test_certs import tls_secret
 
     upstream("longhorn-v1.12.1.yaml")
@@ -304,7 +304,7 @@ def test_a_whole_rebuild_against_longhorn_and_cert_manager_as_upstream_behaves(t
     archive_path = tmp_path / "homelab.age"
     tree = make_worktree(tmp_path / "gitops", {
         "clusters/homelab/cert-manager/cert-manager.yaml": upstream("cert-manager-v1.18.0.yaml").read_text(),
-        "apps/certificates.yaml": CERTIFICATES})
+        "clusters/homelab/apps.yaml": APPS_KUSTOMIZATION, "apps/certificates.yaml": CERTIFICATES})
     bucket = BackupStore()  # the S3 bucket behind longhorn.backupTarget: it outlives the old cluster
     now = datetime.now(UTC)
 

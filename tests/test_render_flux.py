@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 
 from seedbed import yamlutil
-from seedbed.config import Config
+from seedbed.config import Config, go_duration
 from seedbed.errors import ConfigError, ManifestError
 from seedbed.render import flux, gitserver
 from seedbed.sshkeys import KeyPair, generate_ed25519
@@ -125,13 +125,15 @@ def test_intervals_written_like_go() -> None:
     ("1h30m", "1h30m0s"), ("2h0m5.25s", "2h0m5.25s"), ("1500ms", "1.5s"), ("61m", "1h1m0s"),
 ])
 def test_go_duration(given: str, written: str) -> None:
-    assert flux.go_duration(given) == written
+    assert go_duration(given) == written
 
 
 @pytest.mark.parametrize("bad", ["", "1", "m", "1d", "1m1", "-1m", "500ms", "1 m"])
 def test_go_duration_bad(bad: str) -> None:
     with pytest.raises(ConfigError, match=r"flux\.interval"):
-        flux.go_duration(bad, key="flux.interval")
+        go_duration(bad, key="flux.interval")
+    with pytest.raises(ConfigError, match=r"flux\.interval"):
+        Config(flux={"interval": bad})
 
 
 def test_acme_and_domain_stay_out_of_git(components: str) -> None:
@@ -292,13 +294,24 @@ def test_repo_files_refuses_non_flux(text: str) -> None:
         files(Config(), text)
 
 
-@pytest.mark.parametrize("path", ["/abs", "../up", "a/../b", ".", "./", "a//b", "a\\b"])
+@pytest.mark.parametrize("path", ["/abs", "/", "../up", "a/../b", "a/./b", "a//b", "a\\b"])
 def test_bad_path(path: str) -> None:
-    with pytest.raises(ConfigError, match=r"flux\.path"):
-        flux.sync_path(Config(flux={"path": path}))
+    with pytest.raises(ConfigError, match=r"flux\.path"):  # refused when the Config is made
+        Config(flux={"path": path})
+
+
+@pytest.mark.parametrize("path", [".", "./", " ./ "])
+def test_the_repository_root_as_flux_path_is_laid_out_as_flux_bootstrap_does(components: str, path: str) -> None:
+    cfg = Config(flux={"path": path})
+    assert cfg.flux_path == "."
+    written = files(cfg, components)
+    assert sorted(written) == ["flux-system/gotk-components.yaml", "flux-system/gotk-sync.yaml",
+                               "flux-system/kustomization.yaml"]
+    kustomization = flux.committed_sync_objects(written, cfg)[1]
+    assert kustomization["kind"] == "Kustomization" and kustomization["spec"]["path"] == "./"
 
 
 @pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "a~1", "x.lock", "a/"])
 def test_bad_branch(branch: str) -> None:
     with pytest.raises(ConfigError, match=r"repo\.branch"):
-        flux.sync_objects(Config(repo={"branch": branch}))
+        Config(repo={"branch": branch})

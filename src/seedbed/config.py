@@ -9,6 +9,7 @@ straight to it.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -237,6 +238,12 @@ class FluxConfig(Model):
             raise ValueError("must be namespace/name, e.g. flux-system/flux-system")
         return value
 
+    @property
+    def secret_ref(self) -> tuple[str, str]:
+        """flux.secret as (namespace, name)."""
+        namespace, name = self.secret.split("/")
+        return namespace, name
+
 
 class SecretSelection(Model):
     namespaces: list[str] = Field(default_factory=list, description="Back up every Secret in these.")
@@ -330,9 +337,17 @@ class Config(Model):
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: Path | None = Field(None, exclude=True)
 
+    @model_validator(mode="after")
+    def _values(self) -> Config:
+        # A ConfigError is not a ValueError: pydantic lets it through, and parse() adds the line.
+        check_values(self)
+        return self
+
     @property
     def flux_path(self) -> str:
-        return self.flux.path or f"clusters/{self.cluster.name}"
+        """The cluster folder in the repository (flux.path, default clusters/<cluster name>), without
+        ``./`` or a trailing ``/``: the ``flux-system`` Kustomization's ``spec.path``."""
+        return check_flux_path(self.flux.path or f"clusters/{self.cluster.name}")
 
     def resolve(self, path: str) -> Path:
         """A path from the config, with ``~`` expanded and relative paths taken from the config's folder."""
@@ -348,12 +363,14 @@ class Config(Model):
 
 # --------------------------------------------------------------------------- value checks
 # Every check on a value of seedbed.yaml lives here, so `seedbed config check` and `seedbed plan`
-# agree. Each raises a ConfigError naming the key (``parse`` adds the file and line) and the fix;
-# the render modules call the ones that also normalise a value.
+# agree. Each raises a ConfigError naming the key (``parse`` adds the file and line) and the fix.
+# They run whenever a Config is made; the render modules trust its values, and call the checks that
+# also normalise a value (a domain, a duration) for the normal form, or for a value from a flag.
 
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 # Gitea's reserved user names (models/user/user.go reservedUsernames) and its name rules.
 RESERVED_USERNAMES = frozenset({
@@ -385,6 +402,25 @@ def check_data_path(path: str) -> str:
     if any(ord(c) < 32 for c in path):
         raise ConfigError(f"longhorn.dataPath: {path!r} contains control characters", fix=fix)
     return path
+
+
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a key of a Secret's data
+
+
+def check_backup_credentials(longhorn: LonghornConfig) -> None:
+    creds = longhorn.backup_credentials
+    if creds is None:
+        return
+    if not longhorn.backup_target:
+        raise ConfigError("longhorn.backupCredentials is set but longhorn.backupTarget is not",
+                          fix="set longhorn.backupTarget (s3://bucket@region/ or nfs://host:/path), "
+                              "or remove backupCredentials")
+    for key in creds.from_env or {}:
+        if not SECRET_KEY.match(key):
+            raise ConfigError(
+                f"longhorn.backupCredentials.fromEnv: {key!r} is not a valid Secret key (letters, digits, '-', '_', '.')",
+                fix="rename the key in fromEnv",
+            )
 
 
 def check_domain(domain: str, *, key: str) -> str:
@@ -459,6 +495,12 @@ def check_git_server(gs: GitServerConfig) -> None:
     if gs.http_service == gs.ssh_service:
         raise ConfigError("gitServer.httpService and gitServer.sshService name the same Service",
                           fix="give them different names (the chart uses gitea-http and gitea-ssh)")
+    version = gs.version.removesuffix("-rootless")
+    if gs.image is None and (version.startswith("v") or not IMAGE_TAG.match(version)):
+        raise ConfigError(
+            f"gitServer.version: {gs.version!r} is not an image tag like 1.27 or 1.27.1",
+            fix="write the version without a leading 'v' (the rootless image tag is added by seedbed)",
+        )
     if not OBJECT_NAME.match(gs.storage_class):
         raise ConfigError(f"gitServer.storageClass: {gs.storage_class!r} is not a valid name",
                           fix="name a StorageClass, normally longhorn")
@@ -467,10 +509,86 @@ def check_git_server(gs: GitServerConfig) -> None:
                           fix="write a Kubernetes quantity such as 10Gi")
 
 
+FLUX_NAMESPACE = "flux-system"  # where gotk-components puts the controllers and the sync objects
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)|(//)")
+
+
+def go_duration(text: str, *, key: str = "duration") -> str:
+    """A duration as Go's ``time.Duration.String()`` prints it ("1m" → "1m0s"), as flux writes it,
+    or a ConfigError naming ``key``. Only the units Flux's CRDs accept (ms, s, m, h); at least one second.
+    """
+    value = text.strip()
+    pos, total = 0, 0
+    for m in _DURATION_PART.finditer(value):
+        if m.start() != pos:
+            break
+        total += int(Decimal(m.group(1)) * _UNIT_NS[m.group(2)])
+        pos = m.end()
+    if not value or pos != len(value):
+        raise ConfigError(f"{key}: {text!r} is not a duration like 1m or 30s",
+                          fix="write a number with a unit: ms, s, m or h (e.g. 1m, 1m30s)")
+    if total < 10**9:
+        raise ConfigError(f"{key}: {text!r} is shorter than a second", fix="use at least 1s (1m is usual)")
+    seconds, minutes = total % (60 * 10**9), total // (60 * 10**9)
+    out = _frac(seconds, 9) + "s"
+    if minutes:
+        out = f"{minutes % 60}m" + out
+        if minutes >= 60:
+            out = f"{minutes // 60}h" + out
+    return out
+
+
+def _frac(ns: int, digits: int) -> str:
+    whole, frac = divmod(ns, 10**digits)
+    frac_text = f"{frac:0{digits}d}".rstrip("0")
+    return f"{whole}.{frac_text}" if frac_text else str(whole)
+
+
+def check_flux_path(raw: str) -> str:
+    """flux.path as a folder of the repository (no ``./``, no trailing ``/``; ``.`` for the root, where
+    ``flux bootstrap`` puts flux-system/ without --path), or a ConfigError."""
+    path = raw.strip()
+    bad = path.startswith("/") or "\\" in path
+    while path.startswith("./"):
+        path = path[2:]
+    path = path.rstrip("/") or "."
+    if bad or (path != "." and any(p in ("", ".", "..") for p in path.split("/"))):
+        raise ConfigError(
+            f"flux.path: {raw!r} is not a folder inside the repository",
+            fix="write a relative path such as clusters/homelab (no '..', no leading '/')",
+        )
+    return path
+
+
+def check_flux(cfg: Config) -> None:
+    """flux.interval, flux.path, flux.secret and repo.branch: what the Flux sync objects are made of."""
+    go_duration(cfg.flux.interval, key="flux.interval")
+    cfg.flux_path  # noqa: B018 - normalising it is the check
+    namespace, name = cfg.flux.secret_ref
+    if namespace != FLUX_NAMESPACE:
+        # The GitRepository lives in flux-system (where gotk-components puts the controllers),
+        # and a secretRef can only name a Secret in the object's own namespace.
+        raise ConfigError(
+            f"flux.secret: {cfg.flux.secret!r} is not in namespace {FLUX_NAMESPACE}",
+            fix=f"use {FLUX_NAMESPACE}/<name>, e.g. {FLUX_NAMESPACE}/{FLUX_NAMESPACE}",
+        )
+    if len(name) > 253 or not OBJECT_NAME.match(name):
+        raise ConfigError(f"flux.secret: {name!r} is not a valid Secret name",
+                          fix="use lower-case letters, digits, '-' and '.'")
+    branch = cfg.repo.branch
+    if not branch or _BRANCH_BAD.search(branch) or any(ord(c) < 32 or ord(c) == 127 for c in branch):
+        raise ConfigError(f"repo.branch: {branch!r} is not a valid branch name", fix="use a name like main")
+
+
 def check_values(cfg: Config) -> None:
-    """Every value check that needs more than a type (run by :func:`parse`, so `config check` runs it)."""
+    """Every value check that needs more than a type. Run whenever a :class:`Config` is made (so by
+    :func:`parse`, hence by `config check`): the render modules trust a Config's values."""
     check_data_path(cfg.longhorn.data_path)
+    check_backup_credentials(cfg.longhorn)
     check_git_server(cfg.git_server)
+    check_flux(cfg)
     c = cfg.certificates
     if c.email:
         check_email(c.email)
@@ -522,7 +640,12 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
         raise ConfigError(f"{name}:1: the top level must be a mapping of sections (cluster, longhorn, ...)",
                           fix="start from `seedbed init`, which writes a commented example")
     try:
-        cfg = Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
+        return Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
+    except ConfigError as e:  # check_values, once every key has its type
+        # The message starts with the key's path (gitServer.adminUser: ...): point at its line.
+        key = e.message.split(":", 1)[0].split(" ", 1)[0]
+        line, _ = _LineIndex(node).find(tuple(key.split(".")))
+        raise ConfigError(f"{name}:{line}: {e.message}", fix=e.fix) from None
     except ValidationError as e:
         errors = e.errors()
         lines = []
@@ -539,14 +662,6 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
             lines.append(f"... and {len(errors) - MAX_REPORTED} more problems like these")
         raise ConfigError("\n".join(lines),
                           fix="edit the key named above; `seedbed config schema` describes every key") from None
-    try:
-        check_values(cfg)
-    except ConfigError as e:
-        # The message starts with the key's path (gitServer.adminUser: ...): point at its line.
-        key = e.message.split(":", 1)[0].split(" ", 1)[0]
-        line, _ = _LineIndex(node).find(tuple(key.split(".")))
-        raise ConfigError(f"{name}:{line}: {e.message}", fix=e.fix) from None
-    return cfg
 
 
 def _short(text: str, limit: int = 80) -> str:

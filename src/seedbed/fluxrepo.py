@@ -653,7 +653,7 @@ def _generated_resources(folder: Path) -> list[str]:
                 keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
-            if f.endswith((".yaml", ".yml")) and f not in _IGNORED_FILES:
+            if f.endswith((".yaml", ".yml")) and f not in _IGNORED_FILES and os.path.isfile(here / f):
                 out.append((here / f).relative_to(folder).as_posix())
     return sorted(out, key=lambda p: p.split("/"))  # Go's filepath.Walk order: lexical, depth first
 

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
         GuardResult,
         RepoScan,
         assess,
-        certificates_in_repo,
         scan_repo,
         would_issue,
     )
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "CTResult", "CertificateDoc",
     "DomainBudget", "ExactSetBudget", "GuardResult", "Issuance", "Ledger", "RepoScan", "assess",
-    "certificates_in_repo", "collect", "compute", "fetch_ct", "from_cluster", "registered_domain",
+    "collect", "compute", "fetch_ct", "from_cluster", "registered_domain",
     "scan_cluster", "scan_repo", "would_issue",
 ]
 

@@ -2,10 +2,11 @@
 
 Once Flux applies the repository, cert-manager requests a certificate for every Certificate (and
 every annotated Ingress) whose Secret does not exist yet. The guard estimates exactly that set
-before Flux starts: Certificates found in the GitOps tree, minus those whose Secret a restore
+before Flux starts: Certificates in what Flux applies from the GitOps tree (read by
+:mod:`seedbed.fluxrepo`, as kustomize-controller builds it), minus those whose Secret a restore
 brought back. If that set would exceed a budget, the bootstrap stops with the remedies.
 
-:func:`assess` and :func:`parse_manifests` are pure; :func:`certificates_in_repo` reads the tree.
+Everything here is pure: :func:`scan_repo` takes the repository :func:`seedbed.fluxrepo.read` read.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import files, yamlutil
-from ..errors import Refused, SeedbedError
+from ..errors import Refused
+from ..fluxrepo import SUBSTITUTE_ANNOTATION
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
 from .policies import reissue_reason
 
+if TYPE_CHECKING:
+    from ..fluxrepo import Repo
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
-_DOC_SPLIT = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
-_SKIP_DIRS = {".git", "node_modules", ".venv"}
+_KINDS = {"Certificate", "Ingress", "ClusterIssuer", "Issuer"}  # the kinds the guard reads
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class CertificateDoc:
 
     names: frozenset[str]
     secret_name: str
-    namespace: str | None  # None when the manifest leaves it to a Kustomization
+    namespace: str | None  # as Flux applies it; None when nothing sets it (the Kustomization's namespace)
     issuer_kind: str
     issuer_name: str
     file: str
@@ -56,7 +58,6 @@ class CertificateDoc:
 class RepoScan:
     certificates: list[CertificateDoc]
     production_issuers: frozenset[str]  # "ClusterIssuer/name" (or "Issuer/name") using LE production
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,26 +96,6 @@ def substitute(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]
         return m.group(0)
 
     return _VAR.sub(repl, text), missing
-
-
-def _documents(text: str) -> list[tuple[int, str]]:
-    """(1-based first line, text) of each YAML document, so findings can name a line."""
-    out: list[tuple[int, str]] = []
-    start, line = 0, 1
-    for m in _DOC_SPLIT.finditer(text):
-        out.append((line, text[start:m.start()]))
-        line = text.count("\n", 0, m.end()) + 2
-        start = m.end() + 1
-    out.append((line, text[start:]))
-    return out
-
-
-def _first_content_line(doc: str, base: int) -> int:
-    for offset, raw in enumerate(doc.splitlines()):
-        s = raw.strip()
-        if s and not s.startswith("#"):
-            return base + offset
-    return base
 
 
 def _issuer_key(kind: str, name: str) -> str:
@@ -188,53 +169,51 @@ def _production_issuer(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def parse_manifests(text: str, file: str, variables: Mapping[str, str] | None = None) -> RepoScan:
-    """Certificates and production issuers in one YAML file's text (pure)."""
-    text, missing = substitute(text, variables or {})
+def scan_repo(repo: Repo, variables: Mapping[str, str] | None = None) -> RepoScan:
+    """Every Certificate, annotated Ingress and production issuer Flux applies from ``repo``, with the
+    cluster's ``variables`` (``${CLUSTER_DOMAIN}``...) substituted.
+
+    ``repo`` is what kustomize-controller builds (:func:`seedbed.fluxrepo.read`): a file outside every
+    Flux path is not there, and an object's namespace is the one its kustomization.yaml (or a parent's)
+    or the Flux Kustomization's targetNamespace gives it. The variables are substituted in every object
+    that Flux substitutes in (not one marked ``kustomize.toolkit.fluxcd.io/substitute: disabled``):
+    seedbed's flux-system Kustomization substitutes them from cluster-vars, and fluxrepo, which cannot
+    read that ConfigMap (seedbed applies it; it is not in the repository), leaves them as written.
+    """
     certs: list[CertificateDoc] = []
     prod: set[str] = set()
-    warnings: list[str] = []
-    for base, doc in _documents(text):
-        if "kind:" not in doc:
+    for obj in repo.objects:
+        if obj.kind not in _KINDS:
             continue
-        line = _first_content_line(doc, base)
-        try:
-            # The repository is input like any other: aliases and depth bounded.
-            obj = yamlutil.safe_load(doc, what=f"{file}:{line}")
-        except SeedbedError as e:
-            warnings.append(f"{e.message}; skipped")
+        missing: list[str] = []
+        data = obj.data if _substitution_disabled(obj.data) else _substituted(obj.data, variables or {}, missing)
+        if not isinstance(data.get("metadata") or {}, dict):
             continue
-        if not isinstance(obj, dict):
-            continue
-        unresolved = tuple(sorted({n for n in missing if f"${{{n}" in doc}))
-        certs += _from_object(obj, file, line, unresolved)
-        if (key := _production_issuer(obj)) is not None:
+        line = repo.positioned(obj).node_line  # the first line of the object as written
+        certs += _from_object(data, obj.file, line, tuple(sorted(set(missing))))
+        if (key := _production_issuer(data)) is not None:
             prod.add(key)
-    return RepoScan(certs, frozenset(prod), warnings)
+    return RepoScan(certs, frozenset(prod))
 
 
-def scan_repo(tree: Path, variables: Mapping[str, str] | None = None) -> RepoScan:
-    """Every Certificate, annotated Ingress and production issuer in a GitOps tree's YAML files."""
-    certs: list[CertificateDoc] = []
-    prod: set[str] = set()
-    warnings: list[str] = []
-    for path in sorted(p for p in tree.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
-        if _SKIP_DIRS & set(path.relative_to(tree).parts):
-            continue
-        try:
-            text = files.read_text(path, files.REPO_FILE)  # regular files only, size-capped
-        except SeedbedError as e:
-            warnings.append(f"{e.message}; skipped")
-            continue
-        scan = parse_manifests(text, str(path.relative_to(tree)), variables)
-        certs += scan.certificates
-        prod |= scan.production_issuers
-        warnings += scan.warnings
-    return RepoScan(certs, frozenset(prod), warnings)
+def _substitution_disabled(data: Mapping[str, Any]) -> bool:
+    meta = data.get("metadata") or {}
+    return isinstance(meta, dict) and "disabled" in {(meta.get(k) or {}).get(SUBSTITUTE_ANNOTATION)
+                                                      for k in ("labels", "annotations")
+                                                      if isinstance(meta.get(k) or {}, dict)}
 
 
-def certificates_in_repo(tree: Path, variables: Mapping[str, str] | None = None) -> list[CertificateDoc]:
-    return scan_repo(tree, variables).certificates
+def _substituted(value: Any, variables: Mapping[str, str], missing: list[str]) -> Any:
+    """``value`` with :func:`substitute` applied to every string in it; unresolved names go to ``missing``."""
+    if isinstance(value, dict):
+        return {k: _substituted(v, variables, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substituted(v, variables, missing) for v in value]
+    if isinstance(value, str) and "${" in value:
+        text, unresolved = substitute(value, variables)
+        missing += unresolved
+        return text
+    return value
 
 
 @dataclass(frozen=True)

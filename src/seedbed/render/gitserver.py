@@ -15,10 +15,9 @@ every upgrade as long as the values mount the same Secret at :data:`HOST_KEY_DIR
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
-from ..config import Config, check_git_server
+from ..config import Config
 from ..errors import ConfigError
 from ..sshkeys import KeyPair, known_hosts_line
 from . import CLUSTER_DNS_SUFFIX, MANAGED_BY, b64
@@ -47,9 +46,6 @@ IMAGES = {
     "gitea": "docker.gitea.com/gitea:{version}-rootless",
     "forgejo": "codeberg.org/forgejo/forgejo:{version}-rootless",
 }
-
-# Gitea refuses these user names (models/user/user.go reservedUsernames); Forgejo keeps the list.
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 # --------------------------------------------------------------------------- names and addresses
@@ -102,13 +98,7 @@ def image(cfg: Config) -> str:
     gs = cfg.git_server
     if gs.image:
         return gs.image
-    version = gs.version.removesuffix("-rootless")
-    if version.startswith("v") or not _TAG.match(version):
-        raise ConfigError(
-            f"gitServer.version: {gs.version!r} is not an image tag like 1.27 or 1.27.1",
-            fix="write the version without a leading 'v' (the rootless image tag is added by seedbed)",
-        )
-    return IMAGES[gs.flavor].format(version=version)
+    return IMAGES[gs.flavor].format(version=gs.version.removesuffix("-rootless"))
 
 
 def admin_email(cfg: Config) -> str:
@@ -173,14 +163,13 @@ def render_git_server(cfg: Config, *, admin_password: str, host_key: KeyPair,
 
 
 def _check(cfg: Config, admin_password: str) -> None:
-    check_git_server(cfg.git_server)  # also guards configs built without parse()
     # Gitea's minimum password length is 8; a line break would break the shell's quoting promise.
     if len(admin_password) < 8 or any(c in admin_password for c in "\r\n\0"):
         raise ConfigError("the Git server admin password is shorter than 8 characters or spans lines",
                           fix="let seedbed generate it, or store a longer one-line password in the admin Secret")
     # The host key is not re-validated: a KeyPair comes from generate_ed25519 or from_private,
-    # which validate, and `plan` renders with a placeholder pair.
-    image(cfg)
+    # which validate, and `plan` renders with a placeholder pair. The config's names were checked
+    # when the Config was made (config.check_git_server).
 
 
 SERVER_KEYS_SECRET = "gitea-server-keys"

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from .. import images, yamlutil
-from ..config import BackupCredentials, LonghornConfig, check_data_path
+from ..config import SECRET_KEY, BackupCredentials, LonghornConfig
 from ..errors import ConfigError, ManifestError, Refused
 
 NAMESPACE = "longhorn-system"
@@ -51,7 +51,6 @@ ROLLOUTS: tuple[tuple[str, str], ...] = (
 # Shown in place of credential values wherever a rendering is for display (plan).
 REDACTED = "<redacted>"
 
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 ENV_LINE = re.compile(r"^(?:export\s+)?([-._a-zA-Z0-9]+)\s*=(.*)$")
 RELEASE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
@@ -253,12 +252,7 @@ def render_longhorn(cfg: LonghornConfig, manifest_text: str, *,
     ``backup_credentials`` are the values read by the caller (file or environment). ``redact``
     renders for display: credential values become ``<redacted>`` and may be omitted.
     """
-    check_data_path(cfg.data_path)
-    creds = cfg.backup_credentials
-    if creds is not None and not cfg.backup_target:
-        raise ConfigError("longhorn.backupCredentials is set but longhorn.backupTarget is not",
-                          fix="set longhorn.backupTarget (s3://bucket@region/ or nfs://host:/path), "
-                              "or remove backupCredentials")
+    creds = cfg.backup_credentials  # with a backup target: config.check_backup_credentials
     if creds is not None and backup_credentials is None and not redact:
         raise ConfigError("longhorn.backupCredentials: no credential values were read",
                           fix="give fromFile or fromEnv in longhorn.backupCredentials")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Options, Step
+from .base import Options, Step, WorkTree
 
 
 def bootstrap_steps(options: Options) -> list[Step]:
@@ -16,17 +16,18 @@ def bootstrap_steps(options: Options) -> list[Step]:
     from .restore import RestoreCertificatesStep, RestoreSecretsStep, RestoreVolumesStep
 
     restoring = options.restore is not None
+    worktree = WorkTree()  # read once, by the Git server step's plan; the Flux step and the guard reuse it
     steps: list[Step | None] = [
         PreflightStep(),
         LonghornStep(),
         RestoreVolumesStep() if restoring else None,
         FluxComponentsStep(),
-        GitServerStep(),
+        GitServerStep(worktree),
         RepositoryStep(),
         PushStep(),
         RestoreSecretsStep() if restoring else None,
-        CertGuardStep(),
-        FluxStep(),
+        CertGuardStep(worktree),
+        FluxStep(worktree),
         RestoreCertificatesStep() if restoring else None,
         HandoffStep(),
     ]

@@ -26,6 +26,7 @@ from ..errors import SeedbedError
 if TYPE_CHECKING:
     from ..backup.archive import Archive
     from ..config import Config
+    from ..fluxrepo import Repo
     from ..gitserver import GitServer
     from ..kube import Kube
     from ..manifests import ManifestStore
@@ -63,6 +64,26 @@ def acme_of(cfg: Config, options: Options) -> str:
 def domain_of(cfg: Config, options: Options) -> str | None:
     """The cluster domain of this run: --domain, else certificates.domain."""
     return options.domain or cfg.certificates.domain
+
+
+class WorkTree:
+    """The operator's work tree (repo.path) as Flux will apply it, read once per run with
+    :func:`seedbed.fluxrepo.read`: the Flux step checks it while planning, and the certificate guard
+    counts its Certificates. The steps of one run share one (:func:`seedbed.steps.bootstrap_steps`)."""
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[Path, str], Repo | None] = {}
+
+    def read(self, cfg: Config) -> Repo | None:
+        """None when the tree has no Flux path: Flux then applies only the flux-system/ files seedbed
+        commits there, nothing else of the tree. Raises fluxrepo.KustomizeError without kustomize."""
+        from .. import fluxrepo
+
+        tree = cfg.resolve(cfg.repo.path)
+        key = (tree, cfg.flux_path)
+        if key not in self._read:
+            self._read[key] = fluxrepo.read(tree, cfg.flux_path) if (tree / cfg.flux_path).is_dir() else None
+        return self._read[key]
 
 
 @dataclass

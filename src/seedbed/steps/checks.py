@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import Refused
-from .base import Context, Options, Outcome, Planned, Step, acme_of, domain_of
+from .base import Context, Options, Outcome, Planned, Step, WorkTree, acme_of, domain_of
 
 
 class CertGuardStep(Step):
@@ -16,13 +17,16 @@ class CertGuardStep(Step):
     title = "Certificate guard"
     record = False
 
+    def __init__(self, worktree: WorkTree | None = None) -> None:
+        self.worktree = worktree or WorkTree()
+
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         return Planned(notes=[f"ACME {acme_of(cfg, options)}: Certificates in the repository whose Secrets were "
                               "not restored must fit the Let's Encrypt budget"])
 
     async def run(self, ctx: Context, planned: Planned) -> Outcome:
         from ..certs.budget import compute
-        from ..certs.guard import assess, decide, refusal, scan_repo
+        from ..certs.guard import RepoScan, assess, decide, refusal, scan_repo
         from ..certs.history import archive_ledger, cluster_issuances
         from ..certs.ledger import Ledger
         from ..render.certs import PRODUCTION_ISSUER
@@ -31,9 +35,13 @@ class CertGuardStep(Step):
         cfg, options = ctx.cfg, ctx.options
         acme = acme_of(cfg, options)
         variables = cluster_vars(cfg, acme=acme, domain=domain_of(cfg, options))["data"]
-        scan = scan_repo(cfg.resolve(cfg.repo.path), variables)
-        for w in scan.warnings:
-            ctx.out.warn(w)
+        # The tree as Flux applies it. The Flux step's plan read it already (every step is planned
+        # before anything runs), so this builds nothing again; that step reports what could not be
+        # read or built, and Flux applies nothing of it either. Without kustomize that plan stopped
+        # the run: a guard that cannot see what Flux applies must not let Flux start. Without the
+        # Flux path in the tree, Flux applies only the flux-system/ files seedbed commits: no Certificates.
+        repo = await asyncio.to_thread(self.worktree.read, cfg)
+        scan = scan_repo(repo, variables) if repo is not None else RepoScan([], frozenset())
         # ${CLUSTER_ISSUER} resolves to the production issuer under --acme production, even when the
         # repository does not (yet) define that ClusterIssuer itself.
         issuers = set(scan.production_issuers)

@@ -13,13 +13,16 @@ copy it owns them alone (docs/handoff.md, "How the hand-over works").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import files, git, sops
 from ..errors import ConfigError
 from ..render import flux as render
 from ..render import helmrelease
-from .base import Context, Options, Outcome, Planned, Step, acme_of, all_hold, domain_of
+from .base import Context, Options, Outcome, Planned, Step, WorkTree, acme_of, all_hold, domain_of
+
+if TYPE_CHECKING:
+    from ..fluxrepo import Repo
 
 FLUX_NAMESPACE = render.FLUX_NAMESPACE
 SOURCE_API = render.SOURCE_API
@@ -72,7 +75,7 @@ class FluxComponentsStep(Step):
 
 def existing_files(cfg: Any) -> dict[str, str]:
     """The work tree's own flux-system files (an earlier ``flux bootstrap``), by file name."""
-    folder = cfg.resolve(cfg.repo.path) / render.sync_path(cfg) / "flux-system"
+    folder = cfg.resolve(cfg.repo.path) / render.flux_system_folder(cfg)
     return {name: files.read_text(folder / name, files.REPO_FILE)
             for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE, render.COMPONENTS_FILE)
             if (folder / name).is_file()}
@@ -85,7 +88,7 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
     """What seedbed changes in the user's own flux-system files, as a diff, and which Flux wins."""
     import difflib
 
-    folder = f"{render.sync_path(cfg)}/flux-system"
+    folder = render.flux_system_folder(cfg)
     notes: list[str] = []
     for name in (render.KUSTOMIZATION_FILE, render.SYNC_FILE):
         if name not in existing:
@@ -109,17 +112,15 @@ def _adoption_notes(cfg: Any, existing: dict[str, str], committed: dict[str, str
 
 
 def check_repository(cfg: Any, components: list[dict[str, Any]], keys: sops.Keys | None,
-                     options: Options, repo: Any = None) -> list[str]:
-    """Read the work tree as Flux will (fluxrepo) and stop on what would fail the first sync: Flux API
-    versions the release does not serve, decryption Secrets seedbed will not create, encrypted files
-    the keys given cannot open. Returns the notes (which Kustomizations decrypt with what) and warnings."""
+                     options: Options, repo: Repo | None) -> list[str]:
+    """Stop on what in the work tree as Flux will read it (``repo``, from :class:`WorkTree`; None without
+    the Flux path) would fail the first sync: Flux API versions the release does not serve, decryption
+    Secrets seedbed will not create, encrypted files the keys given cannot open. Returns the notes (which
+    Kustomizations decrypt with what) and warnings."""
     from .. import fluxrepo
 
-    tree = cfg.resolve(cfg.repo.path)
-    if not (tree / render.sync_path(cfg)).is_dir():
+    if repo is None:
         return []
-    if repo is None:  # the caller's reading of the tree (steps.gitserver.read_tree), else read here
-        repo = fluxrepo.read(tree, render.sync_path(cfg))
     unserved = fluxrepo.unserved_apis(repo, fluxrepo.served_versions(components))
     found = sops.check_repo(repo, cfg, keys,
                           archived=options.archived_secrets if options.restore is not None else None)
@@ -152,16 +153,19 @@ class FluxStep(Step):
     name = "flux"
     title = "Flux sync"
 
+    def __init__(self, worktree: WorkTree | None = None) -> None:
+        self.worktree = worktree or WorkTree()
+
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
         text = manifests.text("flux", cfg.flux.version)
         acme, domain = acme_of(cfg, options), domain_of(cfg, options)
-        from .gitserver import git_server_choice, read_tree
+        from .gitserver import git_server_choice
 
-        tree = read_tree(cfg)
+        tree = self.worktree.read(cfg)
         choice = git_server_choice(cfg, tree)
         # The user's own Git server release is the one Flux reconciles: no second one beside it.
         server_file = helmrelease.repo_file(cfg) if choice.own else None
-        folder = f"{render.sync_path(cfg)}/flux-system"
+        folder = render.flux_system_folder(cfg)
         keys = sops.load(cfg, archived=options.archived_secrets)  # a wrong key file stops the run here
         existing = existing_files(cfg)
         repo_files = render.repo_files(
@@ -219,7 +223,7 @@ class FluxStep(Step):
         ctx.out.activity(f"committing {len(repo_files)} files to {cfg.repo.owner}/{cfg.repo.name}")
         url, token = await ctx.gitserver.remote()
         # git-server.yaml is the user's once committed: its values are how they change the server.
-        server_file = f"{render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}"
+        server_file = f"{render.flux_system_folder(cfg)}/{helmrelease.REPO_FILE}"
         revision = await git.retrying(lambda: git.commit_files(
             url, cfg.repo.branch, repo_files,
             f"Add Flux {cfg.flux.version} sync manifests and the Git server for {cfg.cluster.name}",

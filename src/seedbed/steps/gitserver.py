@@ -25,7 +25,7 @@ from ..render import flux as flux_render
 from ..render import gitserver as render
 from ..render import helmrelease
 from ..sshkeys import KeyPair, fingerprint, generate_ed25519
-from .base import Context, Options, Outcome, Planned, Step, all_hold
+from .base import Context, Options, Outcome, Planned, Step, WorkTree, all_hold
 
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
                           public_openssh="ssh-ed25519 <generated-at-bootstrap> gitea-host-key")
@@ -50,27 +50,15 @@ def local_head(cfg: Any) -> str | None:
 # --------------------------------------------------------------------------- git-server
 
 
-def read_tree(cfg: Any) -> Any:
-    """The operator's work tree as Flux will apply it from the cluster's path (fluxrepo), or None when
-    the tree has no such folder yet."""
-    from .. import fluxrepo
-
-    tree = cfg.resolve(cfg.repo.path)
-    path = flux_render.sync_path(cfg)
-    return fluxrepo.read(tree, path) if (tree / path).is_dir() else None
-
-
-def git_server_choice(cfg: Any, repo: Any = None) -> Any:
-    """Which release is the Git server: the user's, when the work tree already holds one that deploys
-    into gitServer.namespace (handoff.choose_git_server states the rule), else seedbed's own
-    git-server.yaml. Read as Flux will apply the tree (``repo``, else read here), before anything is
-    written."""
+def git_server_choice(cfg: Any, repo: Any) -> Any:
+    """Which release is the Git server: the user's, when the work tree (``repo``, as Flux will apply
+    it; None without the Flux path) already holds one that deploys into gitServer.namespace
+    (handoff.choose_git_server states the rule), else seedbed's own git-server.yaml."""
     from ..handoff import ServerChoice, choose_git_server
 
-    repo = repo if repo is not None else read_tree(cfg)
     if repo is None:
         return ServerChoice()
-    return choose_git_server(repo, cfg, own_file=f"{flux_render.sync_path(cfg)}/flux-system/{helmrelease.REPO_FILE}")
+    return choose_git_server(repo, cfg, own_file=f"{flux_render.flux_system_folder(cfg)}/{helmrelease.REPO_FILE}")
 
 
 class GitServerStep(Step):
@@ -85,8 +73,11 @@ class GitServerStep(Step):
     name = "git-server"
     title = "Git server"
 
+    def __init__(self, worktree: WorkTree | None = None) -> None:
+        self.worktree = worktree or WorkTree()
+
     def plan(self, cfg: Any, manifests: Any, options: Options) -> Planned:
-        choice = git_server_choice(cfg)
+        choice = git_server_choice(cfg, self.worktree.read(cfg))
         handed = helmrelease.objects(cfg) if choice.own else choice.objects
         objs = render.render_git_server(cfg, admin_password=PLACEHOLDER_PASSWORD, host_key=PLACEHOLDER_KEY,
                                         server_keys=PLACEHOLDER_SERVER_KEYS) + handed
