@@ -54,7 +54,7 @@ _WHERE = {
     **dict.fromkeys(("EXACT_SET_LIMIT", "REGISTERED_DOMAIN_LIMIT", "WINDOW", "Budget", "DomainBudget",
                      "ExactSetBudget", "compute", "registered_domain"), "budget"),
     **dict.fromkeys(("CTResult", "fetch_ct"), "ct"),
-    **dict.fromkeys(("CertificateDoc", "GuardResult", "RepoScan", "assess", "certificates_in_repo", "scan_repo",
+    **dict.fromkeys(("CertificateDoc", "GuardResult", "RepoScan", "assess", "scan_repo",
                      "would_issue"), "guard"),
     **dict.fromkeys(("Issuance", "Ledger", "from_cluster", "scan_cluster"), "ledger"),
 }
