@@ -622,22 +622,27 @@ class FakeGitea:
             return web.Response(status=404)
         return await self._create_repo(request, owner, org=name in self.orgs)
 
-    async def _get_repo(self, request: web.Request) -> web.Response:
+    def _visible_repo(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """The repository of the path, as Gitea shows it to the caller: a private one the caller
+        may not administer is a 404, as if it did not exist."""
         caller = self._require(request, "repository")
         if isinstance(caller, web.Response):
             return caller
         r = self._repo(request.match_info["owner"], request.match_info["repo"])
         if r is None or (r["private"] and not self._may_admin_repo(caller, r)):
             return web.Response(status=404)
+        return r
+
+    async def _get_repo(self, request: web.Request) -> web.Response:
+        r = self._visible_repo(request)
+        if isinstance(r, web.Response):
+            return r
         return web.json_response(self._repo_json(r))
 
     async def _get_branch(self, request: web.Request) -> web.Response:
-        caller = self._require(request, "repository")
-        if isinstance(caller, web.Response):
-            return caller
-        r = self._repo(request.match_info["owner"], request.match_info["repo"])
-        if r is None or (r["private"] and not self._may_admin_repo(caller, r)):
-            return web.Response(status=404)
+        r = self._visible_repo(request)
+        if isinstance(r, web.Response):
+            return r
         branch = request.match_info["branch"]
         run = subprocess.run(
             ["git", "--git-dir", r["path"], "log", "-1", "--format=%H%x00%s%x00%an%x00%ae%x00%cI",
