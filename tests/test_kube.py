@@ -131,6 +131,36 @@ async def test_waits_survive_dropped_watches(emulator, kubeconfig):
     assert rollout_complete(live)
 
 
+async def test_a_wait_survives_a_watch_the_api_server_throttles_or_cannot_serve_for_a_moment(emulator, kubeconfig):
+    """Was: one 503 (or 429 from API priority and fairness) on opening a watch ended the whole wait,
+    and the bootstrap step with it (found by the seeded-fault sweep, seeds 169 and 180)."""
+    dep = _deployment("web")
+    emulator.hold_ready("Deployment", "default", "web")
+    said: list[str] = []
+    async with await connect(kubeconfig) as kube:
+        await kube.apply([dep])
+        emulator.inject(method="GET", path=r".*deployments.*", status=503, times=1, watches_only=True)
+        emulator.inject(method="GET", path=r".*deployments.*", status=429, times=1, watches_only=True, retry_after=0)
+        waiter = asyncio.create_task(kube.wait_rollout("Deployment", "web", "default", timeout=20,
+                                                       on_wait=said.append))
+        await asyncio.sleep(0.5)
+        emulator.release_ready("Deployment", "default", "web")
+        live = await waiter
+    assert rollout_complete(live)
+    assert any("refused the watch" in line and "503" in line for line in said)
+
+
+async def test_a_watch_the_api_server_keeps_refusing_is_one_clear_message(emulator, kubeconfig):
+    emulator.hold_ready("Deployment", "default", "web")
+    async with await connect(kubeconfig) as kube:
+        await kube.apply([_deployment("web")])
+        kube.retries = 2
+        emulator.inject(method="GET", path=r".*deployments.*", status=503, times=100, watches_only=True)
+        with pytest.raises(ClusterError) as e:
+            await kube.wait_rollout("Deployment", "web", "default", timeout=20)
+    assert "503" in e.value.message and e.value.fix
+
+
 async def test_a_wait_that_times_out_names_what_is_not_ready_and_why(emulator, kubeconfig):
     emulator.hold_ready("Deployment", "default", "web")
     async with await connect(kubeconfig) as kube:

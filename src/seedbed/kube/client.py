@@ -34,6 +34,7 @@ from .types import (
     Target,
     WaitProgress,
     WatchExpired,
+    WatchRefused,
     ref,
 )
 
@@ -512,6 +513,10 @@ class Kube:
                 raise self._timed_out(e, "GET", path) from None
             if resp.status_code == 410:
                 raise WatchExpired()
+            if resp.status_code in RETRY_STATUSES:
+                # Throttled (API priority and fairness answers 429) or a proxy's hiccup: as transient
+                # for a watch as for any request, so the waiter lists and watches again.
+                raise WatchRefused(self._error(resp, "GET", path))
             if resp.status_code >= 300:
                 raise self._error(resp, "GET", path)
             buf = bytearray()

@@ -74,6 +74,7 @@ class Fault:
     drop_port_forward: bool
     retry_after: int | float | None
     message: str | None = None
+    watches_only: bool = False
 
 
 @dataclass
@@ -262,13 +263,15 @@ class Emulator:
 
     def inject(self, method: str | None = None, path: str = r".*", status: int | None = None, times: int = 1,
                latency: float = 0.0, drop_watch: bool = False, drop_port_forward: bool = False,
-               retry_after: int | float | None = None, message: str | None = None) -> None:
+               retry_after: int | float | None = None, message: str | None = None,
+               watches_only: bool = False) -> None:
         """The next `times` requests matching method and path (a regex searched in the URL path) fail
         with `status` (and Status `message`, e.g. the API server's "error dialing backend: ..." when it
         cannot reach a kubelet), are delayed by `latency`, have their watch cut after the first event,
-        or their port-forward websocket closed abruptly after the first data frame."""
+        or their port-forward websocket closed abruptly after the first data frame. ``watches_only``:
+        only requests that open a watch (``?watch=true``) match."""
         self._faults.append(Fault(method.upper() if method else None, re.compile(path), status, times, latency,
-                                  drop_watch, drop_port_forward, retry_after, message))
+                                  drop_watch, drop_port_forward, retry_after, message, watches_only))
 
     def clear_faults(self) -> None:
         self._faults = []
@@ -432,6 +435,8 @@ class Emulator:
 
     def _match_fault(self, request: web.Request) -> Fault | None:
         for f in self._faults:
+            if f.watches_only and request.query.get("watch") not in ("true", "1"):
+                continue
             if (f.method is None or f.method == request.method) and f.path.search(request.path):
                 f.times -= 1
                 if f.times <= 0:
