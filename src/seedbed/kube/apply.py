@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2 as httpx
 
 from ..errors import ClusterError
-from .types import ApplyResult, Obj, WatchExpired, WatchRefused, ref
+from .types import ApplyResult, Obj, WatchExpired, ref
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -86,7 +86,6 @@ async def _crds_ready(kube: Kube, crds: list[Obj], answers: list[Obj], timeout: 
     if pending:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        refused = 0  # watches refused in a row with a transient status (429, 5xx)
         while pending:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -103,13 +102,6 @@ async def _crds_ready(kube: Kube, crds: list[Obj], answers: list[Obj], timeout: 
                             break
             except TimeoutError:
                 continue
-            except WatchRefused as e:  # as transient as for any request: list again, a few times
-                refused += 1
-                if refused > kube.retries:
-                    raise e.error from None
-                await asyncio.sleep(min(0.2 * refused, max(0.0, deadline - loop.time())))
-                items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-                pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}
             except (WatchExpired, httpx.TransportError):  # a dropped watch: list again and carry on
                 items, rv = await kube.list_with_version("apiextensions.k8s.io/v1", "CustomResourceDefinition")
                 pending -= {i["metadata"]["name"] for i in items if condition_is(i, "Established")}

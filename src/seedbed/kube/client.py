@@ -34,7 +34,6 @@ from .types import (
     Target,
     WaitProgress,
     WatchExpired,
-    WatchRefused,
     ref,
 )
 
@@ -481,12 +480,16 @@ class Kube:
 
     async def watch(self, api_version: str, kind: str, namespace: str | None = None, *,
                     name: str | None = None, label_selector: str | None = None,
-                    resource_version: str | None = None, timeout: float = 60) -> AsyncIterator[tuple[str, Obj]]:
+                    resource_version: str | None = None, timeout: float = 60,
+                    on_retry: Callable[[str], None] | None = None) -> AsyncIterator[tuple[str, Obj]]:
         """Events ``(type, object)`` from ``resource_version`` on, for at most ``timeout`` seconds.
 
         A watch has no overall deadline (the caller's wait is its deadline), but the answer's headers
         must come within the request deadline, and a watch that sends nothing for
-        ``deadlines.watch_idle`` seconds past the server's own ``timeoutSeconds`` is dropped.
+        ``deadlines.watch_idle`` seconds past the server's own ``timeoutSeconds`` is dropped. Opening
+        it is retried on 429 and 5xx with the backoff of every request (``on_retry`` hears why), as
+        client-go's reflector re-sends a refused watch after a backoff (client-go
+        tools/cache/reflector.go, ListAndWatch: ``apierrors.IsTooManyRequests`` -> backoff, continue).
         """
         res = await self.resource(api_version, kind)
         params: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, int(timeout)),
@@ -499,24 +502,33 @@ class Kube:
             params["resourceVersion"] = resource_version
         path = res.path(namespace)
         await self.authenticate()
-        self.stats.requests += 1
         async with AsyncExitStack() as stack:
-            try:
-                async with asyncio.timeout(self.deadlines.request):
-                    resp = await stack.enter_async_context(self.http.stream(
-                        "GET", path, params=params,
-                        timeout=httpx.Timeout(self.deadlines.request, connect=self.deadlines.connect,
-                                              read=timeout + self.deadlines.watch_idle)))
-                    if resp.status_code >= 300:
-                        await resp.aread()
-            except (TimeoutError, httpx.TimeoutException) as e:
-                raise self._timed_out(e, "GET", path) from None
+            attempt = 0
+            while True:
+                self.stats.requests += 1
+                try:
+                    async with asyncio.timeout(self.deadlines.request):
+                        resp = await stack.enter_async_context(self.http.stream(
+                            "GET", path, params=params,
+                            timeout=httpx.Timeout(self.deadlines.request, connect=self.deadlines.connect,
+                                                  read=timeout + self.deadlines.watch_idle)))
+                        if resp.status_code >= 300:
+                            await resp.aread()
+                except (TimeoutError, httpx.TimeoutException) as e:
+                    raise self._timed_out(e, "GET", path) from None
+                if resp.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    break
+                # Throttled (API priority and fairness answers 429) or a proxy's hiccup: as
+                # transient for a watch as for any request.
+                if on_retry is not None:
+                    on_retry(f"the API server refused the watch ({scrub.scrub(str(self._error(resp, 'GET', path)))})"
+                             "; trying again")
+                await resp.aclose()  # its connection back to the pool before the next try
+                await self._sleep(attempt, resp.headers.get("Retry-After"))
+                attempt += 1
+                self.stats.retries += 1
             if resp.status_code == 410:
                 raise WatchExpired()
-            if resp.status_code in RETRY_STATUSES:
-                # Throttled (API priority and fairness answers 429) or a proxy's hiccup: as transient
-                # for a watch as for any request, so the waiter lists and watches again.
-                raise WatchRefused(self._error(resp, "GET", path))
             if resp.status_code >= 300:
                 raise self._error(resp, "GET", path)
             buf = bytearray()

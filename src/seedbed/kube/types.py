@@ -48,15 +48,6 @@ class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): re-list and start again. Never leaves kube/."""
 
 
-class WatchRefused(Exception):
-    """The API server answered a watch with a status a retry may cure (429, 5xx): re-list (the list
-    has its own retries) and watch again. ``error`` is what to raise when it keeps refusing. Never
-    leaves kube/."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
 
 @dataclass(frozen=True)
 class Target:

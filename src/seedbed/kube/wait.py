@@ -10,7 +10,7 @@ import httpx2 as httpx
 
 from .. import scrub
 from ..errors import WaitTimeout
-from .types import Obj, WaitProgress, WatchExpired, WatchRefused
+from .types import Obj, WaitProgress, WatchExpired
 
 if TYPE_CHECKING:
     from .client import Kube
@@ -33,7 +33,6 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
             said = line
             on_wait(line)
 
-    refused = 0  # watches refused in a row with a transient status
     while True:
         # List (one object) to learn the current state and a resourceVersion to watch from.
         items, rv = await kube.list_with_version(api_version, kind, namespace, field_selector=f"metadata.name={name}")
@@ -47,20 +46,13 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
         try:
             async with asyncio.timeout(remaining):
                 async for etype, obj in kube.watch(api_version, kind, namespace, name=name, resource_version=rv,
-                                                   timeout=remaining):
+                                                   timeout=remaining, on_retry=tell):
                     last = None if etype == "DELETED" else obj
                     if check(last):
                         return last
                     tell(describe(last) if describe else "")
-            refused = 0
         except TimeoutError:
             break
-        except WatchRefused as e:
-            refused += 1
-            if refused > kube.retries:  # as many tries as any other request gets
-                raise e.error from None
-            tell(f"the API server refused the watch ({scrub.scrub(str(e))}); listing again")
-            await asyncio.sleep(min(0.2 * refused, max(0.0, deadline - loop.time())))
         except (WatchExpired, httpx.TransportError, ValueError) as e:
             # A dropped or expired watch: back off a little, then re-list and watch again.
             if not isinstance(e, WatchExpired):
