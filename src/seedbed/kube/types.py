@@ -126,7 +126,8 @@ class KubeClient(Protocol):
 
     def watch(self, api_version: str, kind: str, namespace: str | None = None, *,
               name: str | None = None, label_selector: str | None = None,
-              resource_version: str | None = None, timeout: float = 60) -> AsyncIterator[tuple[str, Obj]]: ...
+              resource_version: str | None = None, timeout: float = 60,
+              on_retry: Callable[[str], None] | None = None) -> AsyncIterator[tuple[str, Obj]]: ...
 
     async def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
                        check: Callable[[Obj | None], bool], *, timeout: float, what: str,
