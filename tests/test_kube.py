@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import upstream_path
 from seedbed import yamlutil
 from seedbed.config import ClusterConfig
 from seedbed.errors import ClusterError, ConfigError, Refused, WaitTimeout
-from seedbed.kube import Kube
+from seedbed.kube import Kube, NotFound
 from seedbed.kube.wait import rollout_complete
 
 BUNDLES = ["longhorn-v1.12.1.yaml", "flux-gotk-components-v2.9.3.yaml", "cert-manager-v1.18.0.yaml"]
@@ -508,6 +509,38 @@ async def test_secrets_and_configmaps_are_read_without_a_discovery_request(emula
                                                        "/api/v1/namespaces/default/secrets"]
         await kube.get("v1", "Namespace", "default")
         assert "/api/v1" in [r.path for r in emulator.requests]
+
+
+async def test_cert_manager_objects_are_read_without_a_discovery_request(emulator, kubeconfig):
+    """A backup reads Certificates, CertificateRequests, Issuers and ClusterIssuers in its first round
+    trip: their names and scopes are the ones cert-manager's CRDs (v1.21.1, deploy/crds) give on every
+    cluster. Without cert-manager a read finds nothing, and a write still names the missing CRD."""
+    from seedbed.kube.client import _KNOWN_FOR_READS
+
+    async with await connect(kubeconfig) as kube:
+        emulator.reset_requests()
+        assert await kube.list("cert-manager.io/v1", "Certificate") == []
+        assert await kube.get("cert-manager.io/v1", "ClusterIssuer", "letsencrypt-production") is None
+        assert "/apis/cert-manager.io/v1" not in [r.path for r in emulator.requests]
+        with pytest.raises(NotFound, match="does not serve Certificate"):
+            await kube.create({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                               "metadata": {"name": "c", "namespace": "default"}, "spec": {}})
+
+    folder = upstream_path("cert-manager-v1.21.1-crds")
+    for path in sorted(folder.glob("cert-manager.io_*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        names = crd["spec"]["names"]
+        known = _KNOWN_FOR_READS[("cert-manager.io/v1", names["kind"])]
+        assert (known.plural, known.namespaced) == (names["plural"], crd["spec"]["scope"] == "Namespaced"), path.name
+        emulator.put(crd)
+    emulator.settle()
+    emulator.put({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                  "metadata": {"name": "web", "namespace": "default"}, "spec": {"secretName": "web-tls"}})
+    async with await connect(kubeconfig) as kube:
+        emulator.reset_requests()
+        [cert] = await kube.list("cert-manager.io/v1", "Certificate", "default")
+        assert cert["metadata"]["name"] == "web" and cert["kind"] == "Certificate"
+        assert [r.path for r in emulator.requests] == ["/apis/cert-manager.io/v1/namespaces/default/certificates"]
 
 
 async def test_shared_lists_make_one_request_for_readers_of_the_same_kind(emulator, kubeconfig):

@@ -78,6 +78,20 @@ class Resource:
 # Any other kind, and these again after forget("v1"), goes through discovery.
 _CORE_V1 = (("Secret", "secrets"), ("ConfigMap", "configmaps"))
 
+# Reads (GET, LIST) of cert-manager's kinds skip discovery as well: a backup's first round trip
+# then carries them. Their resource names and scopes are fixed by cert-manager's CRDs on every
+# cluster that serves cert-manager.io/v1 (cert-manager v1.21.1, deploy/crds/cert-manager.io_*.yaml:
+# certificates, certificaterequests and issuers Namespaced, clusterissuers Cluster), and on a
+# cluster that does not, the read's 404 means what discovery's would: nothing there. Writes still
+# go through discovery, so that a missing CRD is named as one (a POST's 404 would read as a
+# missing namespace).
+_KNOWN_FOR_READS = {
+    ("cert-manager.io/v1", kind): Resource("cert-manager.io/v1", kind, plural, namespaced=namespaced)
+    for kind, plural, namespaced in (("Certificate", "certificates", True),
+                                     ("CertificateRequest", "certificaterequests", True),
+                                     ("Issuer", "issuers", True), ("ClusterIssuer", "clusterissuers", False))
+}
+
 
 class Kube:
     """An async connection to one cluster. Use ``async with await Kube.connect(...) as kube``."""
@@ -326,6 +340,17 @@ class Kube:
             self._resources[(api_version, r["kind"])] = res
         self._discovered.add(api_version)
 
+    async def _for_read(self, api_version: str, kind: str) -> Resource | None:
+        """Where to read a kind: the discovered resource, else a well-known one, else discovery's
+        answer; None when the cluster does not serve it."""
+        found = self._resources.get((api_version, kind)) or _KNOWN_FOR_READS.get((api_version, kind))
+        if found is not None:
+            return found
+        try:
+            return await self.resource(api_version, kind)
+        except NotFound:
+            return None
+
     def forget(self, api_version: str) -> None:
         """Drop cached discovery for a group version (after a CRD for it was created)."""
         self._discovered.discard(api_version)
@@ -343,9 +368,8 @@ class Kube:
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         """The object, or None when it (or its kind) does not exist."""
-        try:
-            res = await self.resource(api_version, kind)
-        except NotFound:
+        res = await self._for_read(api_version, kind)
+        if res is None:
             return None
         path = res.path(namespace, name)
         resp = await self.request("GET", path)
@@ -361,9 +385,8 @@ class Kube:
     async def list_with_version(self, api_version: str, kind: str, namespace: str | None = None, *,
                                 label_selector: str | None = None,
                                 field_selector: str | None = None) -> tuple[list[Obj], str]:
-        try:
-            res = await self.resource(api_version, kind)
-        except NotFound:
+        res = await self._for_read(api_version, kind)
+        if res is None:
             return [], "0"
         params: dict[str, Any] = {"limit": 500}
         if label_selector:
