@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +209,22 @@ def test_config_check_refuses_what_plan_would_refuse(workdir, capsys, section, k
         code, _, err = run(capsys, *argv)
         assert code == 2 and f"seedbed.yaml:{line}: {key}" in err, (argv, err)
         assert err.count("error:") == 1 and err.count("fix:") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_progress_lines_in_a_pipe_are_plain_text_and_on_a_terminal_styled():
+    """Piped or redirected (CI logs, `2> log`), the ► ✔ ! lines are the text as written, markup and
+    :emoji: codes included, and printing them does not load the terminal library; with --color
+    they are styled."""
+    code = ("import io, sys; from seedbed.output import Output; o = Output(); "
+            "o.done('took [bold]x[/] :smile:'); o.activity('busy'); o.warn('w'); o.close(); "
+            "print('rich' in sys.modules, file=sys.stdout)")
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stderr == "✔ took [bold]x[/] :smile:\n! w\n"
+    assert run.stdout.strip() == "False"
+
+    from seedbed.output import Output
+
+    styled = io.StringIO()
+    Output(stream=styled, color=True).done("ok")
+    assert "\x1b[" in styled.getvalue() and "ok" in styled.getvalue()

@@ -9,6 +9,7 @@ a second line of defence behind "never format a secret into a message".
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -44,8 +45,23 @@ class Output:
                                     force_terminal=self._color, no_color=self._color is False)
         return self._console
 
+    def _plain(self) -> bool:
+        """No terminal to style or animate (a pipe, a file, --no-color): lines are written as they
+        are, without rich, whose import is a tenth of a short command's run. rich decides as here:
+        --color forces a terminal, --no-color none, FORCE_COLOR and TTY_COMPATIBLE=1 one."""
+        if self._color is not None:
+            return not self._color
+        if os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE") == "1":
+            return False
+        isatty = getattr(self.stream, "isatty", None)
+        return not (isatty and isatty())
+
     def _print(self, symbol: str, style: str, message: str) -> None:
         if self.quiet and symbol not in ("✗", "!"):
+            return
+        if self._console is None and self._plain():
+            self.stream.write(f"{symbol} {self.scrub(message)}\n")
+            self.stream.flush()
             return
         from rich.markup import escape
 
@@ -84,7 +100,7 @@ class Output:
                 self._status.stop()
                 self._status = None
             return
-        if self.quiet or not self.console.is_terminal:
+        if self.quiet or (self._console is None and self._plain()) or not self.console.is_terminal:
             self.debug(message)
             return
         text = self.scrub(message)
