@@ -41,6 +41,33 @@ def test_config_schema_is_json_schema_with_the_yaml_keys(capsys):
     assert "baseDir" not in schema["properties"]
 
 
+def test_the_schema_checks_what_seedbed_checks():
+    """What an editor (yaml-language-server) gets from the schema: the example is valid, typical mistakes
+    are not, and the keys carry their descriptions and defaults."""
+    import jsonschema
+
+    schema = config.json_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    assert list(validator.iter_errors(yaml.safe_load(EXAMPLE_CONFIG))) == []
+    assert validator.is_valid({}) and validator.is_valid({"flux": {"sops": {"ageKeyFiles": ["k.txt"]}}})
+    for bad in ({"clustr": {}}, {"cluster": {"nmae": "x"}}, {"baseDir": "/etc"}, {"source": "x"},
+                {"longhorn": {"replicaCount": 0}}, {"longhorn": {"replicaCount": "3"}},
+                {"longhorn": {"replicaCount": True}}, {"longhorn": None}, {"flux": {"readyTimeout": 0}},
+                {"gitServer": {"flavor": "github"}}, {"backup": {"volumes": [{"namespace": "a"}]}},
+                {"repo": {"authorizedKeys": "a"}}, {"certificates": {"wildcard": {"namespace": "x"}}}):
+        assert not validator.is_valid(bad), bad
+
+    def section(name: str) -> dict:
+        return schema["$defs"][schema["properties"][name]["$ref"].rsplit("/", 1)[1]]
+
+    longhorn = section("longhorn")["properties"]
+    assert "bind mount" in longhorn["dataPath"]["description"]
+    assert longhorn["replicaCount"]["default"] == 3 and longhorn["replicaCount"]["maximum"] == 20
+    assert section("gitServer")["properties"]["version"]["default"] == config.GITEA_VERSION
+    assert section("cluster")["properties"]["name"]["description"].startswith("A short name")
+
+
 @pytest.mark.parametrize(("text", "line", "key"), [
     ("cluster:\n  name: lab\nlonghorn:\n  dataPath: data\n", 4, "longhorn.dataPath"),
     ("repo:\n  owner: homelab\n  nmae: gitops\n", 3, "repo.nmae"),
