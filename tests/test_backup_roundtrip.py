@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from seedbed import yamlutil
@@ -166,7 +167,7 @@ def open_(path: Path, key: tuple[Path, str], identity: Path | None = None, *, cl
           other: bool = False, cfg: Config | None = None) -> archive.Archive:
     """What restore does first: decrypt, verify, check the signature (the user's own key) and validate."""
     cfg = cfg or config(key[1], cluster=cluster)
-    cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(update={"identity_file": str(key[0])})})
+    cfg = msgspec.structs.replace(cfg, backup=msgspec.structs.replace(cfg.backup, identity_file=str(key[0])))
     return archive.open_archive(path, [identity or key[0]], policy=Policy.from_config(cfg, from_other_cluster=other))
 
 

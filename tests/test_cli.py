@@ -15,6 +15,7 @@ import yaml
 from conftest import run_cli as run
 from seedbed import config
 from seedbed.cli import cli
+from seedbed.errors import ConfigError
 from seedbed.example import EXAMPLE_CONFIG
 
 
@@ -43,6 +44,33 @@ def test_config_schema_is_json_schema_with_the_yaml_keys(capsys):
     assert code == 0 and schema["$schema"].startswith("http://json-schema.org/")
     assert {"cluster", "longhorn", "gitServer", "repo", "flux", "backup", "certificates"} <= set(schema["properties"])
     assert "baseDir" not in schema["properties"]
+
+
+def test_the_schema_checks_what_seedbed_checks():
+    """What an editor (yaml-language-server) gets from the schema: the example is valid, typical mistakes
+    are not, and the keys carry their descriptions and defaults."""
+    import jsonschema
+
+    schema = config.json_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    assert list(validator.iter_errors(yaml.safe_load(EXAMPLE_CONFIG))) == []
+    assert validator.is_valid({}) and validator.is_valid({"flux": {"sops": {"ageKeyFiles": ["k.txt"]}}})
+    for bad in ({"clustr": {}}, {"cluster": {"nmae": "x"}}, {"baseDir": "/etc"}, {"source": "x"},
+                {"longhorn": {"replicaCount": 0}}, {"longhorn": {"replicaCount": "3"}},
+                {"longhorn": {"replicaCount": True}}, {"longhorn": None}, {"flux": {"readyTimeout": 0}},
+                {"gitServer": {"flavor": "github"}}, {"backup": {"volumes": [{"namespace": "a"}]}},
+                {"repo": {"authorizedKeys": "a"}}, {"certificates": {"wildcard": {"namespace": "x"}}}):
+        assert not validator.is_valid(bad), bad
+
+    def section(name: str) -> dict:
+        return schema["$defs"][schema["properties"][name]["$ref"].rsplit("/", 1)[1]]
+
+    longhorn = section("longhorn")["properties"]
+    assert "bind mount" in longhorn["dataPath"]["description"]
+    assert longhorn["replicaCount"]["default"] == 3 and longhorn["replicaCount"]["maximum"] == 20
+    assert section("gitServer")["properties"]["version"]["default"] == config.GITEA_VERSION
+    assert section("cluster")["properties"]["name"]["description"].startswith("A short name")
 
 
 @pytest.mark.parametrize(("text", "line", "key"), [
@@ -140,6 +168,76 @@ def test_every_command_has_help_with_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
     assert "Example" in out, f"`seedbed {' '.join(command)} --help` shows no example"
+
+
+def test_every_problem_of_a_config_is_reported_at_its_line():
+    """One run names every wrong key: in several sections, several in one section, unknown keys and
+    wrong types and values alike (fields in their order, then the unknown keys)."""
+    text = ("cluster:\n  nmae: lab\n  name: Lab\n"                      # 2, 3
+            "longhorn:\n  replicaCount: '3'\n  defaultStorageClass: 1\n"  # 5, 6
+            "  readyTimeout: .inf\n  dataPath: var/lib\n"                 # 7, 8
+            "repo:\n  authorizedKeys: [a, 1, b, null]\n"                  # 10
+            "backup:\n  volumes:\n    - namespace: a\n      claim: b\n"    # 13, 14
+            "bogus: 1\n")                                                 # 15
+    with pytest.raises(ConfigError) as e:
+        config.parse(text)
+    assert e.value.message.splitlines() == [
+        "seedbed.yaml:3: cluster.name: 'Lab' is not a valid Kubernetes name (lower-case letters, digits and '-', "
+        "at most 63)",
+        "seedbed.yaml:2: cluster.nmae: unknown key (check the spelling; `seedbed config schema` lists the keys)",
+        "seedbed.yaml:8: longhorn.dataPath: must be an absolute path (starting with '/'), not 'var/lib'",
+        "seedbed.yaml:6: longhorn.defaultStorageClass: expected true or false, got an integer",
+        "seedbed.yaml:5: longhorn.replicaCount: expected an integer, got a string",
+        "seedbed.yaml:7: longhorn.readyTimeout: must be a finite number",
+        "seedbed.yaml:10: repo.authorizedKeys.1: expected a string, got an integer (write it in quotes)",
+        "seedbed.yaml:10: repo.authorizedKeys.3: expected a string, got null (an empty value)",
+        "seedbed.yaml:13: backup.volumes.0.pvc: this key is required (it has no default)",
+        "seedbed.yaml:14: backup.volumes.0.claim: unknown key (check the spelling; `seedbed config schema` lists "
+        "the keys)",
+        "seedbed.yaml:15: bogus: unknown key (check the spelling; `seedbed config schema` lists the keys)",
+    ]
+    assert e.value.fix and e.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("baseDir: /etc\n", 1, "baseDir: unknown key"),  # set by seedbed (the file's folder), never by the file
+    ("cluster: {}\nsource: x\n", 2, "source: unknown key"),
+    ("longhorn:\n  dataPath: /a\n  data_path: /b\n", 3, "longhorn.data_path: unknown key"),
+    ("longhorn:\n  replicaCount: true\n", 2, "longhorn.replicaCount: expected an integer, got a boolean (true)"),
+    ("longhorn:\n  replicaCount: 2.0\n", 2, "longhorn.replicaCount: expected an integer, got a number"),
+    ("longhorn:\n  replicaCount: 21\n", 2, "longhorn.replicaCount: must be at most 20"),
+    ("flux:\n  readyTimeout: 0\n", 2, "flux.readyTimeout: must be greater than 0"),
+    ("flux:\n  readyTimeout: .nan\n", 2, "flux.readyTimeout: must be a finite number"),
+    ("flux:\n  readyTimeout: 10m\n", 2, "flux.readyTimeout: expected a number, got a string"),
+    ("gitServer:\n  version: 1.27\n", 2, "gitServer.version: expected a string, got a number (write it in quotes)"),
+    ("gitServer:\n  flavor: github\n", 2, "gitServer.flavor: must be 'gitea' or 'forgejo'"),
+    ("cluster:\n  name: lab\nlonghorn:\n", 3, "longhorn: expected a mapping of keys, got null"),
+    ("longhorn:\n  backupTarget: s3://b@r/\n  backupCredentials:\n    fromFile: a\n    fromEnv: {A: B}\n", 3,
+     "longhorn.backupCredentials: give fromFile or fromEnv, not both"),
+    ("longhorn:\n  backupTarget: s3://b@r/\n  backupCredentials:\n    fromEnv:\n      1: B\n", 5,
+     "longhorn.backupCredentials.fromEnv.1: keys must be names"),
+    ("flux:\n  sops: {}\n", 2, "flux.sops: give ageKeyFiles or gpgKeyFiles"),
+    ("cluster:\n  null: x\n", 2, "cluster.null: keys must be names"),
+])
+def test_config_problem_messages(text, line, message):
+    with pytest.raises(ConfigError) as e:
+        config.parse(text)
+    assert e.value.message.startswith(f"seedbed.yaml:{line}: {message}"), e.value.message
+
+
+def test_config_values_as_given_or_defaulted():
+    assert config.parse("gitServer:\n  flavor: forgejo\n").git_server.version == config.FORGEJO_VERSION
+    given = config.parse(f"gitServer:\n  flavor: forgejo\n  version: '{config.GITEA_VERSION}'\n")
+    assert given.git_server.version == config.GITEA_VERSION  # written out: kept, even if it is gitea's default
+    assert config.parse("").git_server.version == config.GITEA_VERSION
+    timeout = config.parse("flux:\n  readyTimeout: 90\n").flux.ready_timeout
+    assert timeout == 90 and isinstance(timeout, float)
+    assert config.parse("longhorn:\n  backupTarget: ''\n").longhorn.backup_target is None
+    # The attribute's name is read as the key too (as it always was), unless the key is also there.
+    assert config.parse("longhorn:\n  data_path: /srv/lh\n").longhorn.data_path == "/srv/lh"
+    cfg = config.parse("cluster:\n  name: lab\n", base_dir=Path("/srv"), source=Path("/srv/seedbed.yaml"))
+    assert cfg.base_dir == Path("/srv") and cfg.source == Path("/srv/seedbed.yaml") and cfg.lock_file.parent == cfg.base_dir
+    assert config.from_mapping({"cluster": {"name": "lab"}}) == config.Config(cluster=config.ClusterConfig(name="lab"))
 
 
 def test_a_missing_config_says_how_to_make_one(workdir, capsys):

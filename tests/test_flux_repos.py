@@ -22,7 +22,7 @@ import yaml
 
 from conftest import run_cli as run
 from seedbed import sops
-from seedbed.config import Config
+from seedbed.config import from_mapping
 from seedbed.errors import SeedbedError
 from seedbed_lab.lab import make_worktree
 
@@ -181,7 +181,7 @@ def test_a_users_root_kustomization_substitutes_the_cluster_variables_and_keeps_
     kustomize v1.35.4 LoadVariables, used by kustomize-controller v1.9.4)."""
     from seedbed.render.flux import adopt_sync
 
-    cfg = Config.model_validate({"flux": {"path": FLUX}, "repo": {"branch": "master"}})
+    cfg = from_mapping({"flux": {"path": FLUX}, "repo": {"branch": "master"}})
     text = USER_SYNC.replace("  prune: true\n", "  prune: true\n" + post_build)
     out = adopt_sync(cfg, text)
     assert [d for d in yaml.safe_load_all(out) if d][-1]["spec"]["postBuild"] == expected
@@ -267,7 +267,7 @@ def test_a_kustomization_asking_for_a_secret_seedbed_will_not_create_stops_the_p
 def test_with_restore_the_decryption_secret_may_come_from_the_archive_and_only_from_it(homelab, capsys):
     workdir, write, _manifests = homelab
     write({f"{FLUX}/apps.yaml": app_kustomization("apps", "./infra/k8s/apps", decryption="sops-age")})
-    cfg = Config.model_validate({"flux": {"path": FLUX}, "repo": {"path": str(workdir / "homelab")}})
+    cfg = from_mapping({"flux": {"path": FLUX}, "repo": {"path": str(workdir / "homelab")}})
     from seedbed import fluxrepo
 
     repo = fluxrepo.read(workdir / "homelab", FLUX)
@@ -279,7 +279,7 @@ def test_with_restore_the_decryption_secret_may_come_from_the_archive_and_only_f
 
 
 def test_a_key_file_that_is_gone_is_taken_from_the_archive_only_when_it_carries_the_secret(tmp_path):
-    cfg = Config.model_validate({"flux": {"sops": {"ageKeyFiles": ["lost.txt"]}}, "baseDir": tmp_path})
+    cfg = from_mapping({"flux": {"sops": {"ageKeyFiles": ["lost.txt"]}}}, base_dir=tmp_path)
     keys = sops.load(cfg, archived=frozenset({("flux-system", "sops-age")}))
     assert keys is not None and keys.from_backup == {"sops-age"} and sops.secrets(cfg, keys) == []
     with pytest.raises(SeedbedError, match=r"lost\.txt"):
@@ -302,7 +302,7 @@ def test_a_wrong_age_key_file_is_one_clear_error_before_any_write(homelab, capsy
 def test_the_decryption_secret_is_in_the_format_kustomize_controller_imports(tmp_path):
     """decryptor.go ImportKeys: data keys ending in .agekey are age identities, .asc armored keys."""
     age_key(tmp_path / "keys.txt")
-    cfg = Config.model_validate({"flux": {"sops": {"ageKeyFiles": ["keys.txt"]}}, "baseDir": tmp_path})
+    cfg = from_mapping({"flux": {"sops": {"ageKeyFiles": ["keys.txt"]}}}, base_dir=tmp_path)
     keys = sops.load(cfg)
     assert keys is not None
     [secret] = sops.secrets(cfg, keys)
@@ -337,7 +337,7 @@ def gpg_key(tmp_path) -> Iterator[tuple[Path, str]]:
 
 def test_a_gpg_private_key_gives_its_fingerprints_and_a_public_key_is_refused(tmp_path, gpg_key):
     path, fpr = gpg_key
-    cfg = Config.model_validate({"flux": {"sops": {"gpgKeyFiles": [str(path)]}}, "baseDir": tmp_path})
+    cfg = from_mapping({"flux": {"sops": {"gpgKeyFiles": [str(path)]}}}, base_dir=tmp_path)
     keys = sops.load(cfg)
     assert keys is not None and fpr in keys.gpg_fingerprints and len(keys.gpg_fingerprints) == 2
     assert [s["metadata"]["name"] for s in sops.secrets(cfg, keys)] == ["sops-gpg"]
@@ -349,7 +349,7 @@ def test_a_gpg_private_key_gives_its_fingerprints_and_a_public_key_is_refused(tm
     from seedbed.errors import ConfigError
 
     with pytest.raises(ConfigError, match="is a public key: Flux needs the private key"):
-        sops.load(Config.model_validate({"flux": {"sops": {"gpgKeyFiles": ["public.asc"]}}, "baseDir": tmp_path}))
+        sops.load(from_mapping({"flux": {"sops": {"gpgKeyFiles": ["public.asc"]}}}, base_dir=tmp_path))
 
 
 # --------------------------------------------------------------------------- real SOPS files

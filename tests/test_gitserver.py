@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from seedbed.config import Config
+from seedbed.config import Config, from_mapping
 from seedbed.errors import ClusterError, GitServerError
 from seedbed.gitserver import GitServer, secret_value
 from seedbed.output import Output
@@ -48,7 +48,7 @@ class FakeKube:
 
 
 async def test_a_git_server_that_never_answers_names_its_own_namespace_in_the_fix() -> None:
-    cfg = Config.model_validate({"gitServer": {"namespace": "git", "readyTimeout": 0.5}})
+    cfg = from_mapping({"gitServer": {"namespace": "git", "readyTimeout": 0.5}})
     kube = FakeKube("git")
     server = GitServer(cfg, kube, Output(quiet=True))  # type: ignore[arg-type]
     with pytest.raises(GitServerError) as e:

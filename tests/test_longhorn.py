@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from seedbed import images, yamlutil
-from seedbed.config import BackupCredentials, Config, LonghornConfig, check_data_path, parse
+from seedbed.config import (
+    BackupCredentials,
+    Config,
+    LonghornConfig,
+    check_data_path,
+    from_mapping,
+    json_schema,
+    parse,
+)
 from seedbed.errors import ConfigError, ManifestError, Refused, SeedbedError, WaitTimeout
 from seedbed.render.longhorn import (
     REDACTED,
@@ -357,8 +365,8 @@ def test_plan_never_shows_credentials(manifest: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LH_SECRET", SECRET)
     (tmp_path / "creds.env").write_text(f"AWS_SECRET_ACCESS_KEY={SECRET}\n")
     for creds in ({"fromEnv": {"AWS_SECRET_ACCESS_KEY": "LH_SECRET"}}, {"fromFile": "creds.env"}):
-        cfg = Config.model_validate({"longhorn": {"backupTarget": "s3://b@r/", "backupCredentials": creds},
-                                     "baseDir": tmp_path})
+        cfg = from_mapping({"longhorn": {"backupTarget": "s3://b@r/", "backupCredentials": creds}},
+                           base_dir=tmp_path)
         planned = LonghornStep().plan(cfg, FixedManifests(manifest), Options())  # type: ignore[arg-type]
         shown = json.dumps({"objects": planned.objects, "inputs": planned.inputs, "waits": planned.waits,
                             "notes": planned.notes})
@@ -389,7 +397,7 @@ async def _run_step(kubeconfig: Path, manifest: str, lh: dict[str, Any], *, opti
     from seedbed.output import Output
     from seedbed.steps.base import Options
 
-    cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
+    cfg = from_mapping({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh}, base_dir=tmp_path)
     stream = io.StringIO()
     async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
         ctx = _context(cfg, kube, manifest, options or Options(), Output(stream=stream, color=False))
@@ -511,7 +519,7 @@ async def test_verify_notices_rotated_credentials(emulator: Any, kubeconfig: Pat
     simulate_manager(emulator)
     monkeypatch.setenv("LH_SECRET", SECRET)
     lh = {"backupTarget": "s3://b@r/", "backupCredentials": {"fromEnv": {"AWS_SECRET_ACCESS_KEY": "LH_SECRET"}}}
-    cfg = Config.model_validate({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh, "baseDir": tmp_path})
+    cfg = from_mapping({"cluster": {"kubeconfig": str(kubeconfig)}, "longhorn": lh}, base_dir=tmp_path)
     async with await Kube.connect(cfg.cluster, base_dir=tmp_path) as kube:
         ctx = _context(cfg, kube, manifest, Options(), Output(stream=io.StringIO(), color=False))
         step = LonghornStep()
@@ -533,9 +541,9 @@ def test_data_path_advice_is_a_bind_mount_never_a_symlink(manifest: str, tmp_pat
     from seedbed.steps.base import Options
     from seedbed.steps.longhorn import LonghornStep
 
-    cfg = Config.model_validate({"baseDir": tmp_path})
+    cfg = from_mapping({}, base_dir=tmp_path)
     planned = LonghornStep().plan(cfg, FixedManifests(manifest), Options())  # type: ignore[arg-type]
-    schema = LonghornConfig.model_fields["data_path"].description or ""
+    schema = json_schema()["$defs"]["LonghornConfig"]["properties"]["dataPath"]["description"]
     data_path_lines = [line for line in EXAMPLE_CONFIG.splitlines()[:20] if "symlink" in line]
     assert data_path_lines
     for advice in [*planned.notes[:1], schema, *data_path_lines]:

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 
 from seedbed import yamlutil
-from seedbed.config import Config, go_duration
+from seedbed.config import Config, from_mapping, go_duration
 from seedbed.errors import ConfigError, ManifestError
 from seedbed.render import flux, gitserver
 from seedbed.sshkeys import KeyPair, generate_ed25519
@@ -45,7 +45,7 @@ def test_repo_files_paths(components: str) -> None:
         "clusters/homelab/flux-system/gotk-sync.yaml",
         "clusters/homelab/flux-system/kustomization.yaml",
     ]
-    cfg = Config(cluster={"name": "lab"}, flux={"path": "./fleet/lab/"})
+    cfg = from_mapping({"cluster": {"name": "lab"}, "flux": {"path": "./fleet/lab/"}})
     assert all(p.startswith("fleet/lab/flux-system/") for p in files(cfg, components))
     assert flux.sync_objects(cfg)[1]["spec"]["path"] == "./fleet/lab"
 
@@ -114,7 +114,7 @@ def test_sync_objects_valid_against_the_flux_crds(components: str) -> None:
 
 
 def test_intervals_written_like_go() -> None:
-    repo, ks = flux.sync_objects(Config(flux={"interval": "90s"}))
+    repo, ks = flux.sync_objects(from_mapping({"flux": {"interval": "90s"}}))
     assert repo["spec"]["interval"] == "1m30s"
     assert ks["spec"]["interval"] == "10m0s"
     assert flux.sync_objects(Config())[0]["spec"]["interval"] == "1m0s"
@@ -133,7 +133,7 @@ def test_go_duration_bad(bad: str) -> None:
     with pytest.raises(ConfigError, match=r"flux\.interval"):
         go_duration(bad, key="flux.interval")
     with pytest.raises(ConfigError, match=r"flux\.interval"):
-        Config(flux={"interval": bad})
+        from_mapping({"flux": {"interval": bad}})
 
 
 def test_acme_and_domain_stay_out_of_git(components: str) -> None:
@@ -159,7 +159,7 @@ def test_cluster_vars_staging() -> None:
 
 
 def test_cluster_vars_production_with_domain() -> None:
-    cm = flux.cluster_vars(Config(cluster={"name": "lab"}), acme="production", domain="Home.Example.com")
+    cm = flux.cluster_vars(from_mapping({"cluster": {"name": "lab"}}), acme="production", domain="Home.Example.com")
     assert cm["data"] == {
         "CLUSTER_NAME": "lab",
         "ACME_ENV": "production",
@@ -170,7 +170,7 @@ def test_cluster_vars_production_with_domain() -> None:
 
 
 def test_cluster_vars_default_from_config() -> None:
-    cfg = Config(certificates={"acme": "production", "domain": "lab.example.org"})
+    cfg = from_mapping({"certificates": {"acme": "production", "domain": "lab.example.org"}})
     data = flux.cluster_vars(cfg)["data"]
     assert (data["ACME_ENV"], data["CLUSTER_DOMAIN"]) == ("production", "lab.example.org")
 
@@ -258,7 +258,7 @@ def test_known_hosts_matches_the_url_for_ssh(tmp_path: Path) -> None:
 
 def test_secret_outside_flux_system_refused() -> None:
     with pytest.raises(ConfigError, match=r"flux\.secret") as e:
-        flux.credentials_secret(Config(flux={"secret": "other/flux-system"}), DEPLOY_KEY, HOST_KEY.public_openssh)
+        flux.credentials_secret(from_mapping({"flux": {"secret": "other/flux-system"}}), DEPLOY_KEY, HOST_KEY.public_openssh)
     assert "flux-system/" in (e.value.fix or "")
 
 
@@ -284,7 +284,7 @@ def test_component_objects_bad(text: str, needle: str) -> None:
 
 def test_repo_files_refuses_other_version(components: str) -> None:
     with pytest.raises(ManifestError, match=r"v2\.9\.3") as e:
-        files(Config(flux={"version": "v2.10.0"}), components)
+        files(from_mapping({"flux": {"version": "v2.10.0"}}), components)
     assert "flux.version" in (e.value.fix or "")
 
 
@@ -297,12 +297,12 @@ def test_repo_files_refuses_non_flux(text: str) -> None:
 @pytest.mark.parametrize("path", ["/abs", "/", "../up", "a/../b", "a/./b", "a//b", "a\\b"])
 def test_bad_path(path: str) -> None:
     with pytest.raises(ConfigError, match=r"flux\.path"):  # refused when the Config is made
-        Config(flux={"path": path})
+        from_mapping({"flux": {"path": path}})
 
 
 @pytest.mark.parametrize("path", [".", "./", " ./ "])
 def test_the_repository_root_as_flux_path_is_laid_out_as_flux_bootstrap_does(components: str, path: str) -> None:
-    cfg = Config(flux={"path": path})
+    cfg = from_mapping({"flux": {"path": path}})
     assert cfg.flux_path == "."
     written = files(cfg, components)
     assert sorted(written) == ["flux-system/gotk-components.yaml", "flux-system/gotk-sync.yaml",
@@ -314,4 +314,4 @@ def test_the_repository_root_as_flux_path_is_laid_out_as_flux_bootstrap_does(com
 @pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "a~1", "x.lock", "a/"])
 def test_bad_branch(branch: str) -> None:
     with pytest.raises(ConfigError, match=r"repo\.branch"):
-        Config(repo={"branch": branch})
+        from_mapping({"repo": {"branch": branch}})

@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from seedbed.config import Config
+from seedbed.config import Config, from_mapping
 from seedbed.errors import ConfigError
 from seedbed.render import gitserver, helmrelease
 from seedbed.sshkeys import generate_ed25519
@@ -77,7 +77,7 @@ def test_seedbed_keeps_only_the_namespace_claim_and_secrets() -> None:
 
 @pytest.mark.parametrize("flavor", ["gitea", "forgejo"])
 def test_every_object_is_valid_for_kubernetes_1_37(upstream: Any, flavor: str) -> None:
-    cfg = Config(git_server={"flavor": flavor})
+    cfg = from_mapping({"gitServer": {"flavor": flavor}})
     for obj in render(cfg) + [o for o in chart_objects(upstream, release(cfg)) if o["kind"] != "Secret"]:
         assert kubernetes_validate.validate(obj, KUBERNETES, strict=True) == KUBERNETES, obj["kind"]
 
@@ -90,7 +90,7 @@ def test_schema_validation_catches_mistakes() -> None:
 
 
 def test_pvc() -> None:
-    pvc = one(render(Config(git_server={"pvcName": "data", "storageSize": "20Gi"})), "PersistentVolumeClaim")
+    pvc = one(render(from_mapping({"gitServer": {"pvcName": "data", "storageSize": "20Gi"}})), "PersistentVolumeClaim")
     assert pvc["metadata"]["name"] == "data"
     assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "storageClassName": "longhorn",
                            "resources": {"requests": {"storage": "20Gi"}}}
@@ -157,13 +157,13 @@ def test_the_http_service_gets_a_cluster_ip_not_the_charts_headless_default(upst
 def test_the_git_server_is_never_rolled_with_two_pods_on_one_volume(upstream: Any) -> None:
     """Both charts default to RollingUpdate with maxSurge 100%."""
     for flavor in ("gitea", "forgejo"):
-        dep = one(chart_objects(upstream, release(Config(git_server={"flavor": flavor}))), "Deployment")
+        dep = one(chart_objects(upstream, release(from_mapping({"gitServer": {"flavor": flavor}}))), "Deployment")
         assert dep["spec"]["strategy"] == {"type": "Recreate"}
         assert dep["spec"]["replicas"] == 1
 
 
 def test_the_chart_mounts_seedbeds_claim_and_never_creates_one(upstream: Any) -> None:
-    cfg = Config(git_server={"pvcName": "data"})
+    cfg = from_mapping({"gitServer": {"pvcName": "data"}})
     objs = chart_objects(upstream, release(cfg))
     assert not by_kind(objs, "PersistentVolumeClaim")  # deleting the release cannot delete the data
     volumes = one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -207,17 +207,17 @@ def test_sqlite_stays_and_no_database_or_cache_subchart_starts() -> None:
 
 
 def test_the_image_is_the_running_servers_not_the_charts_older_app_version(upstream: Any) -> None:
-    dep = one(chart_objects(upstream, release(Config(git_server={"version": "1.27.1"}))), "Deployment")
+    dep = one(chart_objects(upstream, release(from_mapping({"gitServer": {"version": "1.27.1"}}))), "Deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.gitea.com/gitea:1.27.1-rootless"
-    fj = one(chart_objects(upstream, release(Config(git_server={"flavor": "forgejo"}))), "Deployment")
-    assert fj["spec"]["template"]["spec"]["containers"][0]["image"] == gitserver.image(Config(git_server={"flavor": "forgejo"}))
+    fj = one(chart_objects(upstream, release(from_mapping({"gitServer": {"flavor": "forgejo"}}))), "Deployment")
+    assert fj["spec"]["template"]["spec"]["containers"][0]["image"] == gitserver.image(from_mapping({"gitServer": {"flavor": "forgejo"}}))
 
 
 @pytest.mark.parametrize(("flavor", "name"), [("gitea", "gitea"), ("forgejo", "forgejo")])
 def test_the_selector_is_the_charts_and_the_release_name_is_pinned(upstream: Any, flavor: str, name: str) -> None:
     """The selector's name label is the chart's (forgejo for Forgejo); its instance is the release name,
     pinned with spec.releaseName so a targetNamespace cannot turn it into gitea-gitea."""
-    cfg = Config(git_server={"flavor": flavor})
+    cfg = from_mapping({"gitServer": {"flavor": flavor}})
     hr = release(cfg)
     assert hr["spec"]["releaseName"] == "gitea"
     moved = {**hr, "metadata": {**hr["metadata"], "namespace": "flux-system"},
@@ -252,7 +252,7 @@ def test_the_bootstrap_values_keep_every_invariant(upstream: Any) -> None:
     from seedbed_lab.emulator.helm_controller import coalesce
 
     for flavor in ("gitea", "forgejo"):
-        cfg = Config(git_server={"flavor": flavor})
+        cfg = from_mapping({"gitServer": {"flavor": flavor}})
         hr = release(cfg)
         chart = Chart(upstream(CHART_DIRS[(flavor, helmrelease.CHARTS[flavor].version)]))
         assert helmrelease.check_values(cfg, hr, coalesce(chart.defaults, hr["spec"]["values"])) == []
@@ -291,19 +291,19 @@ def test_check_values_sees_a_target_namespace_change_the_release_name() -> None:
 
 def test_service_names_must_be_what_the_chart_can_make() -> None:
     with pytest.raises(ConfigError, match="httpService") as e:
-        helmrelease.objects(Config(git_server={"httpService": "web", "sshService": "shell"}))
+        helmrelease.objects(from_mapping({"gitServer": {"httpService": "web", "sshService": "shell"}}))
     assert e.value.fix
-    assert helmrelease.fullname(Config(git_server={"httpService": "git-http", "sshService": "git-ssh"})) == "git"
+    assert helmrelease.fullname(from_mapping({"gitServer": {"httpService": "git-http", "sshService": "git-ssh"}})) == "git"
 
 
 def test_image() -> None:
     assert gitserver.image(Config()) == "docker.gitea.com/gitea:1.27-rootless"
-    assert gitserver.image(Config(git_server={"version": "1.27.1"})) == "docker.gitea.com/gitea:1.27.1-rootless"
-    assert gitserver.image(Config(git_server={"version": "1.27.1-rootless"})) == "docker.gitea.com/gitea:1.27.1-rootless"
-    assert gitserver.image(Config(git_server={"image": "registry.local/gitea:x"})) == "registry.local/gitea:x"
+    assert gitserver.image(from_mapping({"gitServer": {"version": "1.27.1"}})) == "docker.gitea.com/gitea:1.27.1-rootless"
+    assert gitserver.image(from_mapping({"gitServer": {"version": "1.27.1-rootless"}})) == "docker.gitea.com/gitea:1.27.1-rootless"
+    assert gitserver.image(from_mapping({"gitServer": {"image": "registry.local/gitea:x"}})) == "registry.local/gitea:x"
     for bad in ("v1.27", "1.27 ", "", "a/b"):
         with pytest.raises(ConfigError, match=r"gitServer\.version"):
-            gitserver.image(Config(git_server={"version": bad}))
+            gitserver.image(from_mapping({"gitServer": {"version": bad}}))
 
 
 def test_helpers() -> None:
@@ -343,7 +343,7 @@ def test_known_hosts_found_by_ssh_keygen(tmp_path: Path) -> None:
 )
 def test_bad_input(git_server: dict[str, str], password: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle) as e:
-        render(Config(git_server=git_server), password=password)
+        render(from_mapping({"gitServer": git_server}), password=password)
     assert e.value.fix
     assert password not in str(e.value) + str(e.value.fix)
 

@@ -14,7 +14,7 @@ from seedbed.backup import archive, make_backup, restore
 from seedbed.backup.collect import collect
 from seedbed.backup.signing import load_signing_key
 from seedbed.backup.validate import Policy, validate
-from seedbed.config import Config
+from seedbed.config import Config, from_mapping
 from seedbed.steps import bootstrap_steps
 from seedbed.steps.base import Options
 from test_backup_roundtrip import NOW, connect, ns, secret
@@ -23,7 +23,7 @@ IDENTITY = (str(pyrage.x25519.Identity.generate()) + "\n").encode()  # made at t
 
 
 def config(recipient: str, **flux: Any) -> Config:
-    return Config.model_validate({"backup": {"recipients": [recipient]}, "flux": flux})
+    return from_mapping({"backup": {"recipients": [recipient]}, "flux": flux})
 
 
 async def test_the_decryption_secrets_are_collected_and_nothing_else_of_flux_system(emulator, tmp_path: Path):
@@ -46,7 +46,7 @@ async def test_a_rebuild_from_the_archive_alone_puts_the_key_back_before_flux(em
     """The archive is the only copy: restored on an empty cluster, the Secret is as it was, and
     bootstrap --restore runs that phase before the Flux sync."""
     recipient = archive.keygen(tmp_path / "age.key")
-    cfg = Config.model_validate({"backup": {"recipients": [recipient], "identityFile": str(tmp_path / "age.key")}})
+    cfg = from_mapping({"backup": {"recipients": [recipient], "identityFile": str(tmp_path / "age.key")}})
     source = await connect(emulator, tmp_path, "source")
     async with source:
         await source.create(ns("flux-system"))

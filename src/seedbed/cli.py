@@ -34,6 +34,8 @@ class State:
         self._out: Any = None
 
     def config(self) -> Any:
+        from msgspec.structs import replace
+
         from . import config
 
         cfg = config.load(self.config_path)
@@ -44,7 +46,7 @@ class State:
         if self.context is not None:
             overrides["context"] = self.context
         if overrides:
-            cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update=overrides)})
+            cfg = replace(cfg, cluster=replace(cfg.cluster, **overrides))
         return cfg
 
     @property

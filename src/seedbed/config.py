@@ -1,29 +1,23 @@
 """seedbed.yaml: the one file that describes a cluster's bootstrap.
 
-The models are pydantic v2 with unknown keys rejected. YAML keys are camelCase like the
-Kubernetes objects they end up in; Python attributes are snake_case. :func:`load` turns any
-validation problem into ``seedbed.yaml:LINE: path.to.key: message`` so that the user can jump
-straight to it.
+The sections are msgspec Structs: immutable, strictly typed (YAML's ``true`` is not 1, ``"3"`` is not 3),
+unknown keys rejected. YAML keys are camelCase like the Kubernetes objects they end up in; Python
+attributes are snake_case. :func:`load` turns every problem into ``seedbed.yaml:LINE: path.to.key:
+message`` so that the user can jump straight to it.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from msgspec import Meta
 
 from . import files, yamlutil
 from .errors import ConfigError
@@ -40,20 +34,54 @@ DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 VERSION = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
 
-class Model(BaseModel):
-    """Base for every config section: camelCase keys, unknown keys rejected, immutable."""
+class Check:
+    """A check of one field's value, put in its ``Annotated[...]`` beside msgspec's ``Meta`` (msgspec
+    ignores it): it returns the value (perhaps normalised) or raises ValueError saying what is wrong."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        validate_default=True,
-        # YAML already gives ints, bools and strings their types: coercing `true` to 1 or "3" to 3
-        # would hide mistakes. Infinite timeouts are never what anyone meant.
-        strict=True,
-        allow_inf_nan=False,
-    )
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+
+class Model(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base for every config section: camelCase keys, unknown keys rejected, immutable.
+
+    Whether a section is made from YAML (``msgspec.convert(..., strict=True)``: YAML already gives
+    ints, bools and strings their types, and coercing `true` to 1 or "3" to 3 would hide mistakes) or
+    by a constructor, ``__post_init__`` runs its fields' checks, then the section's own (``_check``).
+    """
+
+    def __post_init__(self) -> None:
+        for name, key, checks in _checks_of(type(self)):
+            value = before = getattr(self, name)
+            try:
+                for check in checks:
+                    value = check(value)
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
+            if value is not before:
+                msgspec.structs.force_setattr(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """The checks of the section as a whole: a ValueError names what is wrong."""
+
+
+_CHECKS: dict[type, tuple[tuple[str, str, tuple[Callable[[Any], Any], ...]], ...]] = {}
+
+
+def _checks_of(cls: type) -> tuple[tuple[str, str, tuple[Callable[[Any], Any], ...]], ...]:
+    """(attribute, YAML key, checks) of each field of ``cls`` with a :class:`Check`; worked out once."""
+    found = _CHECKS.get(cls)
+    if found is None:
+        found = _CHECKS[cls] = tuple(
+            (f.name, f.encode_name, checks) for f in msgspec.structs.fields(cls) if (checks := _field_checks(f.type)))
+    return found
+
+
+def _field_checks(tp: Any) -> tuple[Callable[[Any], Any], ...]:
+    return tuple(m.func for m in getattr(tp, "__metadata__", ()) if isinstance(m, Check))
 
 
 def _dns_label(value: str) -> str:
@@ -64,7 +92,7 @@ def _dns_label(value: str) -> str:
     return value
 
 
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsLabel = Annotated[str, Check(_dns_label)]
 
 
 def _release_tag(value: str) -> str:
@@ -73,74 +101,75 @@ def _release_tag(value: str) -> str:
     return value
 
 
-ReleaseTag = Annotated[str, AfterValidator(_release_tag)]
+ReleaseTag = Annotated[str, Check(_release_tag)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# Seconds to wait; an int is fine (600), infinity is never what anyone meant.
+Timeout = Annotated[float, Meta(gt=0), Check(_finite)]
 
 
 class ClusterConfig(Model):
     """Which cluster to talk to. seedbed never creates clusters: it starts from a kubeconfig."""
 
-    name: DnsLabel = Field("homelab", description="A short name for this cluster; recorded in backups.")
-    kubeconfig: str | None = Field(
-        None, description="Path to the kubeconfig; default: $KUBECONFIG, then ~/.kube/config."
-    )
-    context: str | None = Field(None, description="kubeconfig context; default: the current context.")
+    name: Annotated[DnsLabel, Meta(description="A short name for this cluster; recorded in backups.")] = "homelab"
+    kubeconfig: Annotated[str | None, Meta(
+        description="Path to the kubeconfig; default: $KUBECONFIG, then ~/.kube/config.")] = None
+    context: Annotated[str | None, Meta(description="kubeconfig context; default: the current context.")] = None
 
 
 class BackupCredentials(Model):
     """Where the backup target's credentials come from. The values never appear in plan output."""
 
-    secret_name: str = Field("longhorn-backup-credentials", description="Secret in longhorn-system.")
-    from_file: str | None = Field(
-        None, description="A KEY=VALUE file (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINTS...)."
-    )
-    from_env: dict[str, str] | None = Field(
-        None, description="Secret key -> name of the environment variable holding its value."
-    )
+    secret_name: Annotated[str, Meta(description="Secret in longhorn-system.")] = "longhorn-backup-credentials"
+    from_file: Annotated[str | None, Meta(
+        description="A KEY=VALUE file (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINTS...).")] = None
+    from_env: Annotated[dict[str, str] | None, Meta(
+        description="Secret key -> name of the environment variable holding its value.")] = None
 
-    @model_validator(mode="after")
-    def _one_source(self) -> BackupCredentials:
+    def _check(self) -> None:
         if self.from_file and self.from_env:
             raise ValueError("give fromFile or fromEnv, not both")
-        return self
+
+
+def _data_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path (starting with '/'), not {_short(value)!r}")
+    if value.rstrip("/") == "" or ".." in value.split("/"):
+        raise ValueError(f"{_short(value)!r} is not a usable data path: give a dedicated folder such as /var/lib/longhorn")
+    return value
+
+
+def _backup_target(value: str | None) -> str | None:
+    if value and not re.match(r"^(s3://[^@/]+@[^/]+/.*|nfs://[^:/]+:/.*|cifs://.+|azblob://.+)$", value):
+        raise ValueError("must look like s3://bucket@region/ or nfs://host:/path")
+    return value or None
 
 
 class LonghornConfig(Model):
-    version: ReleaseTag = Field(LONGHORN_VERSION, description="Longhorn release tag.")
-    data_path: str = Field(
-        "/var/lib/longhorn",
+    version: Annotated[ReleaseTag, Meta(description="Longhorn release tag.")] = LONGHORN_VERSION
+    data_path: Annotated[str, Check(_data_path), Meta(
         description="Node data path. Choose a stable location every node provides by a bind mount "
-                    "(never a symlink: Longhorn cannot follow it).",
-    )
-    backup_target: str | None = Field(
-        None, description="s3://bucket@region/path or nfs://host:/path; empty for none."
-    )
+                    "(never a symlink: Longhorn cannot follow it).")] = "/var/lib/longhorn"
+    backup_target: Annotated[str | None, Check(_backup_target), Meta(
+        description="s3://bucket@region/path or nfs://host:/path; empty for none.")] = None
     backup_credentials: BackupCredentials | None = None
-    default_storage_class: bool = Field(True, description="Make the `longhorn` StorageClass the default.")
-    replica_count: int = Field(3, ge=1, le=20, description="Default replicas; 1 or 2 for small clusters.")
-    ready_timeout: float = Field(600, gt=0, description="Seconds to wait for Longhorn to be ready.")
-
-    @field_validator("data_path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path (starting with '/'), not {_short(value)!r}")
-        if value.rstrip("/") == "" or ".." in value.split("/"):
-            raise ValueError(f"{_short(value)!r} is not a usable data path: give a dedicated folder such as /var/lib/longhorn")
-        return value
-
-    @field_validator("backup_target")
-    @classmethod
-    def _target(cls, value: str | None) -> str | None:
-        if value and not re.match(r"^(s3://[^@/]+@[^/]+/.*|nfs://[^:/]+:/.*|cifs://.+|azblob://.+)$", value):
-            raise ValueError("must look like s3://bucket@region/ or nfs://host:/path")
-        return value or None
+    default_storage_class: Annotated[bool, Meta(description="Make the `longhorn` StorageClass the default.")] = True
+    replica_count: Annotated[int, Meta(
+        ge=1, le=20, description="Default replicas; 1 or 2 for small clusters.")] = 3
+    ready_timeout: Annotated[Timeout, Meta(description="Seconds to wait for Longhorn to be ready.")] = 600.0
 
 
 CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
 
-def _chart_version(value: str) -> str:
-    if not CHART_VERSION.fullmatch(value):
+def _chart_version(value: str | None) -> str | None:
+    if value is not None and not CHART_VERSION.fullmatch(value):
         raise ValueError(f"{_short(value)!r} is not an exact chart version like 12.4.0 (no ranges)")
     return value
 
@@ -148,95 +177,104 @@ def _chart_version(value: str) -> str:
 class GitServerChartConfig(Model):
     """The official chart the Git server's HelmRelease uses."""
 
-    version: Annotated[str, AfterValidator(_chart_version)] | None = Field(
-        None, description="Exact chart version; default: the one seedbed pins for the flavour.")
+    version: Annotated[str | None, Check(_chart_version), Meta(
+        description="Exact chart version; default: the one seedbed pins for the flavour.")] = None
+
+
+# gitServer.version when the file does not give it: the flavour's own (a sentinel YAML cannot write).
+_FLAVOR_VERSION: Any = msgspec.UNSET
 
 
 class GitServerConfig(Model):
     """The bootstrap Git server. Its names are a contract with the Flux-managed re-deploy."""
 
     flavor: Literal["gitea", "forgejo"] = "gitea"
-    version: str = Field(GITEA_VERSION, description="Image version; the rootless flavour is always used.")
-    image: str | None = Field(None, description="Full image reference, overriding flavor and version.")
+    version: Annotated[str, Meta(
+        description="Image version; the rootless flavour is always used.")] = _FLAVOR_VERSION
+    image: Annotated[str | None, Meta(description="Full image reference, overriding flavor and version.")] = None
     namespace: DnsLabel = "gitea"
-    pvc_name: DnsLabel = Field("gitea-shared-storage", description="Data claim (the Gitea Helm chart's name).")
+    pvc_name: Annotated[DnsLabel, Meta(
+        description="Data claim (the Gitea Helm chart's name).")] = "gitea-shared-storage"
     storage_size: str = "10Gi"
     storage_class: str = "longhorn"
-    http_service: DnsLabel = Field("gitea-http", description="HTTP Service, port 3000 (the Helm chart's name).")
-    ssh_service: DnsLabel = Field("gitea-ssh", description="SSH Service, port 22 (the Helm chart's name).")
+    http_service: Annotated[DnsLabel, Meta(
+        description="HTTP Service, port 3000 (the Helm chart's name).")] = "gitea-http"
+    ssh_service: Annotated[DnsLabel, Meta(description="SSH Service, port 22 (the Helm chart's name).")] = "gitea-ssh"
     admin_user: str = "seedbed-admin"
-    admin_secret: str = Field("gitea-admin", description="Secret holding the admin credentials.")
-    host_key_secret: str = Field("gitea-ssh-host-key", description="Secret holding the pinned SSH host key.")
-    ready_timeout: float = Field(600, gt=0, description="Seconds to wait for the Git server to be ready.")
-    chart: GitServerChartConfig = Field(default_factory=GitServerChartConfig)
+    admin_secret: Annotated[str, Meta(description="Secret holding the admin credentials.")] = "gitea-admin"
+    host_key_secret: Annotated[str, Meta(
+        description="Secret holding the pinned SSH host key.")] = "gitea-ssh-host-key"
+    ready_timeout: Annotated[Timeout, Meta(description="Seconds to wait for the Git server to be ready.")] = 600.0
+    chart: GitServerChartConfig = msgspec.field(default_factory=GitServerChartConfig)
 
-    @model_validator(mode="after")
-    def _forgejo_version(self) -> GitServerConfig:
-        # Forgejo numbers its releases on its own; a Gitea version would pick a non-existent tag.
-        if self.flavor == "forgejo" and self.version == GITEA_VERSION and "version" not in self.model_fields_set:
-            object.__setattr__(self, "version", FORGEJO_VERSION)
-        return self
+    def _check(self) -> None:
+        if self.version is _FLAVOR_VERSION:
+            # Forgejo numbers its releases on its own; a Gitea version would pick a non-existent tag.
+            msgspec.structs.force_setattr(
+                self, "version", FORGEJO_VERSION if self.flavor == "forgejo" else GITEA_VERSION)
+
+
+def _repo_name(value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value) or value in {".", ".."}:
+        raise ValueError(f"{_short(value)!r} is not a valid Gitea name (letters, digits, '-', '_', '.')")
+    return value
+
+
+RepoName = Annotated[str, Check(_repo_name)]
 
 
 class RepoConfig(Model):
     """The one repository Flux syncs from, and the local work tree that seeds it."""
 
-    owner: str = "homelab"
+    owner: RepoName = "homelab"
     owner_type: Literal["user", "org"] = "org"
-    name: str = "gitops"
+    name: RepoName = "gitops"
     branch: str = "main"
-    path: str = Field("./gitops", description="Local git work tree to push (relative to seedbed.yaml).")
-    authorized_keys: list[str] = Field(
-        default_factory=list, description="Files with the operator's SSH public keys, added to the owner."
-    )
-    deploy_key_read_only: bool = Field(True, description="Flux's deploy key is read-only unless false.")
-    force_push: bool = Field(False, description="Allow a non-fast-forward push (never the default).")
-
-    @field_validator("name", "owner")
-    @classmethod
-    def _repo_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value) or value in {".", ".."}:
-            raise ValueError(f"{_short(value)!r} is not a valid Gitea name (letters, digits, '-', '_', '.')")
-        return value
+    path: Annotated[str, Meta(description="Local git work tree to push (relative to seedbed.yaml).")] = "./gitops"
+    authorized_keys: Annotated[list[str], Meta(
+        description="Files with the operator's SSH public keys, added to the owner.")] = msgspec.field(default_factory=list)
+    deploy_key_read_only: Annotated[bool, Meta(description="Flux's deploy key is read-only unless false.")] = True
+    force_push: Annotated[bool, Meta(description="Allow a non-fast-forward push (never the default).")] = False
 
 
 class SopsConfig(Model):
     """The SOPS keys kustomize-controller decrypts the repository's Secrets with. seedbed puts them in
     Secrets of flux-system before Flux's first sync; the private keys are never written anywhere else."""
 
-    age_key_files: list[str] = Field(
-        default_factory=list, description="age identity files (lines AGE-SECRET-KEY-" "1...), e.g. ~/.config/sops/age/keys.txt."
-    )
-    gpg_key_files: list[str] = Field(
-        default_factory=list, description="Armored GPG private keys (gpg --export-secret-keys --armor FINGERPRINT)."
-    )
-    age_secret: DnsLabel = Field("sops-age", description="Secret in flux-system for the age identities.")
-    gpg_secret: DnsLabel = Field("sops-gpg", description="Secret in flux-system for the GPG keys (may equal ageSecret).")
-    decrypt_root: bool = Field(
-        True, description="Give the flux-system Kustomization spec.decryption (the age Secret, else the GPG one)."
-    )
+    age_key_files: Annotated[list[str], Meta(
+        description="age identity files (lines AGE-SECRET-KEY-" "1...), e.g. ~/.config/sops/age/keys.txt.",
+    )] = msgspec.field(default_factory=list)
+    gpg_key_files: Annotated[list[str], Meta(
+        description="Armored GPG private keys (gpg --export-secret-keys --armor FINGERPRINT).",
+    )] = msgspec.field(default_factory=list)
+    age_secret: Annotated[DnsLabel, Meta(description="Secret in flux-system for the age identities.")] = "sops-age"
+    gpg_secret: Annotated[DnsLabel, Meta(
+        description="Secret in flux-system for the GPG keys (may equal ageSecret).")] = "sops-gpg"
+    decrypt_root: Annotated[bool, Meta(
+        description="Give the flux-system Kustomization spec.decryption (the age Secret, else the GPG one).",
+    )] = True
 
-    @model_validator(mode="after")
-    def _some_key(self) -> SopsConfig:
+    def _check(self) -> None:
         if not self.age_key_files and not self.gpg_key_files:
             raise ValueError("give ageKeyFiles or gpgKeyFiles (or remove the sops section)")
-        return self
+
+
+def _ns_name(value: str) -> str:
+    if value.count("/") != 1:
+        raise ValueError("must be namespace/name, e.g. flux-system/flux-system")
+    return value
 
 
 class FluxConfig(Model):
-    version: ReleaseTag = Field(FLUX_VERSION, description="Flux release tag.")
-    path: str | None = Field(None, description="Folder in the repository; default clusters/<cluster name>.")
-    secret: str = Field("flux-system/flux-system", description="namespace/name of Flux's Git credentials.")
-    interval: str = Field("1m", description="How often Flux polls the repository.")
-    ready_timeout: float = Field(600, gt=0, description="Seconds to wait for Flux to be Ready.")
-    sops: SopsConfig | None = Field(None, description="SOPS decryption keys Flux needs for the repository's Secrets.")
-
-    @field_validator("secret")
-    @classmethod
-    def _ns_name(cls, value: str) -> str:
-        if value.count("/") != 1:
-            raise ValueError("must be namespace/name, e.g. flux-system/flux-system")
-        return value
+    version: Annotated[ReleaseTag, Meta(description="Flux release tag.")] = FLUX_VERSION
+    path: Annotated[str | None, Meta(
+        description="Folder in the repository; default clusters/<cluster name>.")] = None
+    secret: Annotated[str, Check(_ns_name), Meta(
+        description="namespace/name of Flux's Git credentials.")] = "flux-system/flux-system"
+    interval: Annotated[str, Meta(description="How often Flux polls the repository.")] = "1m"
+    ready_timeout: Annotated[Timeout, Meta(description="Seconds to wait for Flux to be Ready.")] = 600.0
+    sops: Annotated[SopsConfig | None, Meta(
+        description="SOPS decryption keys Flux needs for the repository's Secrets.")] = None
 
     @property
     def secret_ref(self) -> tuple[str, str]:
@@ -246,8 +284,8 @@ class FluxConfig(Model):
 
 
 class SecretSelection(Model):
-    namespaces: list[str] = Field(default_factory=list, description="Back up every Secret in these.")
-    label_selector: str | None = Field(None, description="And/or every Secret matching this selector.")
+    namespaces: Annotated[list[str], Meta(description="Back up every Secret in these.")] = msgspec.field(default_factory=list)
+    label_selector: Annotated[str | None, Meta(description="And/or every Secret matching this selector.")] = None
 
 
 class VolumeRef(Model):
@@ -255,46 +293,43 @@ class VolumeRef(Model):
     pvc: str
 
 
+def _signers(values: list[str]) -> list[str]:
+    for value in values:
+        if not value.startswith("ssh-ed25519 "):
+            raise ValueError(f"{value[:20]!r}... is not an ssh-ed25519 public key (the line `seedbed keygen` "
+                             "printed for the signing key)")
+    return values
+
+
+def _recipients(values: list[str]) -> list[str]:
+    for value in values:
+        if not (value.startswith("age1") or value.startswith("ssh-ed25519 ")):
+            raise ValueError(f"{value[:20]!r}... is not an age1... or ssh-ed25519 public key")
+    return values
+
+
 class BackupConfig(Model):
-    recipients: list[str] = Field(
-        default_factory=list, description="age X25519 (age1...) or ssh-ed25519 public keys."
-    )
-    identity_file: str | None = Field(
-        None, description="age or ssh private key used by restore; default ~/.config/seedbed/age.key."
-    )
-    secrets: SecretSelection = Field(default_factory=SecretSelection)
-    volumes: list[VolumeRef] = Field(default_factory=list, description="PVCs backed up through Longhorn.")
-    include_git_server_volume: bool = Field(True, description="Also back up the Git server's data claim.")
-    signing_key: str | None = Field(
-        None, description="ed25519 private key that signs backups (OpenSSH or PKCS#8); default signing.key "
-                          "beside identityFile (~/.config/seedbed/signing.key).",
-    )
-    trusted_signers: list[str] = Field(
-        default_factory=list, description="ssh-ed25519 public keys whose signed archives restore accepts; "
-                                          "default: the public half of signingKey.",
-    )
-
-    @field_validator("trusted_signers")
-    @classmethod
-    def _signers(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not value.startswith("ssh-ed25519 "):
-                raise ValueError(f"{value[:20]!r}... is not an ssh-ed25519 public key (the line `seedbed keygen` "
-                                 "printed for the signing key)")
-        return values
-
-    @field_validator("recipients")
-    @classmethod
-    def _recipients(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not (value.startswith("age1") or value.startswith("ssh-ed25519 ")):
-                raise ValueError(f"{value[:20]!r}... is not an age1... or ssh-ed25519 public key")
-        return values
+    recipients: Annotated[list[str], Check(_recipients), Meta(
+        description="age X25519 (age1...) or ssh-ed25519 public keys.")] = msgspec.field(default_factory=list)
+    identity_file: Annotated[str | None, Meta(
+        description="age or ssh private key used by restore; default ~/.config/seedbed/age.key.")] = None
+    secrets: SecretSelection = msgspec.field(default_factory=SecretSelection)
+    volumes: Annotated[list[VolumeRef], Meta(
+        description="PVCs backed up through Longhorn.")] = msgspec.field(default_factory=list)
+    include_git_server_volume: Annotated[bool, Meta(description="Also back up the Git server's data claim.")] = True
+    signing_key: Annotated[str | None, Meta(
+        description="ed25519 private key that signs backups (OpenSSH or PKCS#8); default signing.key "
+                    "beside identityFile (~/.config/seedbed/signing.key).")] = None
+    trusted_signers: Annotated[list[str], Check(_signers), Meta(
+        description="ssh-ed25519 public keys whose signed archives restore accepts; "
+                    "default: the public half of signingKey.")] = msgspec.field(default_factory=list)
 
 
 class Dns01Solver(Model):
-    provider: str = Field("cloudflare", description="cert-manager DNS-01 provider key, e.g. cloudflare.")
-    secret_name: str = Field("cloudflare-api-token", description="Credential Secret in cert-manager's namespace.")
+    provider: Annotated[str, Meta(
+        description="cert-manager DNS-01 provider key, e.g. cloudflare.")] = "cloudflare"
+    secret_name: Annotated[str, Meta(
+        description="Credential Secret in cert-manager's namespace.")] = "cloudflare-api-token"
     secret_key: str = "api-token"
 
 
@@ -305,19 +340,19 @@ class Http01Solver(Model):
 class WildcardConfig(Model):
     domain: str
     namespace: str = "cert-manager"
-    secret_name: str | None = Field(None, description="Default: wildcard-<domain with dots as dashes>-tls.")
+    secret_name: Annotated[str | None, Meta(
+        description="Default: wildcard-<domain with dots as dashes>-tls.")] = None
 
 
 class CertificatesConfig(Model):
-    acme: Literal["staging", "production"] = Field(
-        "staging", description="Let's Encrypt environment; staging is safe for throwaway clusters."
-    )
-    email: str | None = Field(None, description="ACME account e-mail.")
-    domain: str | None = Field(None, description="The cluster's base domain (CLUSTER_DOMAIN).")
+    acme: Annotated[Literal["staging", "production"], Meta(
+        description="Let's Encrypt environment; staging is safe for throwaway clusters.")] = "staging"
+    email: Annotated[str | None, Meta(description="ACME account e-mail.")] = None
+    domain: Annotated[str | None, Meta(description="The cluster's base domain (CLUSTER_DOMAIN).")] = None
     solver: Literal["http01", "dns01"] = "http01"
-    http01: Http01Solver = Field(default_factory=Http01Solver)
-    dns01: Dns01Solver = Field(default_factory=Dns01Solver)
-    namespace: str = Field("cert-manager", description="cert-manager's namespace.")
+    http01: Http01Solver = msgspec.field(default_factory=Http01Solver)
+    dns01: Dns01Solver = msgspec.field(default_factory=Dns01Solver)
+    namespace: Annotated[str, Meta(description="cert-manager's namespace.")] = "cert-manager"
     wildcard: WildcardConfig | None = None
     ignore_budget: bool = False
 
@@ -325,23 +360,22 @@ class CertificatesConfig(Model):
 class Config(Model):
     """The whole of seedbed.yaml."""
 
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    longhorn: LonghornConfig = Field(default_factory=LonghornConfig)
-    git_server: GitServerConfig = Field(default_factory=GitServerConfig)
-    repo: RepoConfig = Field(default_factory=RepoConfig)
-    flux: FluxConfig = Field(default_factory=FluxConfig)
-    backup: BackupConfig = Field(default_factory=BackupConfig)
-    certificates: CertificatesConfig = Field(default_factory=CertificatesConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    longhorn: LonghornConfig = msgspec.field(default_factory=LonghornConfig)
+    git_server: GitServerConfig = msgspec.field(default_factory=GitServerConfig)
+    repo: RepoConfig = msgspec.field(default_factory=RepoConfig)
+    flux: FluxConfig = msgspec.field(default_factory=FluxConfig)
+    backup: BackupConfig = msgspec.field(default_factory=BackupConfig)
+    certificates: CertificatesConfig = msgspec.field(default_factory=CertificatesConfig)
 
-    # Where the file was read from: relative paths in it are relative to this folder.
-    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
-    source: Path | None = Field(None, exclude=True)
+    # Not keys of the file (parse() refuses them there, and sets them): where the file was read from;
+    # relative paths in it are relative to base_dir.
+    base_dir: Path = msgspec.field(default_factory=Path.cwd)
+    source: Path | None = None
 
-    @model_validator(mode="after")
-    def _values(self) -> Config:
-        # A ConfigError is not a ValueError: pydantic lets it through, and parse() adds the line.
+    def _check(self) -> None:
+        # A ConfigError is not a ValueError: msgspec lets it through, and parse() adds the line.
         check_values(self)
-        return self
 
     @property
     def flux_path(self) -> str:
@@ -360,6 +394,8 @@ class Config(Model):
         return self.base_dir / "seedbed.lock"
 
 
+# Config's fields that are not keys of seedbed.yaml (their names as keys would be).
+_NOT_KEYS = ("baseDir", "source")
 
 # --------------------------------------------------------------------------- value checks
 # Every check on a value of seedbed.yaml lives here, so `seedbed config check` and `seedbed plan`
@@ -601,13 +637,23 @@ def check_values(cfg: Config) -> None:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of seedbed.yaml, for editors (yaml-language-server)."""
-    schema = Config.model_json_schema(by_alias=True, mode="validation")
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    schema["title"] = "seedbed.yaml"
-    props = schema.get("properties", {})
-    props.pop("baseDir", None)
-    props.pop("source", None)
+    defs = msgspec.json.schema(Config, schema_hook=_path_schema)["$defs"]
+    schema: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#", **defs.pop("Config"),
+                              "title": "seedbed.yaml", "$defs": defs}
+    for key in _NOT_KEYS:
+        del schema["properties"][key]
+    # gitServer.version's default depends on the flavor (hence no default in the Struct): gitea's.
+    defs["GitServerConfig"]["properties"]["version"]["default"] = GITEA_VERSION
+    for d in (schema, *defs.values()):
+        if not d.get("required", True):
+            del d["required"]
     return schema
+
+
+def _path_schema(tp: Any) -> dict[str, Any]:
+    if tp is Path:  # Config.base_dir and Config.source, which json_schema() drops: no keys of the file
+        return {"type": "string"}
+    raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- loading
@@ -622,6 +668,10 @@ def load(path: str | Path) -> Config:
 
 # A 10,000-key file must not print 10,000 lines: the first problems say what kind of mistake it is.
 MAX_REPORTED = 20
+
+UNKNOWN_KEY = "unknown key (check the spelling; `seedbed config schema` lists the keys)"
+KEY_NOT_A_NAME = "keys must be names (a bare yes/no/on/off or number is read as something else)"
+FIX_KEY = "edit the key named above; `seedbed config schema` describes every key"
 
 
 def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None = None,
@@ -640,28 +690,196 @@ def parse(text: str, *, name: str = DEFAULT_CONFIG_NAME, base_dir: Path | None =
         raise ConfigError(f"{name}:1: the top level must be a mapping of sections (cluster, longhorn, ...)",
                           fix="start from `seedbed init`, which writes a commented example")
     try:
-        return Config.model_validate({**data, "baseDir": base_dir or Path.cwd(), "source": source})
+        return from_mapping(data, base_dir=base_dir, source=source)
+    except ConfigProblems as e:
+        lines = []
+        index = _LineIndex(node)
+        for loc, msg in e.problems[:MAX_REPORTED]:
+            line, path = index.find(loc)
+            lines.append(f"{name}:{line}: {'.'.join(path)}: {msg}")
+        if len(e.problems) > MAX_REPORTED:
+            lines.append(f"... and {len(e.problems) - MAX_REPORTED} more problems like these")
+        raise ConfigError("\n".join(lines), fix=e.fix) from None
     except ConfigError as e:  # check_values, once every key has its type
         # The message starts with the key's path (gitServer.adminUser: ...): point at its line.
         key = e.message.split(":", 1)[0].split(" ", 1)[0]
         line, _ = _LineIndex(node).find(tuple(key.split(".")))
         raise ConfigError(f"{name}:{line}: {e.message}", fix=e.fix) from None
-    except ValidationError as e:
-        errors = e.errors()
-        lines = []
-        index = _LineIndex(node)
-        for err in errors[:MAX_REPORTED]:
-            line, loc = index.find(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; `seedbed config schema` lists the keys)"
-            elif err["type"] == "invalid_key":
-                msg = "keys must be names (a bare yes/no/on/off or number is read as something else)"
-            lines.append(f"{name}:{line}: {'.'.join(loc)}: {msg}")
-        if len(errors) > MAX_REPORTED:
-            lines.append(f"... and {len(errors) - MAX_REPORTED} more problems like these")
-        raise ConfigError("\n".join(lines),
-                          fix="edit the key named above; `seedbed config schema` describes every key") from None
+
+
+class ConfigProblems(ConfigError):
+    """Keys of seedbed.yaml with the wrong name, type or value: ``problems`` holds each one's
+    (path of keys, message), in the order of the fields; the message lists them (without lines)."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
+        self.problems = problems
+        text = "\n".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems[:MAX_REPORTED])
+        if len(problems) > MAX_REPORTED:
+            text += f"\n... and {len(problems) - MAX_REPORTED} more problems like these"
+        super().__init__(text, fix=FIX_KEY)
+
+
+def from_mapping(data: dict[Any, Any], *, base_dir: Path | None = None, source: Path | None = None) -> Config:
+    """A Config from the mapping of seedbed.yaml's keys (camelCase, as YAML reads them).
+
+    Raises :class:`ConfigProblems` naming every key with a wrong name, type or value, or, once all are
+    right, the ConfigError of :func:`check_values`.
+    """
+    cfg: Config | None = None
+    if not any(key in data for key in _NOT_KEYS):
+        try:
+            cfg = msgspec.convert(data, Config, strict=True)
+        except msgspec.ValidationError:
+            cfg = None  # look again key by key, for every problem at its key
+    if cfg is None:
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        cfg = _Walk(problems).struct(data, Config, ())
+        if problems:
+            raise ConfigProblems(problems)
+    # A Config that was just made, and no one else has seen: set where it comes from.
+    msgspec.structs.force_setattr(cfg, "base_dir", Path.cwd() if base_dir is None else Path(base_dir))
+    msgspec.structs.force_setattr(cfg, "source", source)
+    return cfg
+
+
+_BAD: Any = object()  # what _Walk gives for a value with a problem
+
+
+class _Walk:
+    """The whole mapping checked key by key against the Structs, as msgspec would (which stops at the
+    first problem), noting every problem: unknown keys, wrong types, values the checks refuse."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
+        self.problems = problems
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> Any:
+        self.problems.append((loc, message))
+        return _BAD
+
+    def struct(self, value: Any, cls: type[Model], loc: tuple[Any, ...]) -> Any:
+        """The section made from ``value``, or _BAD."""
+        if not isinstance(value, dict):
+            return self.problem(loc, f"expected a mapping of keys, got {_what(value)}")
+        before = len(self.problems)
+        made: dict[str, Any] = {}
+        used: set[Any] = set()
+        for f in msgspec.structs.fields(cls):
+            if cls is Config and f.encode_name in _NOT_KEYS:
+                continue
+            if f.encode_name in value:
+                key = f.encode_name
+            elif f.name in value:
+                key = f.name  # the attribute's name is accepted for its key, as it always was
+            else:
+                if f.required:
+                    self.problem((*loc, f.encode_name), "this key is required (it has no default)")
+                continue
+            used.add(key)
+            item = self.value(value[key], f.type, (*loc, key))
+            if item is _BAD:
+                continue
+            try:
+                for check in _field_checks(f.type):
+                    check(item)
+            except ValueError as e:
+                self.problem((*loc, key), str(e))
+                continue
+            made[f.encode_name] = item
+        for key in value:
+            if key not in used:
+                self.problem((*loc, key), UNKNOWN_KEY if isinstance(key, str) else KEY_NOT_A_NAME)
+        if len(self.problems) > before:
+            return _BAD
+        try:  # every field is right: the section's own checks (a ConfigError of check_values goes through)
+            return msgspec.convert(made, cls, strict=True)
+        except msgspec.ValidationError as e:
+            message, at = _split(str(e))
+            return self.problem((*loc, *at), message)
+
+    def value(self, value: Any, tp: Any, loc: tuple[Any, ...]) -> Any:
+        """``value`` as a field of type ``tp`` holds it, or _BAD."""
+        base = getattr(tp, "__origin__", tp) if hasattr(tp, "__metadata__") else tp  # Annotated[X, ...]: X
+        args = getattr(base, "__args__", ())
+        if type(None) in args:  # X | None
+            if value is None:
+                return None
+            (base,) = (a for a in args if a is not type(None))
+            tp = base  # constraints (Meta) are only ever on fields that cannot be null
+            args = getattr(base, "__args__", ())
+        origin = getattr(base, "__origin__", None)
+        if isinstance(base, type) and issubclass(base, Model):
+            return self.struct(value, base, loc)
+        if origin is list:
+            if not isinstance(value, list):
+                return self.problem(loc, f"expected a list, got {_what(value)}")
+            items = [self.value(item, args[0], (*loc, i)) for i, item in enumerate(value)]
+            return _BAD if any(item is _BAD for item in items) else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                return self.problem(loc, f"expected a mapping, got {_what(value)}")
+            items = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    items[k] = self.problem((*loc, k), KEY_NOT_A_NAME)
+                else:
+                    items[k] = self.value(v, args[1], (*loc, k))
+            return _BAD if any(item is _BAD for item in items.values()) else items
+        if origin is Literal:
+            if isinstance(value, str) and value in args:
+                return value
+            return self.problem(loc, "must be " + " or ".join(repr(a) for a in args))
+        if base is float and isinstance(value, float) and not math.isfinite(value):
+            return self.problem(loc, "must be a finite number")
+        try:  # a scalar: msgspec's own strict conversion, with the field's constraints
+            return msgspec.convert(value, tp, strict=True)
+        except msgspec.ValidationError as e:
+            return self.problem(loc, _type_message(str(e), value))
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+             "null": "null", "object": "a mapping", "array": "a list"}
+_BOUND = {">=": "at least", "<=": "at most", ">": "greater than", "<": "less than"}
+
+
+def _type_message(text: str, value: Any) -> str:
+    """msgspec's ``Expected `int`, got `str``` or ``Expected `int` >= 1`` in words for a YAML file."""
+    message, _ = _split(text)
+    m = re.fullmatch(r"Expected `([^`]+)`, got `[^`]+`", message)
+    if m:
+        expected = " or ".join(_EXPECTED.get(t, f"`{t}`") for t in m.group(1).split(" | "))
+        scalar = isinstance(value, (int, float)) or type(value).__name__ in ("date", "datetime")  # or a bool
+        hint = " (write it in quotes)" if m.group(1) == "str" and scalar else ""
+        return f"expected {expected}, got {_what(value)}{hint}"
+    m = re.fullmatch(r"Expected `[^`]+` (>=|<=|>|<) (\S+)", message)
+    if m:
+        bound = m.group(2).removesuffix(".0")
+        return f"must be {_BOUND[m.group(1)]} {bound}"
+    return message[:1].lower() + message[1:]
+
+
+def _what(value: Any) -> str:
+    """What YAML made of a value, in words: `true` is a boolean, `2024-01-01` a date."""
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    for kind, words in ((int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"),
+                        (dict, "a mapping"), (set, "a set"), (bytes, "binary data")):
+        if isinstance(value, kind):
+            return words
+    return {"date": "a date", "datetime": "a date and time"}.get(type(value).__name__, type(value).__name__)
+
+
+def _split(text: str) -> tuple[str, tuple[Any, ...]]:
+    """msgspec's ``message - at `$.longhorn.backupCredentials[0].x``` as (message, path of keys)."""
+    m = re.fullmatch(r"(.*?)(?: - at (?:`key` in )?`\$([^`]*)`)?", text, re.DOTALL)
+    assert m is not None  # the pattern matches every text
+    loc: list[Any] = []
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]", m.group(2) or ""):
+        if index == "...":  # a value of a dict, whose key msgspec does not say
+            break
+        loc.append(int(index) if index else name)
+    return m.group(1), tuple(loc)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -696,7 +914,7 @@ def _duplicate_key(root: yaml.Node | None) -> tuple[str, int] | None:
 
 
 class _LineIndex:
-    """Where a pydantic error location is in the file: each mapping is indexed once, on first use."""
+    """Where a problem's path of keys is in the file: each mapping is indexed once, on first use."""
 
     def __init__(self, root: yaml.Node | None) -> None:
         self.root = root
@@ -714,7 +932,7 @@ class _LineIndex:
         return table
 
     def _by_value(self, node: yaml.MappingNode) -> dict[Any, tuple[yaml.Node, yaml.Node]]:
-        # A key as YAML reads it (`yes` is True, `42` is 42): what pydantic names in an error.
+        # A key as YAML reads it (`yes` is True, `42` is 42): what a problem's path holds.
         table = self._values.get(id(node))
         if table is None:
             table = {}

@@ -116,6 +116,8 @@ def _signing_key(cfg: Config) -> Any:
 
 async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, skip_volumes: bool = False) -> str:
     """Take the backup into ``target`` (from :func:`check_backup`) and write the archive."""
+    from msgspec.structs import replace
+
     from ..backup import archive as fmt
     from ..backup import make_backup
     from ..backup.collect import collect
@@ -146,8 +148,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
         bundle_or_none(), cluster_issuances(reads), stored_ledger(kube), collect(reads, cfg))
     ledger = Ledger.merge(issuances, stored)
     if skip_volumes:
-        cfg = cfg.model_copy(update={"backup": cfg.backup.model_copy(
-            update={"volumes": [], "include_git_server_volume": False})})
+        cfg = replace(cfg, backup=replace(cfg.backup, volumes=[], include_git_server_volume=False))
     else:
         out.activity("backing up volumes")
     result = await make_backup(kube, cfg, git_bundle=bundle, ledger=ledger, signing_key=signing_key,
