@@ -326,3 +326,19 @@ def test_progress_lines_in_a_pipe_are_plain_text_and_on_a_terminal_styled():
     styled = io.StringIO()
     Output(stream=styled, color=True).done("ok")
     assert "\x1b[" in styled.getvalue() and "ok" in styled.getvalue()
+
+
+def test_the_seedbed_process_loads_no_http2_stack_and_still_talks_to_the_api_server(tmp_path, emulator, kubeconfig):
+    """The console script's process (cli.run) never loads h2 (seedbed speaks HTTP/1.1), and its HTTP
+    client still reads the cluster: `seedbed status` in a fresh process reaches the API server."""
+    code = ("import sys; from seedbed import cli; cli._tune_process(); "
+            "import httpx2, httpcore2; t = httpx2.AsyncHTTPTransport(); "
+            "print('h2' in sys.modules and sys.modules['h2'] is not None)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"
+    (tmp_path / "seedbed.yaml").write_text(f"cluster:\n  kubeconfig: {kubeconfig}\n")
+    status = subprocess.run([sys.executable, "-m", "seedbed", "-c", str(tmp_path / "seedbed.yaml"), "status",
+                             "-o", "json"], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in status.stderr
+    checks = {c["component"]: c for c in json.loads(status.stdout)["components"]}
+    assert checks["cluster"]["state"] == "ok", checks["cluster"]
