@@ -17,11 +17,11 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-# The cryptography library (~10 ms to import) is imported by the three functions that parse or make
-# a key, so that a command that only names keys (a backup, which reads the Git server's Secrets)
-# loads it later, off its critical path, or not at all.
+from .errors import ConfigError
 
 # Key types Gitea and Forgejo accept. DSA is absent on purpose: OpenSSH removed it and Gitea
 # disables it by default ([ssh.minimum_key_sizes] DSA = -1).
@@ -60,9 +60,6 @@ class KeyPair:
         ``public`` is the public line stored beside it (the Secrets seedbed writes keep one); it
         must be this key's, and its comment is kept, so a generated pair round-trips exactly.
         """
-        from cryptography.exceptions import UnsupportedAlgorithm
-        from cryptography.hazmat.primitives import serialization
-
         data = text.strip().encode()
         if not data:
             raise ConfigError(f"{source}: empty", fix="give an OpenSSH private key (the file ssh-keygen wrote)")
@@ -93,9 +90,6 @@ class KeyPair:
 
 def generate_ed25519(comment: str) -> KeyPair:
     """A fresh ed25519 key pair; ``comment`` ends the public line and is stored in the private key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     if any(c in comment for c in "\r\n"):
         raise ConfigError(f"SSH key comment {comment!r} contains a line break", fix="use a one-line comment")
     key = ed25519.Ed25519PrivateKey.generate()
@@ -203,10 +197,6 @@ def _parse_line(line: str, where: str) -> str:
     if inner is None or inner[0] != key_type.encode():
         raise ConfigError(f"{where}: the key data does not match its type {key_type!r}",
                           fix="copy the .pub file again; the line was altered")
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     try:
         key = serialization.load_ssh_public_key(f"{key_type} {b64}".encode())
     except (ValueError, UnsupportedAlgorithm):

@@ -18,16 +18,15 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from seedbed import files, yamlutil
 from seedbed.errors import ArchiveError, ConfigError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
     from seedbed.config import Config
-
-# The cryptography library (~10 ms to import) is imported by the functions that use it, so that a
-# backup loads it in a worker thread while its reads are on the wire (commands/backup.py).
 
 SIGNATURE = "index.sig"
 SKIP_FLAG = "--insecure-skip-signature"
@@ -57,25 +56,19 @@ def default_signing_key_path(cfg: Config) -> Path:
 
 
 def public_text(key: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives import serialization
-
     raw = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return f"{raw} {_COMMENT}"
 
 
 def fingerprint(public: str | Ed25519PublicKey) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` prints it, to name a key without printing it whole."""
-    if not isinstance(public, str):
+    if isinstance(public, Ed25519PublicKey):
         public = public_text(public)
     blob = base64.b64decode(public.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def parse_public(value: str, *, where: str = "backup.trustedSigners") -> Ed25519PublicKey:
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     fix = "copy the ssh-ed25519 line `seedbed keygen` printed for the signing key"
     parts = value.split()
     if len(parts) < 2 or parts[0] != "ssh-ed25519":
@@ -91,10 +84,6 @@ def parse_public(value: str, *, where: str = "backup.trustedSigners") -> Ed25519
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted ed25519 private key in OpenSSH or PKCS#8 PEM format."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     fix = "run `seedbed keygen` to make one, or set backup.signingKey to an unencrypted ed25519 key"
     data = files.read_bytes(path, files.KEY)
     try:
@@ -115,9 +104,6 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
 def signing_keygen(path: Path) -> str:
     """Write a new ed25519 signing key (OpenSSH format, mode 0600, never over anything); its public line."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     target = files.check_output(path, "signing key", overwrite=False)
     if target.stream:
         raise ConfigError(f"signing key {path} is not a regular file; a key written there would be lost",
@@ -161,9 +147,6 @@ def _trust_fix(extra: str = "") -> str:
 
 def check(index: bytes, signature: bytes | None, trusted: tuple[str, ...], *, name: str = "archive") -> str:
     """The fingerprint of the trusted key that signed ``index``, or an ArchiveError saying why not."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-
     if signature is None:
         raise ArchiveError(f"{name} is not signed, so nothing shows who made it (archives made before "
                            "seedbed signed them, or forged with a recipient's public key)",

@@ -101,8 +101,8 @@ def check_backup(cfg: Config, output_file: Path) -> OutputTarget:
     return target
 
 
-def _signing_key_path(cfg: Config) -> Path:
-    from ..backup.signing import default_signing_key_path
+def _signing_key(cfg: Config) -> Any:
+    from ..backup.signing import default_signing_key_path, load_signing_key
     from ..errors import ConfigError
 
     path = default_signing_key_path(cfg)
@@ -111,7 +111,7 @@ def _signing_key_path(cfg: Config) -> Path:
                           "from one forged with your public key",
                           fix="run `seedbed keygen` (it adds the signing key beside an existing age identity), "
                               "or set backup.signingKey")
-    return path
+    return load_signing_key(path)
 
 
 async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, skip_volumes: bool = False) -> str:
@@ -121,7 +121,6 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
     from ..backup import archive as fmt
     from ..backup import make_backup
     from ..backup.collect import collect
-    from ..backup.signing import load_signing_key
     from ..certs.history import cluster_issuances, stored_ledger
     from ..certs.ledger import Ledger
     from ..errors import SeedbedError
@@ -130,7 +129,7 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
 
     kube, out = clients.kube, clients.out
     # Connected, nothing read yet: the key that signs the archive must be there before any backup work.
-    signing_key_path = _signing_key_path(cfg)
+    signing_key = _signing_key(cfg)
     out.begin("Backup")
     out.activity("bundling the in-cluster repository, reading certificates and Secrets")
 
@@ -143,17 +142,10 @@ async def run_backup(cfg: Config, target: OutputTarget, clients: Clients, *, ski
 
     # Independent reads, concurrently: on a slow link each one after another costs its round trips
     # (and the bundle, through a port-forward, costs many). The issuance scan and the collector read
-    # the same cert-manager objects: one LIST each, shared. The signing key is read and parsed in a
-    # worker thread meanwhile: that loads the cryptography library (~10 ms of CPU) while the reads
-    # are on the wire instead of before them (a bad key still stops the backup before it writes).
+    # the same cert-manager objects: one LIST each, shared.
     reads = SharedLists(kube)
-
-    async def key_once_reads_are_sent() -> Any:
-        await asyncio.sleep(0)  # the reads' tasks run first: their requests leave before the thread starts
-        return await asyncio.to_thread(load_signing_key, signing_key_path)
-
-    bundle, (issuances, _), stored, collected, signing_key = await asyncio.gather(
-        bundle_or_none(), cluster_issuances(reads), stored_ledger(kube), collect(reads, cfg), key_once_reads_are_sent())
+    bundle, (issuances, _), stored, collected = await asyncio.gather(
+        bundle_or_none(), cluster_issuances(reads), stored_ledger(kube), collect(reads, cfg))
     ledger = Ledger.merge(issuances, stored)
     if skip_volumes:
         cfg = replace(cfg, backup=replace(cfg.backup, volumes=[], include_git_server_volume=False))
