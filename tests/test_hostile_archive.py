@@ -463,6 +463,21 @@ def test_backup_without_a_signing_key_says_how_to_make_one_before_any_work(world
     assert world.emu.writes() == 0 and world.store() == before and not (world.root / "b.age").exists()
 
 
+@pytest.mark.parametrize("content", ["not a key\n", "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n"])
+def test_backup_with_a_damaged_signing_key_names_it_and_writes_nothing(world: World, capsys: Any,
+                                                                       content: str) -> None:
+    """A signing key that is not one stops the backup before it writes anything, naming the file and
+    the fix."""
+    key = world.root / "keys" / "signing.key"
+    key.write_text(content)
+    before = world.store()
+    code, _, err = run_cli(capsys, "-c", str(world.config), "backup", "-o", str(world.root / "b.age"),
+                           "--skip-volumes")
+    assert code == 2 and f"signing key {key} is not an ed25519 private key" in err and "seedbed keygen" in err
+    assert "Traceback" not in err and err.count("✗ error") == 1
+    assert world.emu.writes() == 0 and world.store() == before and not (world.root / "b.age").exists()
+
+
 def test_backup_into_a_pipe_streams_and_leaves_the_pipe_a_pipe(world: World, capsys: Any) -> None:
     fifo = world.root / "out.fifo"
     os.mkfifo(fifo)
