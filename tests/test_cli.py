@@ -281,6 +281,7 @@ def test_completion_prints_a_script_for_the_shell(capsys, shell):
 
 
 @pytest.mark.parametrize(("section", "key", "line"), [
+    ("gitServer:\n  httpService: git-web\n  sshService: git-ssh\n", "gitServer.httpService", 2),
     ("gitServer:\n  adminUser: admin\n", "gitServer.adminUser", 2),
     ("gitServer:\n  storageSize: ten\n", "gitServer.storageSize", 2),
     ("certificates:\n  domain: '*.example.org'\n", "certificates.domain", 2),

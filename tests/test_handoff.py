@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from seedbed.config import Config, FluxConfig, GitServerConfig
+from seedbed.errors import ConfigError
 from seedbed.handoff import (
     RECOMMENDED_VALUES,
     Finding,
@@ -278,11 +279,13 @@ def test_recommended_values_constant_is_the_default_rendering():
     assert values["extraVolumes"][0]["secret"]["secretName"] == "gitea-ssh-host-key"
 
 
-def test_service_names_without_a_common_prefix_cannot_be_reached_by_the_chart():
-    cfg = Config(flux=ROOT, git_server=GitServerConfig(ssh_service="ssh", http_service="web"))
-    values = recommended_values(cfg)
-    assert "fullnameOverride" not in yaml.safe_load(values)
-    assert "rename" in values
+def test_service_names_no_chart_can_give_are_refused_with_the_config():
+    """The charts name their Services <fullname>-http and <fullname>-ssh: any other pair could never be
+    served after the hand-over, so the config is refused where it is read, not found out later."""
+    with pytest.raises(ConfigError, match=r"gitServer\.httpService: 'web' and sshService 'ssh' are not a pair"):
+        Config(flux=ROOT, git_server=GitServerConfig(ssh_service="ssh", http_service="web"))
+    cfg = Config(flux=ROOT, git_server=GitServerConfig(ssh_service="git-ssh", http_service="git-http"))
+    assert yaml.safe_load(recommended_values(cfg))["fullnameOverride"] == "git"
 
 
 # --------------------------------------------------------------------------- plain manifests

@@ -213,6 +213,14 @@ class GitServerConfig(Model):
             msgspec.structs.force_setattr(
                 self, "version", FORGEJO_VERSION if self.flavor == "forgejo" else GITEA_VERSION)
 
+    @property
+    def fullname(self) -> str:
+        """The chart's ``fullname`` (its ``fullnameOverride``): the Gitea and Forgejo charts name their
+        Services ``<fullname>-http`` and ``<fullname>-ssh`` (gitea-chart 12.4.0 templates/gitea/
+        http-svc.yaml and ssh-svc.yaml), so httpService and sshService are such a pair
+        (:func:`check_git_server`)."""
+        return self.http_service.removesuffix("-http")
+
 
 def _repo_name(value: str) -> str:
     if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value) or value in {".", ".."}:
@@ -531,6 +539,11 @@ def check_git_server(gs: GitServerConfig) -> None:
     if gs.http_service == gs.ssh_service:
         raise ConfigError("gitServer.httpService and gitServer.sshService name the same Service",
                           fix="give them different names (the chart uses gitea-http and gitea-ssh)")
+    if gs.http_service != f"{gs.fullname}-http" or gs.ssh_service != f"{gs.fullname}-ssh":
+        raise ConfigError(
+            f"gitServer.httpService: {gs.http_service!r} and sshService {gs.ssh_service!r} are not a pair "
+            "<name>-http and <name>-ssh, the only Service names the Gitea and Forgejo charts give",
+            fix="use a pair such as gitea-http and gitea-ssh")
     version = gs.version.removesuffix("-rootless")
     if gs.image is None and (version.startswith("v") or not IMAGE_TAG.match(version)):
         raise ConfigError(

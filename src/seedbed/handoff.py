@@ -138,25 +138,10 @@ class HandoffReport:
 # --------------------------------------------------------------------------- recommended values
 
 
-def _fullname_for(cfg: Config) -> str | None:
-    """The chart ``fullname`` that yields both configured Service names, if one does."""
-    gs = cfg.git_server
-    if gs.ssh_service.endswith("-ssh") and gs.http_service.endswith("-http"):
-        prefix = gs.ssh_service.removesuffix("-ssh")
-        if prefix and prefix == gs.http_service.removesuffix("-http"):
-            return prefix
-    return None
-
-
 def recommended_values(cfg: Config) -> str:
     """HelmRelease ``spec.values`` for the upstream chart that keep the bootstrap's contract."""
     gs = cfg.git_server
-    fullname = _fullname_for(cfg)
-    if fullname:
-        name_line = f"fullnameOverride: {fullname}  # Services {gs.ssh_service} and {gs.http_service}"
-    else:
-        name_line = (f"# The chart names its Services <fullname>-ssh and <fullname>-http; rename\n"
-                     f"# gitServer.sshService ({gs.ssh_service}) and httpService ({gs.http_service}) to match.")
+    name_line = f"fullnameOverride: {gs.fullname}  # Services {gs.ssh_service} and {gs.http_service}"
     return f"""\
 {name_line}
 image:
@@ -460,11 +445,8 @@ class _Checker:
         else:
             fullname, how = f"{release}-{chart_name}", f"release name {release!r} + chart name {chart_name!r}"
         fullname = fullname[:63].rstrip("-")
-        want = _fullname_for(self.cfg)
         path = ("fullnameOverride",)
-        fix = (f"set fullnameOverride: {want} in the values" if want else
-               f"the chart names its Services <fullname>-ssh/-http; set gitServer.sshService and httpService "
-               f"in seedbed.yaml to {fullname}-ssh and {fullname}-http before the bootstrap")
+        fix = f"set fullnameOverride: {self.cfg.git_server.fullname} in the values"
 
         # Point at what decides the name: fullnameOverride, else releaseName/targetNamespace/name.
         name_node = (val("fullnameOverride") if override else None) or doc.val.get("spec", "releaseName") \

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import yamlutil
 from ..config import Config
-from ..errors import ConfigError, ManifestError
+from ..errors import ManifestError
 from . import gitserver
 from .gitserver import SERVER_KEYS, SERVER_KEYS_SECRET
 
@@ -74,15 +74,9 @@ def chart(cfg: Config) -> Chart:
 
 
 def fullname(cfg: Config) -> str:
-    """The chart's ``fullnameOverride``: its Services are ``<fullname>-http`` and ``<fullname>-ssh``."""
-    gs = cfg.git_server
-    base = gs.http_service.removesuffix("-http")
-    if gs.http_service != f"{base}-http" or gs.ssh_service != f"{base}-ssh":
-        raise ConfigError(
-            f"gitServer.httpService/sshService: {gs.http_service!r} and {gs.ssh_service!r} are not "
-            "<name>-http and <name>-ssh, the only Service names the chart can give",
-            fix="use a pair such as gitea-http and gitea-ssh")
-    return base
+    """The chart's ``fullnameOverride``: its Services are ``<fullname>-http`` and ``<fullname>-ssh``
+    (a pair config.check_git_server made sure of)."""
+    return cfg.git_server.fullname
 
 
 def selector_labels(cfg: Config) -> dict[str, str]:
