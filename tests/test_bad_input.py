@@ -136,7 +136,7 @@ def known_keys(model: type) -> set[str]:
     for f in msgspec.structs.fields(model):
         if model is config_mod.Config and f.name in ("base_dir", "source"):
             continue  # set by parse, never keys of the file
-        names |= {f.name, f.encode_name}  # the key, and the attribute's name (also read as the key)
+        names.add(f.encode_name)
     return names
 
 

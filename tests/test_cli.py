@@ -233,8 +233,10 @@ def test_config_values_as_given_or_defaulted():
     timeout = config.parse("flux:\n  readyTimeout: 90\n").flux.ready_timeout
     assert timeout == 90 and isinstance(timeout, float)
     assert config.parse("longhorn:\n  backupTarget: ''\n").longhorn.backup_target is None
-    # The attribute's name is read as the key too (as it always was), unless the key is also there.
-    assert config.parse("longhorn:\n  data_path: /srv/lh\n").longhorn.data_path == "/srv/lh"
+    # One spelling per key, the schema's: the Python attribute's name is refused, naming the key.
+    with pytest.raises(ConfigError, match=r"longhorn\.data_path: unknown key: seedbed\.yaml keys are camelCase, "
+                                          r"write dataPath"):
+        config.parse("longhorn:\n  data_path: /srv/lh\n")
     cfg = config.parse("cluster:\n  name: lab\n", base_dir=Path("/srv"), source=Path("/srv/seedbed.yaml"))
     assert cfg.base_dir == Path("/srv") and cfg.source == Path("/srv/seedbed.yaml") and cfg.lock_file.parent == cfg.base_dir
     assert config.from_mapping({"cluster": {"name": "lab"}}) == config.Config(cluster=config.ClusterConfig(name="lab"))

@@ -779,13 +779,10 @@ class _Walk:
         for f in msgspec.structs.fields(cls):
             if cls is Config and f.encode_name in _NOT_KEYS:
                 continue
-            if f.encode_name in value:
-                key = f.encode_name
-            elif f.name in value:
-                key = f.name  # the attribute's name is accepted for its key, as it always was
-            else:
+            key = f.encode_name
+            if key not in value:
                 if f.required:
-                    self.problem((*loc, f.encode_name), "this key is required (it has no default)")
+                    self.problem((*loc, key), "this key is required (it has no default)")
                 continue
             used.add(key)
             item = self.value(value[key], f.type, (*loc, key))
@@ -798,8 +795,13 @@ class _Walk:
                 self.problem((*loc, key), str(e))
                 continue
             made[f.encode_name] = item
+        spelled = {f.name: f.encode_name for f in msgspec.structs.fields(cls) if f.name != f.encode_name}
         for key in value:
-            if key not in used:
+            if key in used:
+                continue
+            if key in spelled:  # the Python attribute's name: one spelling per key, the schema's
+                self.problem((*loc, key), f"unknown key: seedbed.yaml keys are camelCase, write {spelled[key]}")
+            else:
                 self.problem((*loc, key), UNKNOWN_KEY if isinstance(key, str) else KEY_NOT_A_NAME)
         if len(self.problems) > before:
             return _BAD
