@@ -463,13 +463,14 @@ def test_backup_without_a_signing_key_says_how_to_make_one_before_any_work(world
     assert world.emu.writes() == 0 and world.store() == before and not (world.root / "b.age").exists()
 
 
-@pytest.mark.parametrize("content", ["not a key\n", "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n"])
+@pytest.mark.parametrize("damage", ["not a key", "truncated"])
 def test_backup_with_a_damaged_signing_key_names_it_and_writes_nothing(world: World, capsys: Any,
-                                                                       content: str) -> None:
+                                                                       damage: str) -> None:
     """A signing key that is not one stops the backup before it writes anything, naming the file and
-    the fix."""
+    the fix. The damaged key is the one keygen made for this test, cut in half."""
     key = world.root / "keys" / "signing.key"
-    key.write_text(content)
+    made = key.read_text()
+    key.write_text("not a key\n" if damage == "not a key" else made[: len(made) // 2] + "\n")
     before = world.store()
     code, _, err = run_cli(capsys, "-c", str(world.config), "backup", "-o", str(world.root / "b.age"),
                            "--skip-volumes")
