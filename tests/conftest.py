@@ -58,6 +58,18 @@ def kubeconfig(emulator, tmp_path) -> Path:
 
 
 @pytest.fixture
+def lab(tmp_path, upstream):
+    """A Lab (emulator, fake Gitea, simulated Flux controllers) whose helm-controller renders the real
+    Gitea chart: skips, naming the chart, without it. Test modules that need another lab define
+    their own ``lab`` fixture, which takes precedence."""
+    from seedbed_lab.lab import Lab
+
+    upstream("gitea-chart-12.4.0")
+    with Lab(tmp_path) as lab:
+        yield lab
+
+
+@pytest.fixture
 def fake():
     """A started fake Gitea with the admin user of tests/gitea_helpers.py."""
     from gitea_helpers import ADMIN, PASSWORD

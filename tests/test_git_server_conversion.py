@@ -19,7 +19,6 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from conftest import UPSTREAM, run_cli
@@ -29,13 +28,6 @@ from seedbed_lab.lab import Lab, make_worktree
 HELM_API = "helm.toolkit.fluxcd.io/v2"
 FLUX_DIR = "clusters/homelab/flux-system"
 SELECTOR = {"app.kubernetes.io/name": "gitea", "app.kubernetes.io/instance": "gitea"}
-
-
-@pytest.fixture
-def lab(tmp_path, upstream):
-    upstream("gitea-chart-12.4.0")
-    with Lab(tmp_path) as lab:
-        yield lab
 
 
 def managers(obj: dict[str, Any]) -> set[str]:

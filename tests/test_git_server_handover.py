@@ -22,13 +22,6 @@ SERVER_FILE = "clusters/homelab/flux-system/git-server.yaml"
 HELM_API = "helm.toolkit.fluxcd.io/v2"
 
 
-@pytest.fixture
-def lab(tmp_path, upstream):
-    upstream("gitea-chart-12.4.0")
-    with Lab(tmp_path) as lab:
-        yield lab
-
-
 def bootstrap(capsys, lab: Lab, tmp_path) -> None:
     from conftest import UPSTREAM
 

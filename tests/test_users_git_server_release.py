@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from conftest import UPSTREAM, run_cli
@@ -21,13 +20,6 @@ from seedbed_lab.lab import Lab, make_worktree
 
 HELM_API = "helm.toolkit.fluxcd.io/v2"
 USER_FILE = "clusters/homelab/apps/gitea/release.yaml"
-
-
-@pytest.fixture
-def lab(tmp_path, upstream):
-    upstream("gitea-chart-12.4.0")
-    with Lab(tmp_path) as lab:
-        yield lab
 
 
 def users_release(config: Any, change: Any = None, *, namespace: str = "gitea") -> str:

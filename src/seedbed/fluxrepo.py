@@ -42,7 +42,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -675,14 +675,25 @@ def _substitution_disabled(doc: str) -> bool:
         data = yamlutil.safe_load(doc, what="an object", error=ConfigError)
     except ConfigError:
         return False
-    meta = (data or {}).get("metadata") or {} if isinstance(data, dict) else {}
-    return "disabled" in {(meta.get("labels") or {}).get(SUBSTITUTE_ANNOTATION),
-                          (meta.get("annotations") or {}).get(SUBSTITUTE_ANNOTATION)}
+    return isinstance(data, dict) and substitution_disabled(data)
 
 
-def envsubst(text: str, variables: dict[str, str], *, keep_unset: bool = False) -> str:
+def substitution_disabled(data: Mapping[str, Any]) -> bool:
+    """An object Flux does not substitute in: labelled or annotated ``kustomize.toolkit.fluxcd.io/
+    substitute: disabled`` (fluxcd/pkg kustomize/kustomize_varsub.go, SubstituteVariables, which
+    kustomize-controller v1.9.4 calls)."""
+    meta = data.get("metadata") or {}
+    if not isinstance(meta, dict):
+        return False
+    return "disabled" in {(meta.get(k) or {}).get(SUBSTITUTE_ANNOTATION) for k in ("labels", "annotations")
+                          if isinstance(meta.get(k) or {}, dict)}
+
+
+def envsubst(text: str, variables: Mapping[str, str], *, keep_unset: bool = False,
+             missing: list[str] | None = None) -> str:
     """drone/envsubst's ``${...}`` forms as Flux uses them. An unset variable becomes its default or
-    the empty string; with ``keep_unset`` (a values source seedbed could not read) it is left as written."""
+    the empty string; with ``keep_unset`` (a values source seedbed could not read) it is left as written.
+    The names of unset variables without a default are added to ``missing``, when given."""
 
     def one(m: re.Match[str]) -> str:
         if m.group(0) == "$${":
@@ -694,8 +705,10 @@ def envsubst(text: str, variables: dict[str, str], *, keep_unset: bool = False) 
         if op in {"=", "-"} and value is None:
             return default or ""
         if value is None:
+            if missing is not None:
+                missing.append(name)
             return m.group(0) if keep_unset else ""
-        return value
+        return str(value)
 
     return _ENVSUBST.sub(one, text)
 

@@ -26,6 +26,7 @@ class Output:
         self._status: Any = None
         self._console: Any = None
         self._color = color
+        self._plain = self._no_terminal()
 
     # ----------------------------------------------------------------- secrets
     def secret(self, value: str | bytes | None) -> None:
@@ -45,7 +46,7 @@ class Output:
                                     force_terminal=self._color, no_color=self._color is False)
         return self._console
 
-    def _plain(self) -> bool:
+    def _no_terminal(self) -> bool:
         """No terminal to style or animate (a pipe, a file, --no-color): lines are written as they
         are, without rich, whose import is a tenth of a short command's run. rich decides as here:
         --color forces a terminal, --no-color none, FORCE_COLOR and TTY_COMPATIBLE=1 one."""
@@ -59,7 +60,7 @@ class Output:
     def _print(self, symbol: str, style: str, message: str) -> None:
         if self.quiet and symbol not in ("✗", "!"):
             return
-        if self._console is None and self._plain():
+        if self._plain:
             self.stream.write(f"{symbol} {self.scrub(message)}\n")
             self.stream.flush()
             return
@@ -100,7 +101,7 @@ class Output:
                 self._status.stop()
                 self._status = None
             return
-        if self.quiet or (self._console is None and self._plain()) or not self.console.is_terminal:
+        if self.quiet or self._plain or not self.console.is_terminal:
             self.debug(message)
             return
         text = self.scrub(message)

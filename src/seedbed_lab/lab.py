@@ -282,7 +282,7 @@ class Lab:
         (kustomization.yaml resources, or every YAML file), decrypt, substitute the postBuild variables
         (not in objects annotated ``kustomize.toolkit.fluxcd.io/substitute: disabled``), refuse a Secret
         still encrypted, apply each object (emulator/kustomize_controller.py)."""
-        from seedbed.certs.guard import substitute
+        from seedbed.fluxrepo import envsubst, substitution_disabled
 
         tree = self._trees.get(revision)
         if tree is None:
@@ -302,10 +302,8 @@ class Lab:
                     continue
                 if decrypting:
                     doc = kustomize_controller.decrypt_resource(doc, keys)
-                annotations = doc["metadata"].get("annotations") or {}
-                if annotations.get("kustomize.toolkit.fluxcd.io/substitute") != "disabled":
-                    text, _ = substitute(yaml.safe_dump(doc), variables)
-                    doc = yaml.safe_load(text)
+                if not substitution_disabled(doc):
+                    doc = yaml.safe_load(envsubst(yaml.safe_dump(doc), variables, keep_unset=True))
                 built.append(doc)
         kustomize_controller.refuse_encrypted(built)
         # ssa ApplyAllStaged (fluxcd/pkg): CRDs and Namespaces first, then the rest in build order.

@@ -11,14 +11,13 @@ Everything here is pure: :func:`scan_repo` takes the repository :func:`seedbed.f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Refused
-from ..fluxrepo import SUBSTITUTE_ANNOTATION
+from ..fluxrepo import envsubst, substitution_disabled
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
@@ -27,7 +26,6 @@ from .policies import reissue_reason
 if TYPE_CHECKING:
     from ..fluxrepo import Repo
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[=-])([^}]*))?\}")
 _KINDS = {"Certificate", "Ingress", "ClusterIssuer", "Issuer"}  # the kinds the guard reads
 
 
@@ -83,19 +81,10 @@ def refusal(result: GuardResult) -> Refused:
 
 
 def substitute(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Flux-style ``${VAR}``, ``${VAR:=default}``, ``${VAR:-default}``; returns the unresolved names."""
+    """Flux-style ``${VAR}``, ``${VAR:=default}``, ``${VAR:-default}`` (:func:`seedbed.fluxrepo.envsubst`),
+    an unset variable left as written; returns the unresolved names."""
     missing: list[str] = []
-
-    def repl(m: re.Match[str]) -> str:
-        name, op, default = m.group(1), m.group(2), m.group(3)
-        if name in variables:
-            return str(variables[name])
-        if op:
-            return default or ""
-        missing.append(name)
-        return m.group(0)
-
-    return _VAR.sub(repl, text), missing
+    return envsubst(text, variables, keep_unset=True, missing=missing), missing
 
 
 def _issuer_key(kind: str, name: str) -> str:
@@ -186,7 +175,7 @@ def scan_repo(repo: Repo, variables: Mapping[str, str] | None = None) -> RepoSca
         if obj.kind not in _KINDS:
             continue
         missing: list[str] = []
-        data = obj.data if _substitution_disabled(obj.data) else _substituted(obj.data, variables or {}, missing)
+        data = obj.data if substitution_disabled(obj.data) else _substituted(obj.data, variables or {}, missing)
         if not isinstance(data.get("metadata") or {}, dict):
             continue
         line = repo.positioned(obj).node_line  # the first line of the object as written
@@ -194,13 +183,6 @@ def scan_repo(repo: Repo, variables: Mapping[str, str] | None = None) -> RepoSca
         if (key := _production_issuer(data)) is not None:
             prod.add(key)
     return RepoScan(certs, frozenset(prod))
-
-
-def _substitution_disabled(data: Mapping[str, Any]) -> bool:
-    meta = data.get("metadata") or {}
-    return isinstance(meta, dict) and "disabled" in {(meta.get(k) or {}).get(SUBSTITUTE_ANNOTATION)
-                                                      for k in ("labels", "annotations")
-                                                      if isinstance(meta.get(k) or {}, dict)}
 
 
 def _substituted(value: Any, variables: Mapping[str, str], missing: list[str]) -> Any:

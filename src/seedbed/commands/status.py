@@ -208,7 +208,7 @@ async def _flux(clients: Clients) -> Check:
     failed = [k for k in await clients.kube.list(KUSTOMIZE_API, "Kustomization", namespace=None)
               if (k["metadata"].get("namespace"), k["metadata"].get("name")) != (ks["metadata"].get("namespace"),
                                                                                 ks["metadata"].get("name"))
-              and _ready_false(k)]
+              and condition_is(k, "Ready", "False")]
     if failed:
         first = failed[0]
         names = ", ".join(f"{k['metadata'].get('namespace')}/{k['metadata']['name']}" for k in failed)
@@ -219,11 +219,6 @@ async def _flux(clients: Clients) -> Check:
                                                  "failedKustomizations": names.split(", ")})
     return Check("flux", "ok", f"synced {applied or revision}", details={"revision": revision,
                                                                          "lastAppliedRevision": applied})
-
-
-def _ready_false(obj: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "False"
-               for c in (obj.get("status") or {}).get("conditions") or [])
 
 
 def _kustomization_fix(ks: dict[str, Any]) -> str:

@@ -48,7 +48,6 @@ class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): re-list and start again. Never leaves kube/."""
 
 
-
 @dataclass(frozen=True)
 class Target:
     """Where the API server is and how to talk to it (no secrets in here)."""

@@ -27,6 +27,7 @@ from ..render import helmrelease
 from ..sshkeys import KeyPair, fingerprint, generate_ed25519
 from .base import Context, Options, Outcome, Planned, Step, WorkTree, all_hold
 
+FLUX_GROUP = ".toolkit.fluxcd.io"  # the API groups of Flux's kinds (HelmRelease, HelmRepository, OCIRepository)
 PLACEHOLDER_KEY = KeyPair(private_openssh="<generated at bootstrap>",
                           public_openssh="ssh-ed25519 <generated-at-bootstrap> gitea-host-key")
 PLACEHOLDER_PASSWORD = "<generated at bootstrap>"
@@ -94,8 +95,7 @@ class GitServerStep(Step):
                               f"Deployment {gs.namespace}/{helmrelease.fullname(cfg)} rollout",
                               f"PVC {gs.namespace}/{gs.pvc_name} bound"],
                        inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}",
-                               "release": "seedbed" if choice.release is None else choice.release.file,
-                               "handed": len(handed)},
+                               "release": "seedbed" if choice.release is None else choice.release.file},
                        notes=[*which,
                               "admin password, SSH host key and server keys are generated once and kept in the cluster",
                               CONVERSION_NOTE.format(ns=gs.namespace, claim=gs.pvc_name, admin=gs.admin_secret,
@@ -158,8 +158,9 @@ class GitServerStep(Step):
             ctx.out.log(f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} is Flux's now; "
                         f"it changes through {helmrelease.REPO_FILE} in the repository")
         else:
-            # seedbed's own release, or the user's from the repository (git_server_choice), as planned.
-            release_objects = planned.objects[len(planned.objects) - int(planned.inputs["handed"]):]
+            # seedbed's own release, or the user's from the repository (git_server_choice), as planned:
+            # the planned objects Flux takes over (its kinds), beside the claim and Secrets above.
+            release_objects = [o for o in planned.objects if o["apiVersion"].split("/")[0].endswith(FLUX_GROUP)]
             handed = await kube.apply(release_objects, field_manager=helmrelease.HANDOVER_FIELD_MANAGER)
             result.created += handed.created
             result.configured += handed.configured
