@@ -70,6 +70,23 @@ def lab(tmp_path, upstream):
 
 
 @pytest.fixture
+def kustomize_lab(tmp_path, upstream):
+    """A Lab whose cluster has only Flux's Kustomization CRD (Flux v2.9.3's) and the flux-system
+    namespace: for tests of the simulated kustomize-controller alone."""
+    from seedbed import yamlutil
+    from seedbed_lab.lab import Lab
+
+    crd = next(d for d in yamlutil.load_all(upstream("flux-gotk-components-v2.9.3.yaml").read_text())
+               if d.get("kind") == "CustomResourceDefinition"
+               and d["metadata"]["name"] == "kustomizations.kustomize.toolkit.fluxcd.io")
+    (tmp_path / "lab").mkdir()
+    with Lab(tmp_path / "lab") as lab:
+        lab.emu.put(crd)
+        lab.emu.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}})
+        yield lab
+
+
+@pytest.fixture
 def fake():
     """A started fake Gitea with the admin user of tests/gitea_helpers.py."""
     from gitea_helpers import ADMIN, PASSWORD

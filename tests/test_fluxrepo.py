@@ -165,7 +165,7 @@ def test_substitution_disabled_keeps_the_text(tmp_path):
                                    "            kustomize.toolkit.fluxcd.io/substitute: disabled\n", 1)
     repo = write(tmp_path, {
         "clusters/homelab/apps.yaml": flux_ks("gitea", "./apps/gitea", "  targetNamespace: gitea\n"
-                                              "  postBuild:\n    substitute:\n      CLAIM: gitea-shared-storage\n"),
+                                              "          postBuild: {substitute: {CLAIM: gitea-shared-storage}}\n"),
         "apps/gitea/release.yaml": text,
     })
     (error,) = check_handoff(repo, CFG).errors
@@ -236,18 +236,6 @@ def test_no_kustomize_names_both_tools(tmp_path, monkeypatch):
     assert e.value.fix and "kubectl" in e.value.fix
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ("${A}", "a"), ("${B:=b}", "b"), ("${B:-b}", "b"), ("${E:=e}", "e"), ("${E=e}", ""), ("$${A}", "${A}"),
-    ("${UNSET}", ""), ("x-${A}-${A}", "x-a-a"),
-])
-def test_envsubst_forms(text, want):
-    assert fluxrepo.envsubst(text, {"A": "a", "E": ""}) == want
-
-
-def test_unreadable_variables_are_left_as_written():
-    assert fluxrepo.envsubst("${UNSET}", {}, keep_unset=True) == "${UNSET}"
-
-
 def test_a_git_server_found_twice_is_reported_once(tmp_path):
     """Two Flux Kustomizations applying one path: each finding is said once."""
     repo = write(tmp_path, {
@@ -259,3 +247,63 @@ def test_a_git_server_found_twice_is_reported_once(tmp_path):
     report = check_handoff(repo, Config(git_server=GitServerConfig()))
     assert [f.message for f in report.errors].count(report.errors[0].message) == 1
     assert len(report.errors) == 1, report.format()
+
+
+def _objects(repo: fluxrepo.Repo, kind: str) -> dict[str, dict]:
+    return {o.name: o.data for o in repo.objects if o.kind == kind}
+
+
+def test_a_substitution_flux_cannot_parse_fails_its_whole_kustomization(tmp_path):
+    """kustomize-controller: "post build failed for 'NAME': envsubst error: variable substitution failed:
+    missing closing brace", and nothing of that revision is applied (kustomization_controller.go build)."""
+    repo = fluxrepo.read(write(tmp_path, {
+        "clusters/homelab/apps.yaml": flux_ks("apps", "./apps", "  postBuild: {substitute: {APP: web}}\n"),
+        "apps/ok.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok, namespace: default}\ndata: {a: '${APP}'}\n",
+        "apps/bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad, namespace: default}\n"
+                         "data: {a: '${APP-fallback}'}\n",
+    }), "clusters/homelab")
+    (problem,) = repo.problems
+    assert (problem.file, problem.severity) == ("apps/bad.yaml", "warning")
+    assert "Flux Kustomization flux-system/apps fails" in problem.message and "(missing closing brace)" in problem.message
+    assert "${VAR:=default}" in problem.fix
+    assert _objects(repo, "ConfigMap") == {}  # not even the good one: Flux applies none of it
+
+
+def test_an_invalid_variable_name_fails_the_kustomization_that_reads_it(tmp_path):
+    """kustomize_varsub.go varSubstitution checks every name before substituting anything."""
+    repo = fluxrepo.read(write(tmp_path, {
+        "clusters/homelab/vars.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: vars, namespace: flux-system}\n"
+                                      "data: {my-var: x, OK: y}\n",
+        "clusters/homelab/apps.yaml": flux_ks("apps", "./apps",
+                                              "  postBuild: {substituteFrom: [{kind: ConfigMap, name: vars}]}\n"),
+        "apps/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: default}\ndata: {a: '${OK}'}\n",
+    }), "clusters/homelab")
+    (problem,) = repo.problems
+    assert (problem.file, problem.line) == ("clusters/homelab/apps.yaml", 2)
+    assert "postBuild variable name 'my-var' is invalid" in problem.message
+    assert "cm" not in _objects(repo, "ConfigMap")
+
+
+def test_a_double_dollar_is_one_dollar_only_where_flux_substitutes(tmp_path):
+    """Upstream's scanner turns every ``$$`` into ``$`` in an object it substitutes, and substitutes
+    only under a Kustomization that has variables (``len(vars) > 0``)."""
+    secret = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {n}, namespace: default}}\ndata: {{hash: pa$$word}}\n"
+    repo = fluxrepo.read(write(tmp_path, {
+        "clusters/homelab/with.yaml": flux_ks("with", "./with", "  postBuild: {substitute: {A: a}}\n"),
+        "clusters/homelab/without.yaml": flux_ks("without", "./without"),
+        "with/cm.yaml": secret.format(n="with"),
+        "without/cm.yaml": secret.format(n="without"),
+    }), "clusters/homelab")
+    got = {name: data["data"]["hash"] for name, data in _objects(repo, "ConfigMap").items()}
+    assert got == {"with": "pa$word", "without": "pa$$word"}
+    assert repo.problems == []
+
+
+def test_a_variable_written_as_a_number_is_refused_by_the_api_server(tmp_path):
+    """The Kustomization CRD (Flux v2.9.3) types spec.postBuild.substitute as a map of strings."""
+    repo = fluxrepo.read(write(tmp_path, {
+        "clusters/homelab/apps.yaml": flux_ks("apps", "./apps", "  postBuild: {substitute: {PORT: 22, HOST: h}}\n"),
+        "apps/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: default}\ndata: {a: '${PORT}'}\n",
+    }), "clusters/homelab")
+    (problem,) = repo.problems
+    assert "postBuild.substitute.PORT is not a string" in problem.message and problem.fix == 'quote the value: PORT: "..."'

@@ -174,6 +174,43 @@ async def test_a_wait_that_times_out_names_what_is_not_ready_and_why(emulator, k
     assert "kubectl describe deployment web -n default" in e.value.fix
 
 
+async def test_waiting_for_a_deleted_workloads_pods_watches_and_ends_with_the_last_one(emulator, kubeconfig):
+    """The conversion of an earlier Git server waits for its pods to let go of the claim: one LIST, then
+    a watch that ends when the last matching pod is deleted (it was a LIST every 2 s)."""
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"git-{i}", "namespace": "default",
+                                                            "labels": {"app": "git"}},
+             "spec": {"containers": [{"name": "c", "image": "busybox"}]}} for i in range(2)]
+    other = {**pods[0], "metadata": {"name": "other", "namespace": "default", "labels": {"app": "other"}}}
+    said: list[str] = []
+    async with await connect(kubeconfig) as kube:
+        kube.on_wait = said.append
+        await kube.apply([*pods, other])
+        emulator.reset_requests()
+        waiter = asyncio.create_task(kube.wait_until_none("v1", "Pod", "default", "app=git", timeout=20,
+                                                          what="the old pods to stop", fix="look at them"))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        for pod in pods:
+            await kube.delete("v1", "Pod", pod["metadata"]["name"], namespace="default")
+        await asyncio.wait_for(waiter, 5)
+    reads = [r for r in emulator.requests if r.method == "GET" and r.path.endswith("/pods")]
+    assert [r.query.get("watch") for r in reads] == [None, "true"]
+    assert said[0] == "waiting for the old pods to stop: 2 left: git-0, git-1"
+
+
+async def test_pods_that_never_stop_end_the_wait_with_the_callers_fix(emulator, kubeconfig):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "git-0", "namespace": "default",
+                                                          "labels": {"app": "git"}},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    async with await connect(kubeconfig) as kube:
+        await kube.apply([pod])
+        with pytest.raises(WaitTimeout) as e:
+            await kube.wait_until_none("v1", "Pod", "default", "app=git", timeout=0.5, what="the old pods to stop",
+                                       fix="kubectl -n default get pods -l app=git")
+    assert e.value.message == "timed out after 0.5s waiting for the old pods to stop: 1 left: git-0"
+    assert e.value.fix == "kubectl -n default get pods -l app=git"
+
+
 def _deployment(name: str, replicas: int = 1) -> dict:
     labels = {"app": name}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 import yaml
 
 pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
-from seedbed import yamlutil
 from seedbed_lab.lab import Lab
 from test_flux_repos import age_key, encrypt, sops_binary
 
@@ -28,16 +26,8 @@ PLAIN = "hunter2-" + "5c1e"
 
 
 @pytest.fixture
-def lab(tmp_path: Path, upstream: Any) -> Iterator[Lab]:
-    """A lab with Flux's Kustomization CRD and the flux-system namespace, and nothing else."""
-    crds = [d for d in yamlutil.load_all(upstream("flux-gotk-components-v2.9.3.yaml").read_text())
-            if d.get("kind") == "CustomResourceDefinition"
-            and d["metadata"]["name"] == "kustomizations.kustomize.toolkit.fluxcd.io"]
-    (tmp_path / "lab").mkdir()
-    with Lab(tmp_path / "lab") as lab:
-        lab.emu.put(crds[0])
-        lab.emu.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}})
-        yield lab
+def lab(kustomize_lab: Lab) -> Lab:
+    return kustomize_lab
 
 
 def reconcile(lab: Lab, tree: Path, *, decryption: str | None) -> dict[str, Any]:

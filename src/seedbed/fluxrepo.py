@@ -51,6 +51,7 @@ from typing import Any
 import yaml
 
 from . import files, yamlutil
+from .envsubst import VAR_NAME_PATTERN, SubstitutionError, envsubst, valid_name
 from .errors import ConfigError, SeedbedError
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -60,10 +61,6 @@ ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
 BUILD_TIMEOUT = 120.0  # seconds for one kustomize build; a real app path builds in well under one
 MAX_JOBS = 4  # concurrent kustomize processes
 MAX_KUSTOMIZATIONS = 2000  # a repository with more Flux Kustomizations than this is not a homelab
-_VAR_NAME = re.compile(r"^[_A-Za-z][_A-Za-z0-9]*$")  # kustomize_varsub.go varsubRegex
-# drone/envsubst forms Flux users write: ${var}, ${var:=default}, ${var:-default}, ${var=...}, ${var-...};
-# $${var} is the escape for a literal ${var}.
-_ENVSUBST = re.compile(r"\$\$\{|\$\{([_A-Za-z][_A-Za-z0-9]*)(?:(:?[=-])([^}]*))?\}")
 
 
 class KustomizeError(SeedbedError):
@@ -525,15 +522,32 @@ class _Reader:
                 "make `kustomize build` of the path succeed (Flux fails the same way)"))
             return []
         self.repo.builds.append(k.path)
-        variables, unknown = self._variables(k)
+        variables, unknown, refused = self._variables(k)
+        if refused is not None:
+            why, fix = refused
+            self.repo.problems.append(Problem(where[0], where[1], "warning",
+                                              f"Flux Kustomization {k.ref} fails: {why}; nothing in it is checked", fix))
+            return []
         objs = []
-        for doc in _substituted_docs(built.text, variables, unknown):
+        for doc in re.split(r"(?m)^---[ \t]*$", built.text):
+            m = re.search(r"^\s+path: (.*)$", doc, re.M)  # the origin annotation, still in the text
+            file, line = (self.repo.rel(folder / m.group(1)), 0) if m else where
+            try:
+                doc = _substituted(doc, variables, unknown)
+            except SubstitutionError as e:
+                # kustomize-controller: "post build failed for '<name>': envsubst error: variable
+                # substitution failed: <e>", and nothing of the revision is applied.
+                self.repo.problems.append(Problem(
+                    file, line, "warning",
+                    f"Flux Kustomization {k.ref} fails: the postBuild substitution of an object of this file "
+                    f"fails ({e}); nothing in it is checked",
+                    "write ${VAR}, ${VAR:=default} or ${VAR/from/to} in full, and $$ for a literal $"))
+                return []
             try:
                 objs += yamlutil.safe_load_all(doc, what=f"the build of ./{k.path}", error=ConfigError)
             except ConfigError as e:
-                m = re.search(r"^\s+path: (.*)$", doc, re.M)  # the origin annotation, still in the text
                 self.repo.problems.append(Problem(
-                    self.repo.rel(folder / m.group(1)) if m else where[0], 0 if m else where[1], "warning",
+                    file, line, "warning",
                     f"seedbed cannot read an object of this file as built ({e.message.split(': ', 1)[-1]}); "
                     "it is not checked", "quote the value (PyYAML and Go read some plain scalars differently)"))
         children: list[Obj] = []
@@ -594,12 +608,13 @@ class _Reader:
             return None
         return FluxKustomization(obj.name, ns, path, obj.file, line, spec)
 
-    def _variables(self, k: FluxKustomization) -> tuple[dict[str, str], bool]:
-        """postBuild variables (substituteFrom values read from the repository, then substitute), and
-        whether some source could not be read (its variables are then left as written)."""
+    def _variables(self, k: FluxKustomization) -> tuple[dict[str, str], bool, tuple[str, str] | None]:
+        """postBuild variables (substituteFrom values read from the repository, then substitute),
+        whether some source could not be read (its variables are then left as written), and why Flux
+        fails the Kustomization over them, with the fix, if it does."""
         post = k.spec.get("postBuild") or {}
         if not isinstance(post, dict):
-            return {}, False
+            return {}, False, None
         variables: dict[str, str] = {}
         unknown = False
         for ref in post.get("substituteFrom") or []:
@@ -618,9 +633,18 @@ class _Reader:
                 variables[str(key)] = str(value).replace("\n", "")
             for key, value in (src.data.get("stringData") or {}).items():
                 variables[str(key)] = str(value).replace("\n", "")
-        for key, value in (post.get("substitute") or {}).items():
+        inline = post.get("substitute") or {}
+        for key, value in inline.items():
             variables[str(key)] = str(value).replace("\n", "")
-        return {k2: v for k2, v in variables.items() if _VAR_NAME.match(k2)}, unknown
+        # The Kustomization CRD types substitute as a map of strings (the API server refuses `PORT: 22`
+        # when the parent applies it); kustomize_varsub.go varSubstitution checks every name first.
+        if typed := sorted(str(key) for key, value in inline.items() if not isinstance(value, str)):
+            return variables, unknown, (f"postBuild.substitute.{typed[0]} is not a string, so the API server refuses "
+                                        "the Kustomization", f"quote the value: {typed[0]}: \"...\"")
+        if bad := sorted(name for name in variables if not valid_name(name)):
+            return variables, unknown, (f"postBuild variable name {bad[0]!r} is invalid, must match {VAR_NAME_PATTERN!r}",
+                                        "rename the variable: letters, digits and _, not starting with a digit")
+        return variables, unknown, None
 
 
 def _clean_path(path: str) -> str:
@@ -658,14 +682,14 @@ def _generated_resources(folder: Path) -> list[str]:
     return sorted(out, key=lambda p: p.split("/"))  # Go's filepath.Walk order: lexical, depth first
 
 
-def _substituted_docs(text: str, variables: dict[str, str], unknown: bool) -> list[str]:
-    """The documents of a build, each substituted as kustomize-controller's ``SubstituteVariables``
-    does: only when there are variables, never in an object marked ``substitute: disabled``."""
-    docs = re.split(r"(?m)^---[ \t]*$", text)
-    if not variables and not unknown:
-        return docs
-    return [envsubst(doc, variables, keep_unset=unknown) if "${" in doc and not _substitution_disabled(doc) else doc
-            for doc in docs]
+def _substituted(doc: str, variables: dict[str, str], unknown: bool) -> str:
+    """One object of a build as kustomize-controller's ``SubstituteVariables`` leaves it: substituted
+    only when the Kustomization has variables (``len(vars) > 0``), never when it is marked
+    ``substitute: disabled``; raises SubstitutionError where Flux fails the Kustomization. Every
+    ``$`` matters (``$$`` becomes ``$``), so a document without one is the only one left alone."""
+    if (not variables and not unknown) or "$" not in doc or _substitution_disabled(doc):
+        return doc
+    return envsubst(doc, variables, keep_unset=unknown)
 
 
 def _substitution_disabled(doc: str) -> bool:
@@ -687,30 +711,6 @@ def substitution_disabled(data: Mapping[str, Any]) -> bool:
         return False
     return "disabled" in {(meta.get(k) or {}).get(SUBSTITUTE_ANNOTATION) for k in ("labels", "annotations")
                           if isinstance(meta.get(k) or {}, dict)}
-
-
-def envsubst(text: str, variables: Mapping[str, str], *, keep_unset: bool = False,
-             missing: list[str] | None = None) -> str:
-    """drone/envsubst's ``${...}`` forms as Flux uses them. An unset variable becomes its default or
-    the empty string; with ``keep_unset`` (a values source seedbed could not read) it is left as written.
-    The names of unset variables without a default are added to ``missing``, when given."""
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$${":
-            return "${"
-        name, op, default = m.group(1), m.group(2), m.group(3)
-        value = variables.get(name)
-        if op in {":=", ":-"} and not value:
-            return default or ""
-        if op in {"=", "-"} and value is None:
-            return default or ""
-        if value is None:
-            if missing is not None:
-                missing.append(name)
-            return m.group(0) if keep_unset else ""
-        return str(value)
-
-    return _ENVSUBST.sub(one, text)
 
 
 # --------------------------------------------------------------------------- Flux API versions

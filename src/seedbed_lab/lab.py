@@ -282,18 +282,13 @@ class Lab:
         (kustomization.yaml resources, or every YAML file), decrypt, substitute the postBuild variables
         (not in objects annotated ``kustomize.toolkit.fluxcd.io/substitute: disabled``), refuse a Secret
         still encrypted, apply each object (emulator/kustomize_controller.py)."""
-        from seedbed.fluxrepo import envsubst, substitution_disabled
-
         tree = self._trees.get(revision)
         if tree is None:
             return
         spec = kustomization.get("spec") or {}
         decrypting = bool(spec.get("decryption"))
         keys = kustomize_controller.import_keys(self.emu, kustomization) if decrypting else None
-        variables: dict[str, str] = {}
-        for ref in (spec.get("postBuild") or {}).get("substituteFrom") or []:
-            cm = self.emu.get("v1", "ConfigMap", ref["name"], namespace) or {}
-            variables.update(cm.get("data") or {})
+        variables = kustomize_controller.load_variables(self.emu, kustomization)
         root = tree / spec.get("path", "./").removeprefix("./")
         built: list[dict[str, Any]] = []
         for path in _kustomize_files(root):
@@ -302,9 +297,7 @@ class Lab:
                     continue
                 if decrypting:
                     doc = kustomize_controller.decrypt_resource(doc, keys)
-                if not substitution_disabled(doc):
-                    doc = yaml.safe_load(envsubst(yaml.safe_dump(doc), variables, keep_unset=True))
-                built.append(doc)
+                built.append(kustomize_controller.substitute(doc, kustomization, variables))
         kustomize_controller.refuse_encrypted(built)
         # ssa ApplyAllStaged (fluxcd/pkg): CRDs and Namespaces first, then the rest in build order.
         built.sort(key=lambda d: d.get("kind") not in ("CustomResourceDefinition", "Namespace"))

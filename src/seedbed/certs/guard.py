@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ..envsubst import SubstitutionError, envsubst
 from ..errors import Refused
-from ..fluxrepo import envsubst, substitution_disabled
+from ..fluxrepo import substitution_disabled
 from ..render.certs import PRODUCTION_ISSUER, PRODUCTION_SERVER
 from .budget import EXACT_SET_LIMIT, REGISTERED_DOMAIN_LIMIT, Budget, registered_domain
 from .ledger import _iso
@@ -81,10 +82,14 @@ def refusal(result: GuardResult) -> Refused:
 
 
 def substitute(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Flux-style ``${VAR}``, ``${VAR:=default}``, ``${VAR:-default}`` (:func:`seedbed.fluxrepo.envsubst`),
-    an unset variable left as written; returns the unresolved names."""
+    """Flux's substitution (:func:`seedbed.envsubst.envsubst`: ``${VAR}``, ``${VAR:=default}``,
+    ``${VAR/./-}``...), an unset variable left as written; returns the unresolved names. A value Flux
+    could not substitute (its Kustomization fails, and fluxrepo reports it) is left as written."""
     missing: list[str] = []
-    return envsubst(text, variables, keep_unset=True, missing=missing), missing
+    try:
+        return envsubst(text, variables, keep_unset=True, missing=missing), missing
+    except SubstitutionError:
+        return text, missing
 
 
 def _issuer_key(kind: str, name: str) -> str:

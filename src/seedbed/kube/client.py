@@ -596,6 +596,14 @@ class Kube:
         return await wait_for(self, api_version, kind, name, namespace, check, timeout=timeout, what=what,
                               describe=describe, on_wait=on_wait or self.on_wait)
 
+    async def wait_until_none(self, api_version: str, kind: str, namespace: str | None, label_selector: str, *,
+                              timeout: float, what: str, fix: str) -> None:
+        """Wait, with a watch, until nothing matches ``label_selector``; WaitTimeout carries ``fix``."""
+        from .wait import wait_until_none
+
+        await wait_until_none(self, api_version, kind, namespace, label_selector, timeout=timeout, what=what,
+                              fix=fix, on_wait=self.on_wait)
+
     async def wait_rollout(self, kind: str, name: str, namespace: str, *, timeout: float = 300,
                            on_wait: WaitProgress | None = None) -> Obj:
         from .wait import describe_workload, rollout_complete

@@ -133,6 +133,9 @@ class KubeClient(Protocol):
                        describe: Callable[[Obj | None], str] | None = None,
                        on_wait: WaitProgress | None = None) -> Obj | None: ...
 
+    async def wait_until_none(self, api_version: str, kind: str, namespace: str | None, label_selector: str, *,
+                              timeout: float, what: str, fix: str) -> None: ...
+
     async def wait_rollout(self, kind: str, name: str, namespace: str, *, timeout: float = 300,
                            on_wait: WaitProgress | None = None) -> Obj: ...
 

@@ -20,9 +20,33 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
                    check: Callable[[Obj | None], bool], *, timeout: float, what: str,
                    describe: Callable[[Obj | None], str] | None,
                    on_wait: WaitProgress | None = None) -> Obj | None:
+    """Until ``check`` holds for the object ``name`` (None: it does not exist)."""
+    fix = (f"inspect it with `kubectl describe {kind.lower()} {name}" + (f" -n {namespace}`" if namespace else "`")
+           + ", fix the cause, then re-run")
+    objects = await _watch_until(
+        kube, api_version, kind, namespace, field_selector=f"metadata.name={name}", name=name,
+        done=lambda objs: check(objs.get(name)), describe=(lambda objs: describe(objs.get(name))) if describe else None,
+        timeout=timeout, what=what, fix=fix, on_wait=on_wait)
+    return objects.get(name)
+
+
+async def wait_until_none(kube: Kube, api_version: str, kind: str, namespace: str | None, label_selector: str, *,
+                          timeout: float, what: str, fix: str, on_wait: WaitProgress | None = None) -> None:
+    """Until no object matches ``label_selector`` (the pods of a deleted workload, say)."""
+    await _watch_until(kube, api_version, kind, namespace, label_selector=label_selector, done=lambda objs: not objs,
+                       describe=lambda objs: f"{len(objs)} left: {', '.join(sorted(objs)[:5])}", timeout=timeout,
+                       what=what, fix=fix, on_wait=on_wait)
+
+
+async def _watch_until(kube: Kube, api_version: str, kind: str, namespace: str | None, *,
+                       done: Callable[[dict[str, Obj]], bool], describe: Callable[[dict[str, Obj]], str] | None,
+                       timeout: float, what: str, fix: str, on_wait: WaitProgress | None,
+                       name: str | None = None, field_selector: str | None = None,
+                       label_selector: str | None = None) -> dict[str, Obj]:
+    """List-then-watch the objects a selector picks (by name), until ``done`` holds for them."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    last: Obj | None = None
+    objects: dict[str, Obj] = {}
     said = ""
 
     def tell(detail: str) -> None:
@@ -34,23 +58,28 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
             on_wait(line)
 
     while True:
-        # List (one object) to learn the current state and a resourceVersion to watch from.
-        items, rv = await kube.list_with_version(api_version, kind, namespace, field_selector=f"metadata.name={name}")
-        last = items[0] if items else None
-        if check(last):
-            return last
-        tell(describe(last) if describe else "")
+        # List to learn the current state and a resourceVersion to watch from.
+        items, rv = await kube.list_with_version(api_version, kind, namespace, field_selector=field_selector,
+                                                 label_selector=label_selector)
+        objects = {str((o.get("metadata") or {}).get("name")): o for o in items}
+        if done(objects):
+            return objects
+        tell(describe(objects) if describe else "")
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
         try:
             async with asyncio.timeout(remaining):
                 async for etype, obj in kube.watch(api_version, kind, namespace, name=name, resource_version=rv,
-                                                   timeout=remaining, on_retry=tell):
-                    last = None if etype == "DELETED" else obj
-                    if check(last):
-                        return last
-                    tell(describe(last) if describe else "")
+                                                   label_selector=label_selector, timeout=remaining, on_retry=tell):
+                    key = str((obj.get("metadata") or {}).get("name"))
+                    if etype == "DELETED":
+                        objects.pop(key, None)
+                    else:
+                        objects[key] = obj
+                    if done(objects):
+                        return objects
+                    tell(describe(objects) if describe else "")
         except TimeoutError:
             break
         except (WatchExpired, httpx.TransportError, ValueError) as e:
@@ -60,11 +89,8 @@ async def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace
             await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
         if loop.time() >= deadline:
             break
-    detail = describe(last) if describe else ""
-    raise WaitTimeout(
-        f"timed out after {timeout:g}s waiting for {what}" + (f": {detail}" if detail else ""),
-        fix=f"inspect it with `kubectl describe {kind.lower()} {name}"
-            + (f" -n {namespace}`" if namespace else "`") + ", fix the cause, then re-run")
+    detail = describe(objects) if describe else ""
+    raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}" + (f": {detail}" if detail else ""), fix=fix)
 
 
 def condition_is(obj: Obj, type_: str, status: str = "True") -> bool:

@@ -240,16 +240,13 @@ async def _convert(ctx: Context, earlier: list[dict[str, Any]]) -> None:
                                 timeout=gs.ready_timeout, what=f"the deletion of Deployment {gs.namespace}/{md['name']}")
         selector = ",".join(f"{k}={v}" for k, v in
                             sorted(((obj.get("spec") or {}).get("selector") or {}).get("matchLabels", {}).items()))
-        deadline = asyncio.get_running_loop().time() + gs.ready_timeout
-        while selector and await ctx.kube.list("v1", "Pod", namespace=gs.namespace, label_selector=selector):
-            if asyncio.get_running_loop().time() > deadline:
-                from ..errors import ClusterError
-
-                raise ClusterError(f"the pods of the earlier Git server ({selector}) in {gs.namespace} did not stop "
-                                   f"within {gs.ready_timeout:.0f}s, so the chart's pod cannot mount {gs.pvc_name}",
-                                   fix=f"kubectl -n {gs.namespace} get pods -l {selector}; once they are gone, "
-                                       "re-run `seedbed bootstrap` (it resumes the conversion)")
-            await asyncio.sleep(2)
+        if selector:
+            await ctx.kube.wait_until_none(
+                "v1", "Pod", gs.namespace, selector, timeout=gs.ready_timeout,
+                what=f"the pods of the earlier Git server ({selector}) in {gs.namespace} to stop, so that the "
+                     f"chart's pod can mount {gs.pvc_name}",
+                fix=f"kubectl -n {gs.namespace} get pods -l {selector}; once they are gone, re-run `seedbed bootstrap` "
+                    "(it resumes the conversion)")
 
 
 async def _check_chart(ctx: Context) -> None:

@@ -35,6 +35,20 @@ SOPS decryption, from kustomize-controller v1.9.4 (bundled with Flux v2.9.3)
   apply: ``Secret/NS/NAME is SOPS encrypted, configuring decryption is required for this secret to be
   reconciled`` (reason ``ReconciliationFailed``).
 
+postBuild substitution, from fluxcd/pkg ``kustomize/kustomize_varsub.go`` (kustomize v1.39.0),
+called per built object when the Kustomization has ``spec.postBuild``:
+
+- ``LoadVariables``: each ``substituteFrom`` ConfigMap's ``data`` and Secret's (decoded) ``data``, in
+  order, read from the Kustomization's namespace; a missing one is skipped when ``optional``, else the
+  build fails with ``substitute from 'ConfigMap/NAME' error: configmaps "NAME" not found``; then the
+  inline ``substitute`` map overrides them; newlines are removed from every value;
+- an object labelled or annotated ``kustomize.toolkit.fluxcd.io/substitute: disabled`` is left alone,
+  and so is every object when there are no variables at all (``len(vars) > 0``);
+- ``varSubstitution``: one invalid variable name fails the build; otherwise fluxcd/pkg ``envsubst``
+  (seedbed.envsubst, its port) over the object's YAML, an unset variable reading as ``""`` (the default,
+  non-strict mode); a parse error fails it: ``post build failed for 'NAME': envsubst error: variable
+  substitution failed: missing closing brace`` (kustomization_controller.go ``build``).
+
 The decryption itself is the real ``sops`` binary's (``SOPS_AGE_KEY`` holds the imported identities,
 a fresh ``GNUPGHOME`` the imported GPG keys, ``HOME`` an empty folder so no key of the machine's is
 read), not a reimplementation. SIMPLIFICATIONS.md lists what this leaves out.
@@ -58,6 +72,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .merge import fs_union
 from .server import Emulator
@@ -343,6 +359,48 @@ def decrypt_resource(obj: dict[str, Any], keys: DecryptionKeys | None) -> dict[s
             raise BuildFailed(f"decryption failed for '{_gvk(obj)}/{md.get('name')}': failed to decrypt and format "
                               f"'{md.get('namespace', '')}/{md.get('name')}' Secret field '{key}': {e}") from None
     return {**obj, "data": data} if data else obj
+
+
+def load_variables(emu: Emulator, kustomization: dict[str, Any]) -> dict[str, str]:
+    """``LoadVariables``, then the inline ``substitute`` map over it."""
+    post = (kustomization.get("spec") or {}).get("postBuild") or {}
+    namespace = kustomization["metadata"]["namespace"]
+    variables: dict[str, str] = {}
+    for ref in post.get("substituteFrom") or []:
+        kind, name = ref.get("kind"), ref.get("name")
+        if kind not in ("ConfigMap", "Secret"):
+            continue
+        obj = emu.get("v1", kind, name, namespace)
+        if obj is None:
+            if ref.get("optional"):
+                continue
+            raise BuildFailed(f"substitute from '{kind}/{name}' error: {kind.lower()}s \"{name}\" not found")
+        for key, value in (obj.get("data") or {}).items():
+            text = base64.b64decode(value).decode(errors="replace") if kind == "Secret" else str(value)
+            variables[key] = text.replace("\n", "")
+    for key, value in (post.get("substitute") or {}).items():
+        variables[key] = str(value).replace("\n", "")
+    return variables
+
+
+def substitute(obj: dict[str, Any], kustomization: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:
+    """``SubstituteVariables`` for one built object (``variables`` from :func:`load_variables`)."""
+    from seedbed.envsubst import VAR_NAME_PATTERN, SubstitutionError, envsubst, valid_name
+    from seedbed.fluxrepo import substitution_disabled
+
+    if "postBuild" not in (kustomization.get("spec") or {}) or substitution_disabled(obj) or not variables:
+        return obj
+    name = (obj.get("metadata") or {}).get("name")
+    for var in sorted(variables):
+        if not valid_name(var):
+            raise BuildFailed(f"post build failed for '{name}': envsubst error: '{var}' var name is invalid, "
+                              f"must match '{VAR_NAME_PATTERN}'")
+    try:
+        out = envsubst(yaml.safe_dump(obj, sort_keys=False), variables)
+    except SubstitutionError as e:
+        raise BuildFailed(f"post build failed for '{name}': envsubst error: variable substitution failed: {e}") from None
+    result: dict[str, Any] = yaml.safe_load(out)
+    return result
 
 
 def refuse_encrypted(objects: Iterable[dict[str, Any]]) -> None:
