@@ -195,8 +195,7 @@ def parse_positioned(text: str, file: str, line_of: Callable[[yaml.Mark], int] |
     :class:`ConfigError` naming ``file`` and the line."""
     yamlutil.safe_load_all(text, what=file, error=ConfigError)
     line_of = line_of or (lambda mark: mark.line + 1)
-    return [_to_val(node, file, line_of) for node in yaml.compose_all(text, Loader=yaml.SafeLoader)
-            if node is not None]
+    return [_to_val(node, file, line_of) for node in yamlutil.compose_all(text) if node is not None]
 
 
 def overlay(built: Any, src: Val | None, file: str, line: int) -> Val:

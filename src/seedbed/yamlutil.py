@@ -141,6 +141,13 @@ def compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=_Loader)
 
 
+def compose_all(text: str) -> list[yaml.Node | None]:
+    """The node trees of every document, for text :func:`safe_load_all` already accepted. libyaml's
+    marks carry the right lines, but their offsets count bytes, not characters: an editor that
+    slices the text by offset composes with the pure-Python ``yaml.SafeLoader`` instead."""
+    return list(yaml.compose_all(text, Loader=_Loader))
+
+
 def safe_load(text: str, *, what: str, error: type[SeedbedError] = ConfigError) -> Any:
     """One YAML document from outside, bounded; a problem is ``error`` naming ``what``."""
     return _parse(text, what, error, docs=False)
