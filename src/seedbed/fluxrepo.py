@@ -477,38 +477,16 @@ class _Reader:
     # ---------------------------------------------------------------- one Flux Kustomization
 
     def _wrapper(self, k: FluxKustomization) -> Path:
-        """A kustomization in a scratch folder that builds ``k.path`` as kustomize-controller does:
-        the path (or the file list Flux generates for it), then targetNamespace, patches, images and
-        components on top, with origin annotations so each object can be traced to its file.
-        Two Flux Kustomizations that build the same thing share one folder (and one build)."""
-        spec = k.spec
-        extra: dict[str, Any] = {}
-        if isinstance(spec.get("targetNamespace"), str) and spec["targetNamespace"]:
-            extra["namespace"] = spec["targetNamespace"]
-        patches = [{kk: v for kk, v in p.items() if kk in {"patch", "target"}}
-                   for p in spec.get("patches") or [] if isinstance(p, dict)]
-        if patches:
-            extra["patches"] = patches
-        images = [i for i in spec.get("images") or [] if isinstance(i, dict)]
-        if images:
-            extra["images"] = images
-        components = [c for c in spec.get("components") or [] if isinstance(c, str)]
-        key = hashlib.sha256(json.dumps([k.path, extra, components], sort_keys=True, default=str).encode())
+        """The folder :func:`wrapper_kustomization` is written to, with origin annotations so each
+        object can be traced to its file. Two Flux Kustomizations that build the same thing share one
+        folder (and one build)."""
+        key = hashlib.sha256(json.dumps([k.path, wrapper_fields(k.spec)], sort_keys=True, default=str).encode())
         folder = self.scratch / key.hexdigest()[:16]
-        if folder.exists():
-            return folder
-        folder.mkdir()
-        target = self.tree / k.path
-        rel = os.path.relpath(target, folder)
-        if any((target / name).is_file() for name in KUSTOMIZATION_FILES):
-            resources = [rel]
-        else:
-            resources = [posixpath.join(rel, p) for p in _generated_resources(target)]
-        doc: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                               "resources": resources, "buildMetadata": ["originAnnotations"], **extra}
-        if components:
-            doc["components"] = [os.path.relpath(target / c, folder) for c in components]
-        (folder / "kustomization.yaml").write_text(yamlutil.dump(doc))
+        if not folder.exists():
+            folder.mkdir()
+            doc = wrapper_kustomization(self.tree, k.path, k.spec, folder)
+            doc["buildMetadata"] = ["originAnnotations"]
+            (folder / "kustomization.yaml").write_text(yamlutil.dump(doc))
         return folder
 
     def _apply(self, k: FluxKustomization, folder: Path, built: _Build) -> list[FluxKustomization]:
@@ -644,6 +622,55 @@ class _Reader:
             return variables, unknown, (f"postBuild variable name {bad[0]!r} is invalid, must match {VAR_NAME_PATTERN!r}",
                                         "rename the variable: letters, digits and _, not starting with a digit")
         return variables, unknown, None
+
+
+def wrapper_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a Flux Kustomization's spec adds on top of its path's own kustomization: targetNamespace
+    (as ``namespace``), patches, images, components (fluxcd/pkg kustomize/kustomize_generator.go)."""
+    extra: dict[str, Any] = {}
+    if isinstance(spec.get("targetNamespace"), str) and spec["targetNamespace"]:
+        extra["namespace"] = spec["targetNamespace"]
+    patches = [{kk: v for kk, v in p.items() if kk in {"patch", "target"}}
+               for p in spec.get("patches") or [] if isinstance(p, dict)]
+    if patches:
+        extra["patches"] = patches
+    images = [i for i in spec.get("images") or [] if isinstance(i, dict)]
+    if images:
+        extra["images"] = images
+    components = [c for c in spec.get("components") or [] if isinstance(c, str)]
+    if components:
+        extra["components"] = components
+    return extra
+
+
+def wrapper_kustomization(tree: Path, path: str, spec: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A kustomization, to be written in ``folder``, that builds ``path`` of ``tree`` as
+    kustomize-controller does: the path (or the file list Flux generates for a path without a
+    kustomization file), then the spec's :func:`wrapper_fields` on top."""
+    target = tree / path
+    rel = os.path.relpath(target, folder)
+    if any((target / name).is_file() for name in KUSTOMIZATION_FILES):
+        resources = [rel]
+    else:
+        resources = [posixpath.join(rel, p) for p in _generated_resources(target)]
+    extra = wrapper_fields(spec)
+    if "components" in extra:
+        extra["components"] = [os.path.relpath(target / c, folder) for c in extra["components"]]
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources,
+            **extra}
+
+
+def build(tree: Path, spec: Mapping[str, Any], *, kustomize: Kustomize | None = None,
+          timeout: float = BUILD_TIMEOUT) -> str:
+    """``kustomize build`` of a Flux Kustomization's ``spec.path`` in ``tree`` as kustomize-controller
+    runs it, before decryption and substitution; raises BuildFailed with kustomize's reason."""
+    path = _clean_path(str(spec.get("path") or "."))
+    if not (tree / path).is_dir():
+        raise BuildFailed(f"kustomization path not found: stat {path}: no such file or directory")
+    with tempfile.TemporaryDirectory(prefix="seedbed-kustomize-") as scratch:
+        folder = Path(scratch)
+        (folder / "kustomization.yaml").write_text(yamlutil.dump(wrapper_kustomization(tree, path, spec, folder)))
+        return (kustomize or find_kustomize()).build(folder, timeout)
 
 
 def _clean_path(path: str) -> str:

@@ -278,10 +278,12 @@ class Lab:
                             "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
 
     def _apply_tree(self, revision: str, kustomization: dict[str, Any], namespace: str, name: str) -> None:
-        """What kustomize-controller does, roughly: import the decryption keys, build spec.path
-        (kustomization.yaml resources, or every YAML file), decrypt, substitute the postBuild variables
-        (not in objects annotated ``kustomize.toolkit.fluxcd.io/substitute: disabled``), refuse a Secret
-        still encrypted, apply each object (emulator/kustomize_controller.py)."""
+        """What kustomize-controller does: import the decryption keys, build spec.path with the real
+        kustomize as it does (seedbed.fluxrepo.build: the generated kustomization for a path without
+        one, targetNamespace, patches, images, components), decrypt, substitute the postBuild
+        variables, refuse a Secret still encrypted, apply each object (emulator/kustomize_controller.py)."""
+        from seedbed import fluxrepo
+
         tree = self._trees.get(revision)
         if tree is None:
             return
@@ -289,36 +291,22 @@ class Lab:
         decrypting = bool(spec.get("decryption"))
         keys = kustomize_controller.import_keys(self.emu, kustomization) if decrypting else None
         variables = kustomize_controller.load_variables(self.emu, kustomization)
-        root = tree / spec.get("path", "./").removeprefix("./")
+        try:
+            text = fluxrepo.build(tree, spec)
+        except fluxrepo.BuildFailed as e:
+            raise kustomize_controller.BuildFailed(f"kustomize build failed: {e}") from None
         built: list[dict[str, Any]] = []
-        for path in _kustomize_files(root):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if not (isinstance(doc, dict) and doc.get("kind") and (doc.get("metadata") or {}).get("name")):
-                    continue
-                if decrypting:
-                    doc = kustomize_controller.decrypt_resource(doc, keys)
-                built.append(kustomize_controller.substitute(doc, kustomization, variables))
+        for doc in yaml.safe_load_all(text):
+            if not isinstance(doc, dict):
+                continue
+            if decrypting:
+                doc = kustomize_controller.decrypt_resource(doc, keys)
+            built.append(kustomize_controller.substitute(doc, kustomization, variables))
         kustomize_controller.refuse_encrypted(built)
         # ssa ApplyAllStaged (fluxcd/pkg): CRDs and Namespaces first, then the rest in build order.
         built.sort(key=lambda d: d.get("kind") not in ("CustomResourceDefinition", "Namespace"))
         for doc in built:
             kustomize_controller.apply(self.emu, doc, name, namespace)
-
-
-def _kustomize_files(root: Path) -> list[Path]:
-    """The files a kustomize build of ``root`` reads: kustomization.yaml's resources, else every YAML
-    file, and the folders below, as kustomize-controller generates a kustomization.yaml when none exists."""
-    kfile = root / "kustomization.yaml"
-    if kfile.is_file():
-        out: list[Path] = []
-        for res in (yaml.safe_load(kfile.read_text()) or {}).get("resources") or []:
-            path = root / res
-            out += _kustomize_files(path) if path.is_dir() else [path]
-        return out
-    files = sorted(p for p in root.glob("*.y*ml") if p.is_file())
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files += _kustomize_files(sub)
-    return files
 
 
 def make_worktree(path: Path, files: dict[str, str] | None = None, *, branch: str = "main") -> Path:
