@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 
 import pytest
@@ -58,6 +59,46 @@ def test_a_second_bootstrap_changes_nothing_and_says_so(lab, tmp_path, capsys):
     assert lab.emu.writes() == writes
     assert len(lab.gitea.tokens) <= max(tokens, 1)
     assert len(lab.gitea.deploy_keys) == deploy_keys == 1
+
+
+def test_a_re_run_does_not_check_the_hand_over_of_a_commit_already_checked(lab, tmp_path, capsys, monkeypatch):
+    """The hand-over check clones the server's branch and builds it with kustomize (seconds on a real
+    repository). A re-run at the same commit, with the same configuration, says the earlier answer;
+    a new commit is checked again."""
+    from seedbed import git
+
+    clones: list[str] = []
+    real_clone = git.clone
+
+    async def counting_clone(url, dest, **kw):
+        clones.append(str(dest))
+        return await real_clone(url, dest, **kw)
+
+    monkeypatch.setattr(git, "clone", counting_clone)
+    tree = make_worktree(tmp_path / "gitops")
+    config = lab.write_config(tree)
+    assert bootstrap(capsys, lab, config)[0] == 0
+    assert len([c for c in clones if "seedbed-handoff-" in c]) == 1
+    head = lab.gitea.branch_commit("homelab", "gitops", "main")
+
+    code, _out, err = bootstrap(capsys, lab, config)
+    assert code == 0, err
+    assert f"hand-over to Flux is safe (main on the server: HelmRelease gitea/gitea (chart gitea) in " \
+           f"clusters/homelab/flux-system/git-server.yaml); checked at {head[:12]}, unchanged" in err
+    assert len([c for c in clones if "seedbed-handoff-" in c]) == 1
+
+    # The operator pulls the flux-system commit, commits on top, and runs the bootstrap again.
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Op", "GIT_AUTHOR_EMAIL": "op@example.org", "GIT_COMMITTER_NAME": "Op",
+           "GIT_COMMITTER_EMAIL": "op@example.org"}
+    bare = str(lab.gitea.bare_path("homelab", "gitops"))
+    subprocess.run(["git", "-C", str(tree), "pull", "-q", "--ff-only", bare, "main"], check=True, env=env)
+    (tree / "apps/notes.md").write_text("a new commit\n")
+    subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(tree), "commit", "-q", "-m", "notes"], check=True, env=env)
+    code, _out, err = bootstrap(capsys, lab, config)
+    assert code == 0, err
+    assert len([c for c in clones if "seedbed-handoff-" in c]) == 2
+    assert "unchanged" not in next(line for line in err.splitlines() if "Hand-over check:" in line)
 
 
 def test_forgejo_works_with_the_same_provider(tmp_path, upstream, capsys):

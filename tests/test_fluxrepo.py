@@ -307,3 +307,18 @@ def test_a_variable_written_as_a_number_is_refused_by_the_api_server(tmp_path):
     }), "clusters/homelab")
     (problem,) = repo.problems
     assert "postBuild.substitute.PORT is not a string" in problem.message and problem.fix == 'quote the value: PORT: "..."'
+
+
+def test_a_read_whose_build_failed_may_change_without_a_commit(tmp_path):
+    """A failed build may have failed fetching a remote base: a check of such a read is not kept for
+    the next run (state.CheckMemo); a read of the tree alone is."""
+    ok = fluxrepo.read(write(tmp_path / "ok", {
+        "clusters/homelab/apps.yaml": flux_ks("apps", "./apps"),
+        "apps/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: default}\n",
+    }), "clusters/homelab")
+    assert ok.self_contained
+    broken = fluxrepo.read(write(tmp_path / "broken", {
+        "clusters/homelab/apps.yaml": flux_ks("apps", "./apps"),
+        "apps/kustomization.yaml": "resources: [missing.yaml]\n",
+    }), "clusters/homelab")
+    assert not broken.self_contained

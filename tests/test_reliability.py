@@ -149,6 +149,12 @@ def _ok(r: Req) -> bool:
     return (r.status or 0) < 400
 
 
+def _step(steps: list[str], i: int) -> str:
+    """The step the i-th state write records; the writes of seedbed-state after the last step's
+    record (the ledger, the hand-over check's memo) are named after the last entry."""
+    return steps[min(i, len(steps) - 1)]
+
+
 def _k8s_write_points(trace: list[Req], steps: list[str], *, restore: bool) -> list[Point]:
     """A point after every successful write to the cluster, named by the step it belongs to."""
     points, n, records = [], 0, 0
@@ -158,10 +164,10 @@ def _k8s_write_points(trace: list[Req], steps: list[str], *, restore: bool) -> l
         n += 1
         if _is_state_write(r):
             records += 1
-            points.append(Point(f"boundary: after step {steps[records - 1]!r} is recorded (write {n})",
+            points.append(Point(f"boundary: after step {_step(steps, records - 1)!r} is recorded (write {n})",
                                 _is_k8s_write, n, "after", restore))
         else:
-            points.append(Point(f"mid-{steps[records]}: after cluster write {n} ({r.method} {r.path})",
+            points.append(Point(f"mid-{_step(steps, records)}: after cluster write {n} ({r.method} {r.path})",
                                 _is_k8s_write, n, "after", restore))
     return points
 
@@ -187,7 +193,7 @@ def _gitea_write_points(trace: list[Req], steps: list[str], *, restore: bool) ->
 
         what = "push" if r.path.endswith("git-receive-pack") else "Git server write"
         for phase in ("before", "after"):
-            points.append(Point(f"mid-{steps[records]}: {phase} {what} {r.method} {r.path} #{nth}",
+            points.append(Point(f"mid-{_step(steps, records)}: {phase} {what} {r.method} {r.path} #{nth}",
                                 match, nth, phase, restore))
     return points
 

@@ -297,6 +297,9 @@ class Repo:
     problems: list[Problem] = field(default_factory=list)
     encrypted_files: list[str] = field(default_factory=list)  # SOPS files (read once, reported once)
     builds: list[str] = field(default_factory=list)  # the folders built, for the bench and the report
+    # False when the result may change without the tree changing: an object kustomize fetched from a
+    # remote repository or URL, or a build that failed (perhaps fetching one).
+    self_contained: bool = True
     _sources: dict[str, list[Val] | None] = field(default_factory=dict, repr=False)
 
     def rel(self, path: Path) -> str:
@@ -493,6 +496,7 @@ class _Reader:
         """Record the objects of one build (substituted as Flux would); return the Kustomizations in it."""
         where = (k.file, k.line) if k.file else (k.path, 0)
         if built.error:
+            self.repo.self_contained = False
             self.repo.problems.append(Problem(
                 where[0], where[1], "warning",
                 f"Flux Kustomization {k.ref} cannot be built from ./{k.path.strip('.')}: {built.error}; nothing in it is checked",
@@ -561,6 +565,8 @@ class _Reader:
             origin = {}
         if not isinstance(origin, dict):
             return "", None
+        if origin.get("repo") or str(origin.get("path") or "").startswith(("http://", "https://")):
+            self.repo.self_contained = False
         if origin.get("path"):
             return self.repo.rel(folder / str(origin["path"])), None
         if origin.get("configuredIn"):

@@ -413,6 +413,14 @@ async def clone(url: str, dest: Path, *, username: str, token: str, branch: str 
     return dest
 
 
+async def head_commit(repo: Path) -> str:
+    """The commit checked out in ``repo`` (a clone made by :func:`clone`)."""
+    sha = await _rev(Path(repo), _env(None, hermetic=True), "HEAD")
+    if sha is None:
+        raise GitError(f"{repo} has no commit checked out", fix="re-run; if it stays so, the branch on the server is empty")
+    return sha
+
+
 async def bundle_create(url: str, dest: Path, *, username: str, token: str) -> bool:
     """Write every branch and tag of ``url`` to the git bundle ``dest``; False (no file) when empty.
 

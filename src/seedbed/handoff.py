@@ -83,6 +83,7 @@ class HandoffReport:
     found: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # SOPS-encrypted files Flux decrypts and seedbed cannot
     read: str = ""  # what was read, e.g. "12 Flux Kustomizations from clusters/homelab (340 objects)"
+    self_contained: bool = True  # the same tree gives the same report (fluxrepo.Repo.self_contained)
 
     @property
     def ok(self) -> bool:
@@ -1198,6 +1199,7 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
     report.read = (f"{len(flux.kustomizations)} Flux Kustomization(s) from {cfg.flux_path} "
                    f"({len(flux.objects)} objects)")
     report.unreadable = list(flux.encrypted_files)
+    report.self_contained = flux.self_contained
     repo = _Repo(flux)
     checker = _Checker(repo, cfg, report)
     gs = cfg.git_server

@@ -1,8 +1,9 @@
 """What seedbed remembers on the cluster itself, in two ConfigMaps of ``kube-system``.
 
 - ``seedbed-state``: one key per finished bootstrap step (the digest of its plan, when, which
-  seedbed), and ``backup``: when the last backup was taken. A re-run skips a step whose digest is
-  unchanged (see ``steps/base.py``); ``status`` reads the backup record.
+  seedbed), ``backup``: when the last backup was taken, and ``check.<name>``: the commit a check of
+  the repository passed at (:class:`CheckMemo`). A re-run skips a step whose digest is unchanged
+  (see ``steps/base.py``) and a check whose commit and inputs are; ``status`` reads the backup record.
 - ``seedbed-ledger``: the certificate issuance ledger a restore put back, so that the Let's
   Encrypt history survives any number of rebuilds.
 
@@ -27,6 +28,7 @@ STATE_CONFIGMAP = "seedbed-state"
 LEDGER_CONFIGMAP = "seedbed-ledger"
 LEDGER_KEY = "ledger.json"
 BACKUP_KEY = "backup"
+CHECK_PREFIX = "check."
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class StepRecords:
             data = {}
         damaged = []
         for key, raw in data.items():
-            if key == BACKUP_KEY:
+            if key == BACKUP_KEY or key.startswith(CHECK_PREFIX):
                 continue
             try:
                 record = json.loads(raw) if isinstance(raw, str) else None
@@ -86,6 +88,46 @@ class StepRecords:
         record = {"digest": digest, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "seedbedVersion": __version__}
         await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {step: json.dumps(record, sort_keys=True)})
+
+
+@dataclass(frozen=True)
+class CheckMemo:
+    """A check of the server's repository that passed: at which commit, over which inputs (a digest
+    of what else its answer depends on), and what it said (warnings, then the summary line)."""
+
+    commit: str
+    inputs: str
+    warnings: tuple[str, ...]
+    summary: str
+
+
+_MEMO_LINES = 50  # warnings kept; a check that says more runs again rather than lose some
+
+
+async def read_check(kube: Kube, name: str) -> CheckMemo | None:
+    """The memo of check ``name``; None when there is none or it is damaged (the check then runs)."""
+    cm = await kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=NAMESPACE)
+    raw = ((cm or {}).get("data") or {}).get(CHECK_PREFIX + name)
+    try:
+        memo = json.loads(raw) if isinstance(raw, str) else None
+        warnings = memo["warnings"] if isinstance(memo, dict) else None
+        if not (isinstance(warnings, list) and len(warnings) <= _MEMO_LINES
+                and all(isinstance(w, str) for w in warnings)):
+            return None
+        commit, inputs, summary = memo["commit"], memo["inputs"], memo["summary"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, str) for v in (commit, inputs, summary)):
+        return None
+    return CheckMemo(commit, inputs, tuple(warnings), summary)
+
+
+async def record_check(kube: Kube, name: str, memo: CheckMemo) -> None:
+    if len(memo.warnings) > _MEMO_LINES:
+        return
+    record = {"commit": memo.commit, "inputs": memo.inputs, "warnings": list(memo.warnings), "summary": memo.summary,
+              "checkedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    await kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {CHECK_PREFIX + name: json.dumps(record, sort_keys=True)})
 
 
 async def read_backup_record(kube: Kube) -> BackupRecord | None:
