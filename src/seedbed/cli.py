@@ -322,13 +322,14 @@ def check_handoff(state: State, repo_path: Path | None, output: str) -> None:
       seedbed check-handoff
       seedbed check-handoff --repo ../gitops --output json
     """
+    from .buildcache import default_root
     from .handoff import check_handoff as run_check
 
     cfg = state.config()
     tree = repo_path or cfg.resolve(cfg.repo.path)
     if not tree.is_dir():
         raise ConfigError(f"the GitOps tree {tree} does not exist", fix="set repo.path or pass --repo DIR")
-    report = run_check(tree, cfg)
+    report = run_check(tree, cfg, cache=default_root())
     _report(report, output, report.as_text)
 
 

@@ -46,13 +46,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import files, yamlutil
 from .envsubst import VAR_NAME_PATTERN, SubstitutionError, envsubst, valid_name
 from .errors import ConfigError, SeedbedError
+
+if TYPE_CHECKING:
+    from .buildcache import BuildCache
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 FLUX_KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/"
@@ -407,9 +410,15 @@ def _plain_name(doc: Val) -> Any:
 
 
 def read(tree: Path, flux_path: str, *, kustomize: Kustomize | None = None, jobs: int = MAX_JOBS,
-         timeout: float = BUILD_TIMEOUT) -> Repo:
-    """The objects Flux applies from ``tree`` when its sync starts at ``flux_path``."""
-    reader = _Reader(Path(tree), kustomize or find_kustomize(), jobs, timeout)
+         timeout: float = BUILD_TIMEOUT, cache: Path | None = None) -> Repo:
+    """The objects Flux applies from ``tree`` when its sync starts at ``flux_path``. With ``cache`` (a
+    folder, :func:`seedbed.buildcache.default_root`), kustomize's outputs are kept there and used
+    again while the tree, the generated kustomizations and kustomize are unchanged."""
+    from .buildcache import BuildCache, tool_identity
+
+    tool = kustomize or find_kustomize()
+    kept = BuildCache.open(cache, Path(tree), tool_identity(tool.argv)) if cache is not None else None
+    reader = _Reader(Path(tree), tool, jobs, timeout, kept)
     return reader.run(flux_path)
 
 
@@ -417,17 +426,21 @@ def read(tree: Path, flux_path: str, *, kustomize: Kustomize | None = None, jobs
 class _Build:
     text: str = ""
     error: str = ""
+    key: str = ""  # in the build cache; "" when there is none
+    from_cache: bool = False
 
 
 class _Reader:
-    def __init__(self, tree: Path, kustomize: Kustomize, jobs: int, timeout: float) -> None:
+    def __init__(self, tree: Path, kustomize: Kustomize, jobs: int, timeout: float,
+                 kept: BuildCache | None = None) -> None:
         self.tree = tree
         self.repo = Repo(tree)
         self.kustomize = kustomize
         self.jobs = max(1, jobs)
         self.timeout = timeout
         self.cache: dict[Path, _Build] = {}  # by wrapper folder: one build per distinct input
-        self.scratch = Path(tempfile.mkdtemp(prefix="seedbed-kustomize-"))
+        self.kept = kept
+        self.scratch = kept.wrappers if kept is not None else Path(tempfile.mkdtemp(prefix="seedbed-kustomize-"))
         self.source_ref: tuple[str, str] = ("flux-system", "flux-system")  # (namespace, name)
 
     def run(self, flux_path: str) -> Repo:
@@ -446,7 +459,8 @@ class _Reader:
             self._walk([root])
             return self.repo
         finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            if self.kept is None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _walk(self, level: list[FluxKustomization]) -> None:
         """Build one level of Flux Kustomizations at a time (concurrently), then the ones they name."""
@@ -468,8 +482,11 @@ class _Reader:
                         level.append(k)
 
     def _build(self, folder: Path) -> _Build:
+        key = self.kept.key((folder / "kustomization.yaml").read_text()) if self.kept is not None else ""
+        if key and (text := self.kept.get(key)) is not None:  # type: ignore[union-attr]
+            return _Build(text=text, key=key, from_cache=True)
         try:
-            return _Build(text=self.kustomize.build(folder, self.timeout))
+            return _Build(text=self.kustomize.build(folder, self.timeout), key=key)
         except BuildFailed as e:
             # kustomize names files relative to the scratch folder or absolutely: name them from the
             # repository, and keep the innermost cause (the end of kustomize's chain of contexts).
@@ -485,11 +502,13 @@ class _Reader:
         folder (and one build)."""
         key = hashlib.sha256(json.dumps([k.path, wrapper_fields(k.spec)], sort_keys=True, default=str).encode())
         folder = self.scratch / key.hexdigest()[:16]
-        if not folder.exists():
-            folder.mkdir()
+        if folder not in self.cache:  # written once per run (in the build cache's folder, again each run)
+            folder.mkdir(exist_ok=True)
             doc = wrapper_kustomization(self.tree, k.path, k.spec, folder)
             doc["buildMetadata"] = ["originAnnotations"]
-            (folder / "kustomization.yaml").write_text(yamlutil.dump(doc))
+            tmp = folder / f".kustomization.{os.getpid()}.tmp"  # another run may be reading it
+            tmp.write_text(yamlutil.dump(doc))
+            os.replace(tmp, folder / "kustomization.yaml")
         return folder
 
     def _apply(self, k: FluxKustomization, folder: Path, built: _Build) -> list[FluxKustomization]:
@@ -532,16 +551,23 @@ class _Reader:
                     f"seedbed cannot read an object of this file as built ({e.message.split(': ', 1)[-1]}); "
                     "it is not checked", "quote the value (PyYAML and Go read some plain scalars differently)"))
         children: list[Obj] = []
+        keep = bool(built.key) and not built.from_cache  # in the build cache, unless something below says not
         for data in objs:
             if not isinstance(data, dict):
                 continue
-            file, generator = self._origin(data, folder)
+            file, generator, remote = self._origin(data, folder)
+            if remote:
+                self.repo.self_contained = keep = False
             obj = Obj(data, file, generator, k)
+            if obj.kind == "Secret" and not obj.encrypted and (data.get("data") or data.get("stringData")):
+                keep = False  # a Secret in clear is not copied onto disk a second time
             if obj.encrypted and file not in self.repo.encrypted_files:
                 self.repo.encrypted_files.append(file)
             self.repo.objects.append(obj)
             if obj.kind == "Kustomization" and obj.api.startswith(FLUX_KUSTOMIZE_API):
                 children.append(obj)
+        if keep and self.kept is not None:
+            self.kept.put(built.key, built.text)
         if not k.file:
             # The cluster's own sync: the Kustomization in it that applies this very path (flux-system,
             # written by `flux bootstrap`) names the source that is this repository.
@@ -553,7 +579,9 @@ class _Reader:
                                        str(ref.get("name")))
         return [c for obj in children if (c := self._child(obj)) is not None]
 
-    def _origin(self, data: dict[str, Any], folder: Path) -> tuple[str, str | None]:
+    def _origin(self, data: dict[str, Any], folder: Path) -> tuple[str, str | None, bool]:
+        """The file an object comes from (repository-relative), its generator, and whether kustomize
+        fetched it from a remote repository or URL (the origin annotation, which is removed)."""
         meta = data.get("metadata") or {}
         annotations = meta.get("annotations") or {}
         raw = annotations.pop(ORIGIN_ANNOTATION, None)
@@ -564,15 +592,14 @@ class _Reader:
         except ConfigError:
             origin = {}
         if not isinstance(origin, dict):
-            return "", None
-        if origin.get("repo") or str(origin.get("path") or "").startswith(("http://", "https://")):
-            self.repo.self_contained = False
+            return "", None, False
+        remote = bool(origin.get("repo")) or str(origin.get("path") or "").startswith(("http://", "https://"))
         if origin.get("path"):
-            return self.repo.rel(folder / str(origin["path"])), None
+            return self.repo.rel(folder / str(origin["path"])), None, remote
         if origin.get("configuredIn"):
             by = origin.get("configuredBy") or {}
-            return self.repo.rel(folder / str(origin["configuredIn"])), str(by.get("kind") or "") or None
-        return "", None
+            return self.repo.rel(folder / str(origin["configuredIn"])), str(by.get("kind") or "") or None, remote
+        return "", None, remote
 
     def _child(self, obj: Obj) -> FluxKustomization | None:
         spec = obj.data.get("spec") or {}

@@ -1184,13 +1184,15 @@ def _check_release(cfg: Config, hr: dict[str, Any], git_repository: dict[str, An
 # --------------------------------------------------------------------------- entry point
 
 
-def check_handoff(tree: Path, cfg: Config, *, kustomize: fluxrepo.Kustomize | None = None) -> HandoffReport:
+def check_handoff(tree: Path, cfg: Config, *, kustomize: fluxrepo.Kustomize | None = None,
+                  cache: Path | None = None) -> HandoffReport:
     """Check the Git server that Flux will apply from ``tree`` against the bootstrap contract in ``cfg``.
 
     The repository is read as kustomize-controller applies it, starting at ``cfg.flux_path``
-    (:func:`seedbed.fluxrepo.read`); files outside every Flux path are not looked at.
+    (:func:`seedbed.fluxrepo.read`, with its build ``cache``); files outside every Flux path are not
+    looked at.
     """
-    return check_repo(fluxrepo.read(Path(tree), cfg.flux_path, kustomize=kustomize), cfg)
+    return check_repo(fluxrepo.read(Path(tree), cfg.flux_path, kustomize=kustomize, cache=cache), cfg)
 
 
 def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:

@@ -78,11 +78,13 @@ class WorkTree:
         """None when the tree has no Flux path: Flux then applies only the flux-system/ files seedbed
         commits there, nothing else of the tree. Raises fluxrepo.KustomizeError without kustomize."""
         from .. import fluxrepo
+        from ..buildcache import default_root
 
         tree = cfg.resolve(cfg.repo.path)
         key = (tree, cfg.flux_path)
         if key not in self._read:
-            self._read[key] = fluxrepo.read(tree, cfg.flux_path) if (tree / cfg.flux_path).is_dir() else None
+            self._read[key] = (fluxrepo.read(tree, cfg.flux_path, cache=default_root())
+                               if (tree / cfg.flux_path).is_dir() else None)
         return self._read[key]
 
 
