@@ -117,7 +117,8 @@ def main() -> int:
     print(f"{'':44} {'wall s':>8} {'CPU s':>8}")
     for name, (wall, cpu) in rows:
         print(f"{name:54} {wall:8.2f} {cpu:8.2f}")
-    ratio = rows[0][1][0] / rows[2][1][0]
+    concurrent_wall = next(m[0] for name, m in rows if name.endswith(f"{fluxrepo.MAX_JOBS} at a time"))
+    ratio = rows[0][1][0] / concurrent_wall
     print(f"goal: check-handoff <= 2x the concurrent kustomize builds: {ratio:.2f}x "
           f"{'PASS' if ratio <= 2 else 'FAIL'}")
     return 0
