@@ -67,7 +67,10 @@ class BuildCache:
         return cache
 
     def key(self, wrapper_text: str) -> str:
-        parts = [FORMAT, self.tool, self.tree_digest, wrapper_text]
+        from . import __version__
+
+        # FORMAT changes with the way seedbed runs kustomize (fluxrepo.Kustomize.build's flags).
+        parts = [FORMAT, __version__, self.tool, self.tree_digest, wrapper_text]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def get(self, key: str) -> str | None:

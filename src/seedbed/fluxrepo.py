@@ -84,7 +84,8 @@ class Kustomize:
         return " ".join(self.argv)
 
     def build(self, folder: Path, timeout: float = BUILD_TIMEOUT) -> str:
-        """The YAML stream kustomize builds from ``folder``, with kustomize-controller's options."""
+        """The YAML stream kustomize builds from ``folder``, with kustomize-controller's options (a
+        change to them is a change of seedbed.buildcache.FORMAT: kept outputs were built with these)."""
         cmd = [*self.argv, "--load-restrictor", "LoadRestrictionsNone", str(folder)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
