@@ -69,6 +69,32 @@ def lab(tmp_path, upstream):
         yield lab
 
 
+# A Flux Kustomization that applies the repository's apps/ folder (the usual layout).
+APPS_KUSTOMIZATION = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./apps
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+"""
+
+
+def reconcile_apps(lab, tree: Path, spec: dict) -> dict:
+    """Kustomization flux-system/apps over ``tree`` with ``spec`` (besides the usual interval, prune
+    and source), reconciled once by the lab's kustomize-controller; its Ready condition."""
+    revision = "0" * 40
+    lab._trees[revision] = tree
+    lab.emu.put({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                 "metadata": {"name": "apps", "namespace": "flux-system"},
+                 "spec": {"interval": "10m", "path": "./", "prune": True,
+                          "sourceRef": {"kind": "GitRepository", "name": "flux-system"}, **spec}})
+    lab.reconcile_kustomization("flux-system", "apps", f"main@sha1:{revision}")
+    [ready] = lab.emu.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "apps", "flux-system")["status"]["conditions"]
+    return ready
+
+
 @pytest.fixture
 def kustomize_lab(tmp_path, upstream):
     """A Lab whose cluster has only Flux's Kustomization CRD (Flux v2.9.3's) and the flux-system

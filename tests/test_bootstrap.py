@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_cli
+from conftest import APPS_KUSTOMIZATION, run_cli
 from seedbed_lab.lab import Lab, make_worktree
 
 
@@ -289,16 +289,6 @@ def test_operator_keys_are_added_once(lab, tmp_path, capsys):
     assert len(keys) == 1
 
 
-# A Flux Kustomization that applies the repository's apps/ folder (the usual layout).
-APPS_KUSTOMIZATION = """apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {name: apps, namespace: flux-system}
-spec:
-  interval: 10m
-  path: ./apps
-  prune: true
-  sourceRef: {kind: GitRepository, name: flux-system}
-"""
 
 
 def test_the_certificate_guard_stops_before_flux_when_a_rebuild_would_exceed_lets_encrypt_limits(

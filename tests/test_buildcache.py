@@ -12,19 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import APPS_KUSTOMIZATION
 from seedbed import fluxrepo
 
 FLUX_PATH = "clusters/homelab"
-KS = """\
-    apiVersion: kustomize.toolkit.fluxcd.io/v1
-    kind: Kustomization
-    metadata: {name: apps, namespace: flux-system}
-    spec:
-      interval: 10m
-      path: ./apps
-      prune: true
-      sourceRef: {kind: GitRepository, name: flux-system}
-    """
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class Counting(fluxrepo.Kustomize):
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
-    for name, text in {"clusters/homelab/apps.yaml": KS, **files}.items():
+    for name, text in {"clusters/homelab/apps.yaml": APPS_KUSTOMIZATION, **files}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(textwrap.dedent(text))
     return root

@@ -17,11 +17,10 @@ import pytest
 import yaml
 
 pytest.importorskip("seedbed_lab.emulator", reason="the lab (seedbed_lab, the demo extra) is not installed")
+from conftest import reconcile_apps
 from seedbed_lab.lab import Lab
 from test_flux_repos import age_key, encrypt, sops_binary
 
-KS_API = "kustomize.toolkit.fluxcd.io/v1"
-REVISION = "0" * 40
 PLAIN = "hunter2-" + "5c1e"
 
 
@@ -32,17 +31,8 @@ def lab(kustomize_lab: Lab) -> Lab:
 
 def reconcile(lab: Lab, tree: Path, *, decryption: str | None) -> dict[str, Any]:
     """Kustomization flux-system/apps over ``tree``, reconciled once; its Ready condition."""
-    lab._trees[REVISION] = tree
-    spec: dict[str, Any] = {"interval": "10m", "path": "./", "prune": True,
-                            "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}
-    if decryption:
-        spec["decryption"] = {"provider": "sops", "secretRef": {"name": decryption}}
-    lab.emu.put({"apiVersion": KS_API, "kind": "Kustomization", "metadata": {"name": "apps", "namespace": "flux-system"},
-                 "spec": spec})
-    lab.reconcile_kustomization("flux-system", "apps", f"main@sha1:{REVISION}")
-    ks = lab.emu.get(KS_API, "Kustomization", "apps", "flux-system")
-    [ready] = ks["status"]["conditions"]
-    return ready
+    spec = {"decryption": {"provider": "sops", "secretRef": {"name": decryption}}} if decryption else {}
+    return reconcile_apps(lab, tree, spec)
 
 
 def key_secret(lab: Lab, keys: Path) -> None:

@@ -289,10 +289,10 @@ def test_a_whole_rebuild_against_longhorn_and_cert_manager_as_upstream_behaves(t
     import json
     from datetime import timedelta
 
-    from conftest import run_cli
+    from conftest import APPS_KUSTOMIZATION, run_cli
     from seedbed.backup.archive import keygen
     from seedbed_lab.lab import Lab, make_worktree
-    from test_bootstrap import APPS_KUSTOMIZATION, bootstrap
+    from test_bootstrap import bootstrap
     from test_certs import tls_secret
 
     upstream("longhorn-v1.12.1.yaml")
