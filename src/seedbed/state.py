@@ -48,12 +48,14 @@ LEDGER_FIX = (f"delete it (kubectl -n {NAMESPACE} delete configmap {LEDGER_CONFI
 
 
 class StepRecords:
-    """Which bootstrap steps finished, with the digest of their plan."""
+    """Which bootstrap steps finished, with the digest of their plan, and the memos of the checks
+    (:class:`CheckMemo`): one read of ``seedbed-state`` per run."""
 
     def __init__(self, kube: Kube, out: Output) -> None:
         self.kube = kube
         self.out = out
         self._digests: dict[str, str] = {}
+        self._checks: dict[str, CheckMemo] = {}
 
     async def load(self) -> None:
         cm = await self.kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=NAMESPACE)
@@ -62,7 +64,11 @@ class StepRecords:
             data = {}
         damaged = []
         for key, raw in data.items():
-            if key == BACKUP_KEY or key.startswith(CHECK_PREFIX):
+            if key.startswith(CHECK_PREFIX):
+                if (memo := _check_memo(raw)) is not None:  # a damaged memo: the check simply runs
+                    self._checks[key.removeprefix(CHECK_PREFIX)] = memo
+                continue
+            if key == BACKUP_KEY:
                 continue
             try:
                 record = json.loads(raw) if isinstance(raw, str) else None
@@ -80,6 +86,18 @@ class StepRecords:
 
     def digest(self, step: str) -> str | None:
         return self._digests.get(step)
+
+    def check(self, name: str) -> CheckMemo | None:
+        return self._checks.get(name)
+
+    async def record_check(self, name: str, memo: CheckMemo) -> None:
+        if len(memo.warnings) > _MEMO_LINES:
+            return
+        self._checks[name] = memo
+        record = {"commit": memo.commit, "inputs": memo.inputs, "warnings": list(memo.warnings),
+                  "summary": memo.summary, "checkedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP,
+                                           {CHECK_PREFIX + name: json.dumps(record, sort_keys=True)})
 
     async def record(self, step: str, digest: str) -> None:
         from . import __version__
@@ -104,10 +122,8 @@ class CheckMemo:
 _MEMO_LINES = 50  # warnings kept; a check that says more runs again rather than lose some
 
 
-async def read_check(kube: Kube, name: str) -> CheckMemo | None:
-    """The memo of check ``name``; None when there is none or it is damaged (the check then runs)."""
-    cm = await kube.get("v1", "ConfigMap", STATE_CONFIGMAP, namespace=NAMESPACE)
-    raw = ((cm or {}).get("data") or {}).get(CHECK_PREFIX + name)
+def _check_memo(raw: object) -> CheckMemo | None:
+    """A check's memo as stored; None when it is damaged (read like any input from the cluster)."""
     try:
         memo = json.loads(raw) if isinstance(raw, str) else None
         warnings = memo["warnings"] if isinstance(memo, dict) else None
@@ -120,14 +136,6 @@ async def read_check(kube: Kube, name: str) -> CheckMemo | None:
     if not all(isinstance(v, str) for v in (commit, inputs, summary)):
         return None
     return CheckMemo(commit, inputs, tuple(warnings), summary)
-
-
-async def record_check(kube: Kube, name: str, memo: CheckMemo) -> None:
-    if len(memo.warnings) > _MEMO_LINES:
-        return
-    record = {"commit": memo.commit, "inputs": memo.inputs, "warnings": list(memo.warnings), "summary": memo.summary,
-              "checkedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    await kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {CHECK_PREFIX + name: json.dumps(record, sort_keys=True)})
 
 
 async def read_backup_record(kube: Kube) -> BackupRecord | None:

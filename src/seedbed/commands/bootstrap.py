@@ -73,7 +73,7 @@ async def run_bootstrap(cfg: Config, options: Options, manifests: ManifestStore,
     plan = plan_steps(bootstrap_steps(options), cfg, manifests, options)
     manifests.accept()  # every step rendered the manifests: only now is a first-seen hash recorded
     ctx = Context(cfg=cfg, kube=clients.kube, options=options, manifests=manifests, out=out,
-                  gitserver=clients.gitserver, archive=archive)
+                  gitserver=clients.gitserver, archive=archive, records=records)
     reports = await run_steps(plan, ctx, records)
     stats = clients.kube.stats
     return BootstrapResult(cfg, reports, head=ctx.head, requests=stats.requests, writes=stats.writes)

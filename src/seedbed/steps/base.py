@@ -127,6 +127,8 @@ class Context:
     # re-issued), and the commit the server's branch points at (push, then flux).
     restored_secrets: list[dict[str, Any]] = field(default_factory=list)
     head: str | None = None
+    # What this run read of seedbed-state: the checks' memos (the runner has the steps' records).
+    records: StepRecords | None = None
 
 
 class Step:

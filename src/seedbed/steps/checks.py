@@ -106,7 +106,7 @@ class HandoffStep(Step):
         cfg, r = ctx.cfg, ctx.cfg.repo
         inputs = _inputs_digest(cfg)
         head = (await ctx.gitserver.holdings()).head
-        memo = await state.read_check(ctx.kube, self.name)
+        memo = ctx.records.check(self.name) if ctx.records is not None else None
         if memo is not None and head is not None and (memo.commit, memo.inputs) == (head, inputs):
             for line in memo.warnings:
                 ctx.out.warn(line)
@@ -135,8 +135,8 @@ class HandoffStep(Step):
             summary = f"no Git server manifests in {where}"
         else:
             summary = f"the Git server's hand-over to Flux is safe ({where}: {report.found[0]})"
-        if report.self_contained:
-            await state.record_check(ctx.kube, self.name, state.CheckMemo(checked, inputs, tuple(warnings), summary))
+        if report.self_contained and ctx.records is not None:
+            await ctx.records.record_check(self.name, state.CheckMemo(checked, inputs, tuple(warnings), summary))
         return Outcome(False, summary)
 
 
