@@ -55,6 +55,13 @@ def test_what_flux_refuses_is_refused_with_its_message(text, error):
         envsubst(text, VARS)
 
 
+def test_defaults_nested_without_end_are_refused_not_a_crash():
+    text = "${A:=" * 5000 + "x" + "}" * 5000
+    with pytest.raises(SubstitutionError, match="nested too deeply"):
+        envsubst(text, {})
+    assert envsubst("${A:=" * 50 + "x" + "}" * 50, {}) == "x"
+
+
 def test_a_variable_from_a_source_seedbed_cannot_read_stays_as_written():
     """keep_unset: the values come from an encrypted Secret, so ${X} may well be set on the cluster."""
     missing: list[str] = []

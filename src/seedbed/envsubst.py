@@ -58,7 +58,14 @@ def envsubst(text: str, variables: Mapping[str, str], *, keep_unset: bool = Fals
     """``text`` with every ``${...}`` expression evaluated over ``variables``; raises SubstitutionError
     where Flux fails. An unset variable reads as ``""`` (or, with ``keep_unset``, stays as written);
     its name is added to ``missing`` unless the expression supplies a default."""
-    root = _Parser(text).parse()
+    try:
+        return _evaluate(_Parser(text).parse(), variables, keep_unset, missing)
+    except RecursionError:
+        # Upstream's Go stack grows; Python's does not. No real value nests defaults this deep.
+        raise SubstitutionError("expressions nested too deeply") from None
+
+
+def _evaluate(root: _Node, variables: Mapping[str, str], keep_unset: bool, missing: list[str] | None) -> str:
 
     def evaluate(node: _Node) -> str:
         if isinstance(node, str):
