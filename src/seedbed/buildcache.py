@@ -31,7 +31,7 @@ from .errors import SeedbedError
 FORMAT = "seedbed-kustomize-cache/1"
 MAX_ENTRIES = 2000
 MAX_TREE_FILES = 20_000  # a bigger tree is not digested: the cache is off for it
-MAX_TREE_BYTES = 256 * files.MiB
+MAX_TREE_BYTES = 64 * files.MiB  # hashing it costs ~0.1 s; a tree bigger than that holds more than manifests
 ENTRY = files.Kind("cached kustomize output", files.REPO_FILE.limit * 8, "delete ~/.cache/seedbed/kustomize")
 
 
