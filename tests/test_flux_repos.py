@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
@@ -309,30 +308,6 @@ def test_the_decryption_secret_is_in_the_format_kustomize_controller_imports(tmp
     assert secret["metadata"] == {"name": "sops-age", "namespace": "flux-system",
                                   "labels": {"app.kubernetes.io/managed-by": "seedbed"}}
     assert list(secret["data"]) == ["age.agekey"] and sops.is_decryption_secret(secret)
-
-
-@pytest.fixture
-def gpg_key(tmp_path) -> Iterator[tuple[Path, str]]:
-    """A real GPG private key exported armored, and its fingerprint as gpg prints it (the agent gpg
-    starts for the test's keyring is stopped afterwards)."""
-    if shutil.which("gpg") is None:
-        pytest.skip("gpg is not installed")
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", "flux <flux@lab>",
-                    "ed25519", "cert,sign", "never"], check=True, env=env, capture_output=True)
-    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys"], check=True, env=env,
-                             capture_output=True, text=True).stdout
-    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", "never"],
-                   check=True, env=env, capture_output=True)
-    armored = subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--armor",
-                              "--export-secret-keys", fpr], check=True, env=env,
-                             capture_output=True, text=True).stdout
-    (tmp_path / "flux.asc").write_text(armored)
-    yield tmp_path / "flux.asc", fpr
-    subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)
 
 
 def test_a_gpg_private_key_gives_its_fingerprints_and_a_public_key_is_refused(tmp_path, gpg_key):

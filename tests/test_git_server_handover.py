@@ -9,6 +9,7 @@ field manager ``kustomize-controller`` and the cleanup of kustomize-controller v
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -97,7 +98,8 @@ def test_flux_reconciling_the_git_server_keeps_the_claim_host_key_and_flux_acces
     assert hr["spec"]["releaseName"] == "gitea"
     ingress = get("networking.k8s.io/v1", "Ingress", "gitea", "gitea")
     assert ingress["spec"]["rules"][0]["host"] == "git.example.org"
-    config_ini = get("v1", "Secret", "gitea-inline-config", "gitea")["stringData"]
+    config_ini = {k: base64.b64decode(v).decode()  # the API server keeps stringData as data
+                  for k, v in get("v1", "Secret", "gitea-inline-config", "gitea")["data"].items()}
     assert "DOMAIN=git.example.org" in config_ini["server"] and "openid" in config_ini
     # Same claim, same selector, same Services, same host key: the repository and Flux's access stay.
     assert get("v1", "PersistentVolumeClaim", "gitea-shared-storage", "gitea")["metadata"]["uid"] == before["pvc"]
@@ -129,7 +131,7 @@ def test_a_values_commit_that_removes_a_key_removes_it_from_the_cluster(lab, tmp
     lab.flux_reconcile()
     hr = lab.emu.get(HELM_API, "HelmRelease", "gitea", "gitea")
     assert "BUILTIN_SSH_SERVER_USER" not in hr["spec"]["values"]["gitea"]["config"]["server"]
-    ini = lab.emu.get("v1", "Secret", "gitea-inline-config", "gitea")["stringData"]["server"]
+    ini = base64.b64decode(lab.emu.get("v1", "Secret", "gitea-inline-config", "gitea")["data"]["server"]).decode()
     assert "BUILTIN_SSH_SERVER_USER" not in ini
 
 

@@ -99,3 +99,25 @@ def test_a_secret_value_encrypted_as_a_dotenv_file_is_decrypted_in_place(lab: La
     assert ready["reason"] == "ReconciliationSucceeded", ready
     stored = lab.emu.get("v1", "Secret", "app", "flux-system")
     assert base64.b64decode(stored["data"]["app.env"]).decode() == f"DB_PASSWORD={PLAIN}\n"
+
+
+def test_a_secret_encrypted_to_a_gpg_key_is_decrypted_with_the_armored_key_of_the_decryption_secret(
+        lab: Lab, tmp_path: Path, gpg_key: tuple[Path, str]) -> None:
+    """ImportKeys: a data key ending in .asc is an armored OpenPGP key, imported into a keyring of the
+    controller's own; sops then decrypts a file encrypted to its fingerprint (`sops -e --pgp FPR`)."""
+    armored, fingerprint = gpg_key
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "secret.sops.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gpg-app", "namespace": "flux-system"},
+        "stringData": {"password": PLAIN}}))
+    subprocess.run([sops_binary(), "--encrypt", "--pgp", fingerprint, "--encrypted-regex", "^(data|stringData)$",
+                    "--in-place", str(tree / "secret.sops.yaml")], check=True, capture_output=True,
+                   env={**os.environ, "GNUPGHOME": str(tmp_path / "gnupg")})
+    assert PLAIN not in (tree / "secret.sops.yaml").read_text()
+    lab.emu.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sops-gpg", "namespace": "flux-system"},
+                 "data": {"sops.asc": base64.b64encode(armored.read_bytes()).decode()}})
+    ready = reconcile(lab, tree, decryption="sops-gpg")
+    assert ready["reason"] == "ReconciliationSucceeded", ready
+    stored = lab.emu.get("v1", "Secret", "gpg-app", "flux-system")
+    assert base64.b64decode(stored["data"]["password"]).decode() == PLAIN

@@ -7,6 +7,7 @@ mutated in place: a write builds a new top-level dict and a new metadata dict an
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import json
 import re
@@ -223,6 +224,8 @@ class Store:
 
     def _finish(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str, dry_run: bool) -> tuple[Obj, bool]:
         """Store new (unless it equals old), bump versions, emit the event. Returns (obj, changed)."""
+        if info.group == "" and info.kind == "Secret" and "stringData" in new:
+            _merge_string_data(new)
         if part == "main" and CURRENT_REQUEST.get() is not None:
             self.admit(info, old, new)
         md = new["metadata"]
@@ -492,6 +495,17 @@ class Store:
         md = obj["metadata"]
         if self.get(info, md.get("namespace"), md["name"]) is not None:
             self._remove(info, obj)
+
+
+def _merge_string_data(secret: Obj) -> None:
+    """A Secret's stringData goes into data and is never stored or returned: kubernetes
+    pkg/apis/core/v1/conversion.go Convert_v1_Secret_To_core_Secret ("StringData overwrites Data")."""
+    string_data = secret.pop("stringData") or {}
+    if isinstance(string_data, dict) and string_data:
+        data = dict(secret.get("data") or {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        secret["data"] = data
 
 
 def _keep_cluster_ip(old: Obj, new: Obj) -> None:
