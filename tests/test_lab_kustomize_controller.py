@@ -4,7 +4,7 @@ test seedbed and not the lab:
 - it builds with the real kustomize, as kustomize-controller builds with the kustomize it embeds
   (fluxcd/pkg kustomize/kustomize_generator.go: a kustomization generated for a folder without one;
   targetNamespace, patches, images and components of the Flux Kustomization on top);
-- it substitutes postBuild variables as fluxcd/pkg kustomize/kustomize_varsub.go (kustomize v1.39.0:
+- it substitutes postBuild variables as fluxcd/pkg kustomize/kustomize_varsub.go (kustomize v1.35.4, kustomize-controller v1.9.4's:
   LoadVariables, SubstituteVariables, varSubstitution) does;
 - a failure is reason BuildFailed with upstream's message, and nothing is applied
   (kustomization_controller.go).

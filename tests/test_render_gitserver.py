@@ -293,7 +293,7 @@ def test_service_names_must_be_what_the_chart_can_make() -> None:
     with pytest.raises(ConfigError, match="httpService") as e:
         helmrelease.objects(from_mapping({"gitServer": {"httpService": "web", "sshService": "shell"}}))
     assert e.value.fix
-    assert helmrelease.fullname(from_mapping({"gitServer": {"httpService": "git-http", "sshService": "git-ssh"}})) == "git"
+    assert from_mapping({"gitServer": {"httpService": "git-http", "sshService": "git-ssh"}}).git_server.fullname == "git"
 
 
 def test_image() -> None:

@@ -62,6 +62,7 @@ class BuildCache:
         try:
             for folder in (root, cache.wrappers, cache.builds):
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            cache._trim()  # once per read: a read adds at most one entry per Flux Kustomization
         except OSError:
             return None
         return cache
@@ -89,9 +90,9 @@ class BuildCache:
         # Only saves time: a cache that cannot be written changes nothing else.
         with contextlib.suppress(SeedbedError, OSError):
             files.write_file(self.builds / f"{key}.yaml", text, "cached kustomize output", mode=0o600)
-            self._trim()
 
     def _trim(self) -> None:
+        """Down to MAX_ENTRIES, the least recently used first."""
         entries = list(os.scandir(self.builds))
         if len(entries) <= MAX_ENTRIES:
             return

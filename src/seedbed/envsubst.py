@@ -2,7 +2,8 @@
 
 A port of fluxcd/pkg ``envsubst`` v1.7.0 (Flux's fork of drone/envsubst: ``parse/scan.go``,
 ``parse/parse.go``, ``template.go``, ``funcs.go``, ``path/match.go``), called by fluxcd/pkg
-``kustomize/kustomize_varsub.go`` (kustomize v1.39.0) ``varSubstitution`` with kustomize-controller's
+``kustomize/kustomize_varsub.go`` (kustomize v1.35.4, which kustomize-controller v1.9.4 of Flux v2.9.3
+requires, with envsubst v1.7.0) ``varSubstitution`` with kustomize-controller's
 default, non-strict lookup (``vars[s], true``: an unset variable reads as the empty string).
 
 Written by hand because no Python library speaks this dialect: ``os.path.expandvars``, ``expandvars``

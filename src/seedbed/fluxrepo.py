@@ -440,6 +440,7 @@ class _Reader:
         self.jobs = max(1, jobs)
         self.timeout = timeout
         self.cache: dict[Path, _Build] = {}  # by wrapper folder: one build per distinct input
+        self.wrapper_texts: dict[Path, str] = {}  # by wrapper folder: what was written there this run
         self.kept = kept
         self.scratch = kept.wrappers if kept is not None else Path(tempfile.mkdtemp(prefix="seedbed-kustomize-"))
         self.source_ref: tuple[str, str] = ("flux-system", "flux-system")  # (namespace, name)
@@ -483,7 +484,7 @@ class _Reader:
                         level.append(k)
 
     def _build(self, folder: Path) -> _Build:
-        key = self.kept.key((folder / "kustomization.yaml").read_text()) if self.kept is not None else ""
+        key = self.kept.key(self.wrapper_texts[folder]) if self.kept is not None else ""
         if key and (text := self.kept.get(key)) is not None:  # type: ignore[union-attr]
             return _Build(text=text, key=key, from_cache=True)
         try:
@@ -503,12 +504,13 @@ class _Reader:
         folder (and one build)."""
         key = hashlib.sha256(json.dumps([k.path, wrapper_fields(k.spec)], sort_keys=True, default=str).encode())
         folder = self.scratch / key.hexdigest()[:16]
-        if folder not in self.cache:  # written once per run (in the build cache's folder, again each run)
+        if folder not in self.wrapper_texts:  # once per run (in the build cache's folder, again each run)
             folder.mkdir(exist_ok=True)
             doc = wrapper_kustomization(self.tree, k.path, k.spec, folder)
             doc["buildMetadata"] = ["originAnnotations"]
+            text = self.wrapper_texts[folder] = yamlutil.dump(doc)
             tmp = folder / f".kustomization.{os.getpid()}.tmp"  # another run may be reading it
-            tmp.write_text(yamlutil.dump(doc))
+            tmp.write_text(text)
             os.replace(tmp, folder / "kustomization.yaml")
         return folder
 

@@ -17,7 +17,9 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
 
 if TYPE_CHECKING:
     from .kube import Kube
@@ -94,48 +96,43 @@ class StepRecords:
         if len(memo.warnings) > _MEMO_LINES:
             return
         self._checks[name] = memo
-        record = {"commit": memo.commit, "inputs": memo.inputs, "warnings": list(memo.warnings),
-                  "summary": memo.summary, "checkedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP,
-                                           {CHECK_PREFIX + name: json.dumps(record, sort_keys=True)})
+        await self._write(CHECK_PREFIX + name, {**msgspec.structs.asdict(memo), "checkedAt": _now()})
 
     async def record(self, step: str, digest: str) -> None:
         from . import __version__
 
         self._digests[step] = digest
-        record = {"digest": digest, "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "seedbedVersion": __version__}
-        await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {step: json.dumps(record, sort_keys=True)})
+        await self._write(step, {"digest": digest, "finishedAt": _now(), "seedbedVersion": __version__})
+
+    async def _write(self, key: str, record: dict[str, object]) -> None:
+        await self.kube.set_configmap_data(NAMESPACE, STATE_CONFIGMAP, {key: json.dumps(record, sort_keys=True)})
 
 
-@dataclass(frozen=True)
-class CheckMemo:
-    """A check of the server's repository that passed: at which commit, over which inputs (a digest
-    of what else its answer depends on), and what it said (warnings, then the summary line)."""
-
-    commit: str
-    inputs: str
-    warnings: tuple[str, ...]
-    summary: str
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 _MEMO_LINES = 50  # warnings kept; a check that says more runs again rather than lose some
 
 
+class CheckMemo(msgspec.Struct, frozen=True):
+    """A check of the server's repository that passed: at which commit, over which inputs (a digest
+    of what else its answer depends on), and what it said (warnings, then the summary line)."""
+
+    commit: str
+    inputs: str
+    warnings: Annotated[tuple[str, ...], msgspec.Meta(max_length=_MEMO_LINES)]
+    summary: str
+
+
 def _check_memo(raw: object) -> CheckMemo | None:
     """A check's memo as stored; None when it is damaged (read like any input from the cluster)."""
+    if not isinstance(raw, str):
+        return None
     try:
-        memo = json.loads(raw) if isinstance(raw, str) else None
-        warnings = memo["warnings"] if isinstance(memo, dict) else None
-        if not (isinstance(warnings, list) and len(warnings) <= _MEMO_LINES
-                and all(isinstance(w, str) for w in warnings)):
-            return None
-        commit, inputs, summary = memo["commit"], memo["inputs"], memo["summary"]
-    except (ValueError, KeyError, TypeError):
+        return msgspec.json.decode(raw, type=CheckMemo)
+    except msgspec.DecodeError:  # ValidationError included
         return None
-    if not all(isinstance(v, str) for v in (commit, inputs, summary)):
-        return None
-    return CheckMemo(commit, inputs, tuple(warnings), summary)
 
 
 async def read_backup_record(kube: Kube) -> BackupRecord | None:

@@ -498,7 +498,7 @@ def _check_components_text(cfg: Config, text: str) -> None:
     """Refuse to commit something that is not the pinned Flux release manifest."""
     if not text.strip():
         raise ManifestError("the Flux manifest is empty", fix="download the release manifest again")
-    component_objects(text)  # a full parse (~25 ms with libyaml for the 320 kB release file), shared
+    _component_objects(text)  # a full parse (~25 ms with libyaml for the 320 kB release file), shared
     m = _FLUX_VERSION_HEADER.search(text[:2000])
     if m and m.group(1) != cfg.flux.version:
         raise ManifestError(

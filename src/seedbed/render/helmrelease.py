@@ -73,12 +73,6 @@ def chart(cfg: Config) -> Chart:
     return pinned if version in (None, pinned.version) else replace(pinned, version=version)
 
 
-def fullname(cfg: Config) -> str:
-    """The chart's ``fullnameOverride``: its Services are ``<fullname>-http`` and ``<fullname>-ssh``
-    (a pair config.check_git_server made sure of)."""
-    return cfg.git_server.fullname
-
-
 def selector_labels(cfg: Config) -> dict[str, str]:
     """The chart's Deployment selector (``gitea.selectorLabels``): immutable once installed."""
     return {"app.kubernetes.io/name": chart(cfg).name, "app.kubernetes.io/instance": RELEASE_NAME}
@@ -104,7 +98,7 @@ def values(cfg: Config) -> dict[str, Any]:
         tag = gs.version.removesuffix("-rootless")
         image = {"registry": c.registry, "repository": c.repository, "tag": tag, "rootless": True}
     out: dict[str, Any] = {
-        "fullnameOverride": fullname(cfg),
+        "fullnameOverride": cfg.git_server.fullname,
         "image": image,
         # RollingUpdate (the chart default, maxSurge 100%) would start a second pod on the
         # ReadWriteOnce volume: stuck on another node, two servers on one SQLite file on the same one.
@@ -248,7 +242,7 @@ INVARIANTS: tuple[Invariant, ...] = (
               "without it the chart creates an admin with the password published in its values.yaml"),
     Invariant(("gitea", "config", "database", "DB_TYPE"), lambda c: "sqlite3",
               "the users and Flux's deploy key are in the bootstrap's SQLite database"),
-    Invariant(("fullnameOverride",), lambda c: fullname(c), "the Services' names are in Flux's URL"),
+    Invariant(("fullnameOverride",), lambda c: c.git_server.fullname, "the Services' names are in Flux's URL"),
 )
 
 

@@ -142,21 +142,18 @@ class HandoffStep(Step):
 
 def _inputs_digest(cfg: Any) -> str:
     """What a check of the server's repository depends on besides the commit: seedbed (its checks),
-    the whole configuration, and the kustomize that builds the tree (its path, size and time)."""
+    the whole configuration, and the kustomize that builds the tree (buildcache.tool_identity)."""
     import hashlib
-    import os
-    import shutil
 
     import msgspec
 
     from .. import __version__, fluxrepo
+    from ..buildcache import tool_identity
 
     try:
-        tool = fluxrepo.find_kustomize().argv
-        st = os.stat(shutil.which(tool[0]) or tool[0])
-        kustomize = [*tool, st.st_size, st.st_mtime_ns]
-    except (fluxrepo.KustomizeError, OSError):
-        kustomize = []
+        kustomize = tool_identity(fluxrepo.find_kustomize().argv)
+    except fluxrepo.KustomizeError:
+        kustomize = ""
     payload = msgspec.json.encode([__version__, cfg, kustomize], enc_hook=str)  # Paths as text
     return "sha256:" + hashlib.sha256(payload).hexdigest()
 

@@ -92,7 +92,7 @@ class GitServerStep(Step):
             which = choice.notes
         return Planned(objects=objs,
                        waits=[f"HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME} Ready",
-                              f"Deployment {gs.namespace}/{helmrelease.fullname(cfg)} rollout",
+                              f"Deployment {gs.namespace}/{cfg.git_server.fullname} rollout",
                               f"PVC {gs.namespace}/{gs.pvc_name} bound"],
                        inputs={"image": render.image(cfg), "chart": f"{c.name}-{c.version}",
                                "release": "seedbed" if choice.release is None else choice.release.file},
@@ -113,7 +113,7 @@ class GitServerStep(Step):
             return release is not None and condition_is(release, "Ready")
 
         async def rolled_out() -> bool:
-            return rollout_complete(await ctx.kube.get("apps/v1", "Deployment", helmrelease.fullname(cfg),
+            return rollout_complete(await ctx.kube.get("apps/v1", "Deployment", cfg.git_server.fullname,
                                                        namespace=gs.namespace))
 
         async def stored() -> bool:
@@ -167,7 +167,7 @@ class GitServerStep(Step):
         ctx.out.activity(f"waiting for HelmRelease {gs.namespace}/{helmrelease.RELEASE_NAME}")
         await kube.wait_condition(helmrelease.HELM_API, "HelmRelease", helmrelease.RELEASE_NAME,
                                   namespace=gs.namespace, timeout=gs.ready_timeout, check=_observed)
-        deployment = helmrelease.fullname(cfg)
+        deployment = cfg.git_server.fullname
         ctx.out.activity(f"waiting for Deployment {gs.namespace}/{deployment}")
         await kube.wait_rollout("Deployment", deployment, gs.namespace, timeout=gs.ready_timeout)
         if planned.inputs["release"] == "seedbed":

@@ -35,7 +35,7 @@ SOPS decryption, from kustomize-controller v1.9.4 (bundled with Flux v2.9.3)
   apply: ``Secret/NS/NAME is SOPS encrypted, configuring decryption is required for this secret to be
   reconciled`` (reason ``ReconciliationFailed``).
 
-postBuild substitution, from fluxcd/pkg ``kustomize/kustomize_varsub.go`` (kustomize v1.39.0),
+postBuild substitution, from fluxcd/pkg ``kustomize/kustomize_varsub.go`` (kustomize v1.35.4, what kustomize-controller v1.9.4 builds with),
 called per built object when the Kustomization has ``spec.postBuild``:
 
 - ``LoadVariables``: each ``substituteFrom`` ConfigMap's ``data`` and Secret's (decoded) ``data``, in
