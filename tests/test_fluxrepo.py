@@ -322,3 +322,17 @@ def test_a_read_whose_build_failed_may_change_without_a_commit(tmp_path):
         "apps/kustomization.yaml": "resources: [missing.yaml]\n",
     }), "clusters/homelab")
     assert not broken.self_contained
+
+
+def test_substitute_strategy_always_substitutes_without_a_variable(tmp_path):
+    """kustomize-controller v1.9.4 api/v1 GetSubstituteStrategy; fluxcd/pkg kustomize v1.35.4
+    kustomize_varsub.go: ``len(vars) > 0 || options.Always``."""
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {n}, namespace: default}}\ndata: {{size: '${{SIZE:=1Gi}}'}}\n"
+    repo = fluxrepo.read(write(tmp_path, {
+        "clusters/homelab/always.yaml": flux_ks("always", "./always", "  postBuild: {substituteStrategy: Always}\n"),
+        "clusters/homelab/default.yaml": flux_ks("default", "./default", "  postBuild: {}\n"),
+        "always/cm.yaml": cm.format(n="always"),
+        "default/cm.yaml": cm.format(n="default"),
+    }), "clusters/homelab")
+    assert {name: data["data"]["size"] for name, data in _objects(repo, "ConfigMap").items()} == {
+        "always": "1Gi", "default": "${SIZE:=1Gi}"}

@@ -76,8 +76,10 @@ def test_a_path_kustomize_cannot_build_fails_the_kustomization_with_kustomizes_r
     ready = reconcile_apps(lab, tree, {"path": "./apps"})
     assert (ready["status"], ready["reason"]) == ("False", "BuildFailed")
     assert ready["message"].startswith("kustomize build failed: ") and "missing.yaml" in ready["message"]
+    # Checked before the build (kustomize-controller v1.9.4 kustomization_controller.go): ArtifactFailed.
     ready = reconcile_apps(lab, tree, {"path": "./nowhere"})
-    assert ready["message"] == "kustomize build failed: kustomization path not found: stat nowhere: no such file or directory"
+    assert (ready["status"], ready["reason"]) == ("False", "ArtifactFailed")
+    assert ready["message"] == f"kustomization path not found: stat {tree / 'nowhere'}: no such file or directory"
 
 
 # --------------------------------------------------------------------------- postBuild substitution
@@ -107,10 +109,10 @@ def test_a_missing_values_source_fails_the_build_unless_it_is_optional(lab: Lab,
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ("{a: '${X-default}'}", "post build failed for 'cm': envsubst error: variable substitution failed: "
-                            "missing closing brace"),
-    ("{a: '${X}'}", "post build failed for 'cm': envsubst error: 'bad-name' var name is invalid, must match "
-                    "'^[_[:alpha:]][_[:alpha:][:digit:]]*$'"),
+    ("{a: '${X-default}'}", "post build failed for 'ConfigMap.v1.[noGrp]/cm': envsubst error: variable "
+                            "substitution failed: missing closing brace"),
+    ("{a: '${X}'}", "post build failed for 'ConfigMap.v1.[noGrp]/cm': envsubst error: 'bad-name' var name is "
+                    "invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$'"),
 ])
 def test_what_flux_cannot_substitute_fails_the_build_and_nothing_is_applied(lab: Lab, tmp_path: Path, data: str,
                                                                            message: str) -> None:
@@ -118,3 +120,13 @@ def test_what_flux_cannot_substitute_fails_the_build_and_nothing_is_applied(lab:
                                                                 else {"X": "x"}}})
     assert (ready["status"], ready["reason"], ready["message"]) == ("False", "BuildFailed", message)
     assert applied(lab) is None
+
+
+def test_substitute_strategy_always_substitutes_without_a_variable(lab: Lab, tmp_path: Path) -> None:
+    """postBuild.substituteStrategy: Always (kustomize-controller v1.9.4 api/v1 GetSubstituteStrategy):
+    defaults apply and $$ becomes $ although no variable is defined; the default strategy leaves it."""
+    work = tree(tmp_path, "{size: '${SIZE:=1Gi}', price: 'US$$5'}")
+    assert reconcile_apps(lab, work, {"postBuild": {"substituteStrategy": "Always"}})["status"] == "True"
+    assert applied(lab) == {"size": "1Gi", "price": "US$5"}
+    assert reconcile_apps(lab, work, {"postBuild": {}})["status"] == "True"
+    assert applied(lab) == {"size": "${SIZE:=1Gi}", "price": "US$$5"}

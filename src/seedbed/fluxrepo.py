@@ -102,6 +102,12 @@ class BuildFailed(Exception):
     """kustomize refused a path (its message, cleaned of the wrapper's paths, is the text)."""
 
 
+class PathNotFound(BuildFailed):
+    """The Flux Kustomization's spec.path is not a folder of the tree (kustomize-controller v1.9.4
+    internal/controller/kustomization_controller.go: ``kustomization path not found: <stat error>``,
+    checked before the build, reason ArtifactFailed)."""
+
+
 def _kustomize_message(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("# Warning")]
     text = " ".join(lines).strip()
@@ -536,7 +542,7 @@ class _Reader:
             m = re.search(r"^\s+path: (.*)$", doc, re.M)  # the origin annotation, still in the text
             file, line = (self.repo.rel(folder / m.group(1)), 0) if m else where
             try:
-                doc = _substituted(doc, variables, unknown)
+                doc = _substituted(doc, variables, unknown, always=substitutes_always(k.spec))
             except SubstitutionError as e:
                 # kustomize-controller: "post build failed for '<name>': envsubst error: variable
                 # substitution failed: <e>", and nothing of the revision is applied.
@@ -702,7 +708,7 @@ def build(tree: Path, spec: Mapping[str, Any], *, kustomize: Kustomize | None = 
     runs it, before decryption and substitution; raises BuildFailed with kustomize's reason."""
     path = _clean_path(str(spec.get("path") or "."))
     if not (tree / path).is_dir():
-        raise BuildFailed(f"kustomization path not found: stat {path}: no such file or directory")
+        raise PathNotFound(f"kustomization path not found: stat {tree / path}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix="seedbed-kustomize-") as scratch:
         folder = Path(scratch)
         (folder / "kustomization.yaml").write_text(yamlutil.dump(wrapper_kustomization(tree, path, spec, folder)))
@@ -744,12 +750,21 @@ def _generated_resources(folder: Path) -> list[str]:
     return sorted(out, key=lambda p: p.split("/"))  # Go's filepath.Walk order: lexical, depth first
 
 
-def _substituted(doc: str, variables: dict[str, str], unknown: bool) -> str:
+def substitutes_always(spec: Mapping[str, Any]) -> bool:
+    """``spec.postBuild.substituteStrategy: Always``: Flux substitutes even without a variable (for
+    expressions with defaults). The default, WithVariables, substitutes only when there is one
+    (kustomize-controller v1.9.4 api/v1/kustomization_types.go GetSubstituteStrategy, and fluxcd/pkg
+    kustomize v1.35.4 kustomize_varsub.go: ``len(vars) > 0 || options.Always``)."""
+    post = spec.get("postBuild")
+    return isinstance(post, dict) and post.get("substituteStrategy") == "Always"
+
+
+def _substituted(doc: str, variables: dict[str, str], unknown: bool, *, always: bool = False) -> str:
     """One object of a build as kustomize-controller's ``SubstituteVariables`` leaves it: substituted
-    only when the Kustomization has variables (``len(vars) > 0``), never when it is marked
+    only when the Kustomization has variables or :func:`substitutes_always`, never when it is marked
     ``substitute: disabled``; raises SubstitutionError where Flux fails the Kustomization. Every
     ``$`` matters (``$$`` becomes ``$``), so a document without one is the only one left alone."""
-    if (not variables and not unknown) or "$" not in doc or _substitution_disabled(doc):
+    if (not variables and not unknown and not always) or "$" not in doc or _substitution_disabled(doc):
         return doc
     return envsubst(doc, variables, keep_unset=unknown)
 

@@ -263,7 +263,8 @@ class Lab:
         try:
             self._apply_tree(revision.rpartition(":")[2], ks or {"metadata": {"name": name, "namespace": namespace}},
                              namespace, name)
-        except (kustomize_controller.BuildFailed, kustomize_controller.ApplyFailed) as e:
+        except (kustomize_controller.ArtifactFailed, kustomize_controller.BuildFailed,
+                kustomize_controller.ApplyFailed) as e:
             self.kustomize_errors.append(str(e))
             self.emu.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, namespace, {
                 "observedGeneration": (ks or {}).get("metadata", {}).get("generation", 1),
@@ -293,6 +294,8 @@ class Lab:
         variables = kustomize_controller.load_variables(self.emu, kustomization)
         try:
             text = fluxrepo.build(tree, spec)
+        except fluxrepo.PathNotFound as e:  # checked before the build, as kustomize-controller does
+            raise kustomize_controller.ArtifactFailed(str(e)) from None
         except fluxrepo.BuildFailed as e:
             raise kustomize_controller.BuildFailed(f"kustomize build failed: {e}") from None
         built: list[dict[str, Any]] = []

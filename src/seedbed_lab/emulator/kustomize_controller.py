@@ -46,8 +46,10 @@ called per built object when the Kustomization has ``spec.postBuild``:
   and so is every object when there are no variables at all (``len(vars) > 0``);
 - ``varSubstitution``: one invalid variable name fails the build; otherwise fluxcd/pkg ``envsubst``
   (seedbed.envsubst, its port) over the object's YAML, an unset variable reading as ``""`` (the default,
-  non-strict mode); a parse error fails it: ``post build failed for 'NAME': envsubst error: variable
-  substitution failed: missing closing brace`` (kustomization_controller.go ``build``).
+  non-strict mode); a parse error fails it: ``post build failed for 'ConfigMap.v1.[noGrp]/NAME':
+  envsubst error: variable substitution failed: missing closing brace`` (kustomization_controller.go
+  ``build``); with ``postBuild.substituteStrategy: Always`` objects are substituted even without a
+  variable.
 
 The decryption itself is the real ``sops`` binary's (``SOPS_AGE_KEY`` holds the imported identities,
 a fresh ``GNUPGHOME`` the imported GPG keys, ``HOME`` an empty folder so no key of the machine's is
@@ -98,6 +100,12 @@ class BuildFailed(Exception):
     """The build (kustomize, decryption, substitution) failed: nothing was applied."""
 
     reason = "BuildFailed"  # meta.BuildFailedReason
+
+
+class ArtifactFailed(Exception):
+    """The source's artifact lacks spec.path (checked before the build): nothing was applied."""
+
+    reason = "ArtifactFailed"  # meta.ArtifactFailedReason
 
 
 def in_background(emu: Emulator, fn: Callable[..., None], *args: Any) -> None:
@@ -386,19 +394,20 @@ def load_variables(emu: Emulator, kustomization: dict[str, Any]) -> dict[str, st
 def substitute(obj: dict[str, Any], kustomization: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:
     """``SubstituteVariables`` for one built object (``variables`` from :func:`load_variables`)."""
     from seedbed.envsubst import VAR_NAME_PATTERN, SubstitutionError, envsubst, valid_name
-    from seedbed.fluxrepo import substitution_disabled
+    from seedbed.fluxrepo import substitutes_always, substitution_disabled
 
-    if "postBuild" not in (kustomization.get("spec") or {}) or substitution_disabled(obj) or not variables:
+    spec = kustomization.get("spec") or {}
+    if "postBuild" not in spec or substitution_disabled(obj) or not (variables or substitutes_always(spec)):
         return obj
-    name = (obj.get("metadata") or {}).get("name")
+    # kustomization_controller.go build: "post build failed for '%s/%s'", res.GetGvk(), res.GetName()
+    failed = f"post build failed for '{_gvk(obj)}/{(obj.get('metadata') or {}).get('name')}': envsubst error"
     for var in sorted(variables):
         if not valid_name(var):
-            raise BuildFailed(f"post build failed for '{name}': envsubst error: '{var}' var name is invalid, "
-                              f"must match '{VAR_NAME_PATTERN}'")
+            raise BuildFailed(f"{failed}: '{var}' var name is invalid, must match '{VAR_NAME_PATTERN}'")
     try:
         out = envsubst(yaml.safe_dump(obj, sort_keys=False), variables)
     except SubstitutionError as e:
-        raise BuildFailed(f"post build failed for '{name}': envsubst error: variable substitution failed: {e}") from None
+        raise BuildFailed(f"{failed}: variable substitution failed: {e}") from None
     result: dict[str, Any] = yaml.safe_load(out)
     return result
 
