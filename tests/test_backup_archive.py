@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -14,6 +13,7 @@ import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pyrage
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -49,7 +49,7 @@ def policy(cluster: str | None = "homelab", *, from_other_cluster: bool = False)
     """What a default seedbed.yaml allows, trusting SIGNER."""
     cfg = Config(cluster=ClusterConfig(name=cluster or "homelab"))
     base = Policy.from_config(cfg, from_other_cluster=from_other_cluster, expect_cluster=cluster is not None)
-    return dataclasses.replace(base, trusted=(public_text(SIGNER.public_key()),))
+    return msgspec.structs.replace(base, trusted=(public_text(SIGNER.public_key()),))
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import stat
 import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from conftest import APPS_KUSTOMIZATION
@@ -18,11 +18,10 @@ from seedbed import fluxrepo
 FLUX_PATH = "clusters/homelab"
 
 
-@dataclass(frozen=True)
-class Counting(fluxrepo.Kustomize):
+class Counting(fluxrepo.Kustomize, frozen=True):
     """The real kustomize, counting the builds it runs."""
 
-    runs: list[Path] = field(default_factory=list, compare=False)
+    runs: list[Path] = msgspec.field(default_factory=list)
 
     def build(self, folder: Path, timeout: float = fluxrepo.BUILD_TIMEOUT) -> str:
         self.runs.append(folder)

@@ -26,8 +26,9 @@ no need for: ``keep_unset`` (a variable whose source seedbed could not read stay
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TypeAlias
+
+import msgspec
 
 __all__ = ["VAR_NAME_PATTERN", "SubstitutionError", "envsubst", "valid_name"]
 
@@ -97,11 +98,10 @@ _TOK_ILLEGAL, _TOK_EOF, _TOK_IDENT, _TOK_LBRACK, _TOK_RBRACK = range(5)
 Accept = Callable[[str, int], bool]
 
 
-@dataclass
-class _Func:
+class _Func(msgspec.Struct):
     param: str = ""
     name: str = ""
-    args: list[_Node] = field(default_factory=list)
+    args: list[_Node] = msgspec.field(default_factory=list)
     raw: str = ""  # the expression as written (for keep_unset)
 
 

@@ -16,8 +16,9 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from .errors import ConfigError, SeedbedError
 
@@ -25,8 +26,7 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(msgspec.Struct, frozen=True):
     """A kind of input file: what to call it in a message, its size cap, and the fix to offer."""
 
     what: str
@@ -151,8 +151,7 @@ def _size(n: int) -> str:
 # --------------------------------------------------------------------------- outputs
 
 
-@dataclass(frozen=True)
-class OutputTarget:
+class OutputTarget(msgspec.Struct, frozen=True):
     """Where an output goes, checked before the work: a regular file (new or replaced) or a stream."""
 
     path: Path

@@ -44,10 +44,10 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import yaml
 
 from . import files, yamlutil
@@ -73,8 +73,7 @@ class KustomizeError(SeedbedError):
 # --------------------------------------------------------------------------- kustomize
 
 
-@dataclass(frozen=True)
-class Kustomize:
+class Kustomize(msgspec.Struct, frozen=True):
     """How to run ``kustomize build``: a kustomize binary, or the one kubectl embeds."""
 
     argv: tuple[str, ...]
@@ -150,8 +149,7 @@ def _find_kustomize(search_path: str) -> Kustomize:
 # --------------------------------------------------------------------------- YAML with positions
 
 
-@dataclass
-class Val:
+class Val(msgspec.Struct):
     """A YAML value that remembers where it was written (the key's line for mapping entries)."""
 
     value: Any  # dict[str, Val] | list[Val] | scalar
@@ -239,8 +237,7 @@ def _name_of(value: Any) -> str | None:
 # --------------------------------------------------------------------------- the result
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """Something about the repository as Flux reads it (a path that does not build, ...)."""
 
     file: str
@@ -250,8 +247,7 @@ class Problem:
     fix: str
 
 
-@dataclass
-class FluxKustomization:
+class FluxKustomization(msgspec.Struct):
     """A Flux ``Kustomization`` that applies a path of this repository."""
 
     name: str
@@ -259,15 +255,14 @@ class FluxKustomization:
     path: str  # repository-relative, '/'-separated, '.' for the root
     file: str  # where the object is written ('' for the cluster's own sync)
     line: int
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass
-class Obj:
+class Obj(msgspec.Struct):
     """One object kustomize-controller would apply, and where it came from."""
 
     data: dict[str, Any]
@@ -297,20 +292,22 @@ class Obj:
         return isinstance(self.data.get("sops"), dict)
 
 
-@dataclass
-class Repo:
+class Repo(msgspec.Struct):
     """The repository as Flux applies it."""
 
     tree: Path
-    objects: list[Obj] = field(default_factory=list)
-    kustomizations: list[FluxKustomization] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    encrypted_files: list[str] = field(default_factory=list)  # SOPS files (read once, reported once)
-    builds: list[str] = field(default_factory=list)  # the folders built, for the bench and the report
+    objects: list[Obj] = msgspec.field(default_factory=list)
+    kustomizations: list[FluxKustomization] = msgspec.field(default_factory=list)
+    problems: list[Problem] = msgspec.field(default_factory=list)
+    encrypted_files: list[str] = msgspec.field(default_factory=list)  # SOPS files (read once, reported once)
+    builds: list[str] = msgspec.field(default_factory=list)  # the folders built, for the bench and the report
     # False when the result may change without the tree changing: an object kustomize fetched from a
     # remote repository or URL, or a build that failed (perhaps fetching one).
     self_contained: bool = True
-    _sources: dict[str, list[Val] | None] = field(default_factory=dict, repr=False)
+    _sources: dict[str, list[Val] | None] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Repo({str(self.tree)!r}, {len(self.objects)} objects, {len(self.problems)} problems)"
 
     def rel(self, path: Path) -> str:
         try:
@@ -429,8 +426,7 @@ def read(tree: Path, flux_path: str, *, kustomize: Kustomize | None = None, jobs
     return reader.run(flux_path)
 
 
-@dataclass
-class _Build:
+class _Build(msgspec.Struct):
     text: str = ""
     error: str = ""
     key: str = ""  # in the build cache; "" when there is none

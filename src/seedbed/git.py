@@ -22,10 +22,11 @@ import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
+
+import msgspec
 
 from . import scrub as _scrub
 from .errors import ConfigError, GitError
@@ -46,8 +47,7 @@ _DROP_ENV = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class PushResult:
+class PushResult(msgspec.Struct, frozen=True):
     """What a push did. ``old`` is None when the branch was new on the server."""
 
     branch: str
@@ -61,8 +61,7 @@ class PushResult:
         return self.status != "up-to-date"
 
 
-@dataclass(frozen=True)
-class _Auth:
+class _Auth(msgspec.Struct, frozen=True):
     url: str
     username: str
     token: str
@@ -116,8 +115,7 @@ def _env(auth: _Auth | None, *, hermetic: bool, extra: dict[str, str] | None = N
     return env
 
 
-@dataclass(frozen=True)
-class _Run:
+class _Run(msgspec.Struct, frozen=True):
     rc: int
     out: str
     err: str

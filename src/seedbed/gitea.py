@@ -17,11 +17,11 @@ import binascii
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx2
+import msgspec
 
 from . import scrub
 from .errors import ConfigError, GitServerError
@@ -41,8 +41,7 @@ DeployKeyState = Literal["created", "exists", "updated", "replaced", "mismatch"]
 
 
 
-@dataclass(frozen=True)
-class DeployKeyResult:
+class DeployKeyResult(msgspec.Struct, frozen=True):
     """What :meth:`GiteaClient.ensure_deploy_key` found or did.
 
     ``state``:

@@ -17,9 +17,10 @@ import binascii
 import shutil
 import tempfile
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from . import git
 from .errors import ClusterError, ConfigError, GitServerError, SeedbedError
@@ -34,12 +35,11 @@ if TYPE_CHECKING:
     from .output import Output
 
 
-@dataclass(frozen=True)
-class Holdings:
+class Holdings(msgspec.Struct, frozen=True):
     """What the server holds for seedbed, read once per run with the admin's basic auth (no writes)."""
 
     repo: bool = False
-    deploy_keys: frozenset[str] = field(default_factory=frozenset)  # key material, comments dropped
+    deploy_keys: frozenset[str] = msgspec.field(default_factory=frozenset)  # key material, comments dropped
     head: str | None = None  # the commit of repo.branch on the server
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import msgspec
 
 from . import fluxrepo, images
 from .config import Config
@@ -64,8 +65,7 @@ _HOST_KEYS_ENV = "GITEA__SERVER__SSH_SERVER_HOST_KEYS"
 # --------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     file: str  # relative to the checked folder, with '/' separators
     line: int  # 1-based; 0 when the finding is about the repository as a whole
     severity: Severity
@@ -77,11 +77,10 @@ class Finding:
         return f"{where}: {self.severity}: {self.message}"
 
 
-@dataclass
-class HandoffReport:
-    findings: list[Finding] = field(default_factory=list)
-    found: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # SOPS-encrypted files Flux decrypts and seedbed cannot
+class HandoffReport(msgspec.Struct):
+    findings: list[Finding] = msgspec.field(default_factory=list)
+    found: list[str] = msgspec.field(default_factory=list)
+    unreadable: list[str] = msgspec.field(default_factory=list)  # SOPS-encrypted files Flux decrypts and seedbed cannot
     read: str = ""  # what was read, e.g. "12 Flux Kustomizations from clusters/homelab (340 objects)"
     self_contained: bool = True  # the same tree gives the same report (fluxrepo.Repo.self_contained)
 
@@ -1014,8 +1013,7 @@ def _find_image(values: Val) -> tuple[Val, str] | None:
 # --------------------------------------------------------------------------- the live hand-over
 
 
-@dataclass(frozen=True)
-class HostKeys:
+class HostKeys(msgspec.Struct, frozen=True):
     """SHA256 fingerprints (``SHA256:...``) of the Git server's SSH host key, from three places."""
 
     secret: str | None  # the public half of the host-key Secret
@@ -1263,16 +1261,15 @@ def check_repo(flux: fluxrepo.Repo, cfg: Config) -> HandoffReport:
 # --------------------------------------------------------------------------- which release is the Git server
 
 
-@dataclass
-class ServerChoice:
+class ServerChoice(msgspec.Struct):
     """Which HelmRelease will be the Git server Flux syncs from: seedbed's own ``git-server.yaml``, or
     the user's release already in the repository (then seedbed applies it as Flux will, and commits
     no second one). ``objects`` are the user's release and what it needs (its chart source, its
     values objects) as kustomize-controller applies them; ``notes`` say which one and why."""
 
     release: fluxrepo.Obj | None = None
-    objects: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    objects: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
     @property
     def own(self) -> bool:

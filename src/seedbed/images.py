@@ -7,11 +7,10 @@ reference grammar is three lines of string handling, not worth a dependency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(msgspec.Struct, frozen=True):
     repository: str  # registry and path, without tag or digest
     tag: str | None
     digest: str | None

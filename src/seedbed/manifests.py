@@ -30,12 +30,12 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import httpx2
+import msgspec
 import platformdirs
 
 from . import __version__, files, yamlutil
@@ -90,8 +90,7 @@ _LOCK_LINE = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class ManifestSource:
+class ManifestSource(msgspec.Struct, frozen=True):
     """Where a verified manifest came from.
 
     ``origin`` says what vouched for it: ``pin`` (shipped with seedbed), ``lock`` (the lock file) or
@@ -107,8 +106,7 @@ class ManifestSource:
     path: Path
 
 
-@dataclass(frozen=True)
-class LockEntry:
+class LockEntry(msgspec.Struct, frozen=True):
     sha256: str
     note: str = ""
     line: int = 0

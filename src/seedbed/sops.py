@@ -26,9 +26,10 @@ import binascii
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from . import files, scrub, yamlutil
 from .errors import ConfigError, SeedbedError
@@ -48,8 +49,7 @@ _AGE_IDENTITY = re.compile(r"AGE-SECRET-KEY-" r"1[0-9A-Z]+")  # split: secret sc
 _ARMOR = re.compile(r"-----BEGIN PGP (PRIVATE|PUBLIC) KEY BLOCK-----(.*?)-----END PGP \1 KEY BLOCK-----", re.S)
 
 
-@dataclass(frozen=True)
-class Keys:
+class Keys(msgspec.Struct, frozen=True):
     """The keys of ``flux.sops``, read and checked. Private values live only here and in the cluster."""
 
     age_identities: tuple[str, ...] = ()
@@ -281,8 +281,7 @@ def is_decryption_secret(obj: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- the repository side
 
 
-@dataclass(frozen=True)
-class Findings:
+class Findings(msgspec.Struct, frozen=True):
     notes: list[str]
     errors: list[str]
     warnings: list[str]

@@ -15,8 +15,8 @@ import binascii
 import hashlib
 import re
 import struct
-from dataclasses import dataclass, field
 
+import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -42,15 +42,14 @@ MIN_RSA_BITS = 3071
 _PRIVATE_MARKERS = ("PRIVATE KEY-----", "PuTTY-User-Key-File")
 
 
-@dataclass(frozen=True)
-class KeyPair:
+class KeyPair(msgspec.Struct, frozen=True):
     """An SSH key pair in OpenSSH text form. ``repr`` never shows the private half."""
 
-    private_openssh: str = field(repr=False)
+    private_openssh: str
     public_openssh: str
 
     def __repr__(self) -> str:
-        # Spelled out (not only field(repr=False)) so that a future field cannot re-expose it.
+        # Spelled out, so that a future field cannot re-expose the private half either.
         return f"KeyPair(public_openssh={self.public_openssh!r}, private_openssh=<redacted>)"
 
     @classmethod

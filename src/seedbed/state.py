@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,8 +32,7 @@ BACKUP_KEY = "backup"
 CHECK_PREFIX = "check."
 
 
-@dataclass(frozen=True)
-class BackupRecord:
+class BackupRecord(msgspec.Struct, frozen=True):
     time: datetime
     file: str
     entries: int

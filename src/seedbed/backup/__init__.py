@@ -6,35 +6,17 @@ docs/backup.md for the format and the restore order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from seedbed import __version__
 from seedbed.config import Config
 
-from .archive import (
-    FORMAT_VERSION,
-    Archive,
-    build,
-    encrypt,
-    keygen,
-    open_archive,
-    open_bytes,
-    read_index,
-    write,
-)
+from .archive import build_indexed, encrypt
 from .collect import collect, extra_entries
-from .restore import (
-    Summary,
-    git_bundle,
-    git_bundle_name,
-    ledger,
-    restore_cert_manager,
-    restore_secrets,
-    restore_volumes,
-)
-from .volumes import backup_volumes, restore_objects
+from .volumes import backup_volumes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,8 +24,7 @@ if TYPE_CHECKING:
     from ..kube import KubeClient
 
 
-@dataclass
-class BackupResult:
+class BackupResult(msgspec.Struct):
     """The ciphertext and its index (names, sizes, hashes: nothing secret) for the summary output."""
 
     ciphertext: bytes
@@ -68,17 +49,12 @@ async def make_backup(kube: KubeClient, cfg: Config, *, git_bundle: bytes | None
     volumes = await backup_volumes(kube, cfg, timeout=volume_timeout, now=now)
     entries.update(extra_entries(git_bundle=git_bundle, repo=f"{cfg.repo.owner}/{cfg.repo.name}",
                                  ledger=ledger, volumes=volumes))
-    tar = build(entries, cluster=cfg.cluster.name, created=now, seedbed_version=__version__, signing_key=signing_key)
+    tar, index = build_indexed(entries, cluster=cfg.cluster.name, created=now, seedbed_version=__version__,
+                               signing_key=signing_key)
     del entries  # let the plaintext go as soon as it is encrypted
     ciphertext = encrypt(tar, cfg.backup.recipients)
-    index = read_index(tar)
     del tar
     return BackupResult(ciphertext=ciphertext, index=index)
 
 
-__all__ = [
-    "FORMAT_VERSION", "Archive", "BackupResult", "Summary", "backup_volumes", "build", "collect",
-    "encrypt", "extra_entries", "git_bundle", "git_bundle_name", "keygen", "ledger", "make_backup", "open_archive",
-    "open_bytes", "restore_cert_manager", "restore_objects", "restore_secrets",
-    "restore_volumes", "write",
-]
+__all__ = ["BackupResult", "make_backup"]

@@ -15,7 +15,6 @@ import hashlib
 import io
 import tarfile
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,12 +77,11 @@ def dumps(obj: Any) -> bytes:
     return _ENCODER.encode(obj)
 
 
-@dataclass
-class Archive:
+class Archive(msgspec.Struct):
     """A decrypted archive, held in memory; ``contents`` is set once it was verified and validated."""
 
     index: dict[str, Any]
-    entries: dict[str, bytes] = field(default_factory=dict)
+    entries: dict[str, bytes] = msgspec.field(default_factory=dict)
     index_raw: bytes = b""  # the exact bytes the signature covers
     signature: bytes | None = None  # index.sig, when the archive has one
     signer: str | None = None  # fingerprint of the trusted key that signed it (None: not checked)
@@ -123,6 +121,14 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
           seedbed_version: str = __version__, signing_key: Ed25519PrivateKey | None = None) -> bytes:
     """The plaintext tar, in memory: index.json first, its signature (index.sig) when a key is given,
     then the entries in name order."""
+    return build_indexed(entries, cluster=cluster, created=created, seedbed_version=seedbed_version,
+                         signing_key=signing_key)[0]
+
+
+def build_indexed(entries: dict[str, bytes], *, cluster: str, created: datetime,
+                  seedbed_version: str = __version__,
+                  signing_key: Ed25519PrivateKey | None = None) -> tuple[bytes, dict[str, Any]]:
+    """:func:`build`, and the index it wrote (names, sizes, hashes, counts: nothing secret)."""
     if INDEX in entries or SIGNATURE in entries:
         raise ValueError("index.json and index.sig are written by build(), not passed in")
     for name in entries:
@@ -154,7 +160,7 @@ def build(entries: dict[str, bytes], *, cluster: str, created: datetime,
     # The end of the archive, as TarFile.close() writes it: two zero blocks, padded to a whole record.
     buf.write(bytes(2 * tarfile.BLOCKSIZE))
     buf.write(bytes(-buf.tell() % tarfile.RECORDSIZE))
-    return buf.getvalue()
+    return buf.getvalue(), index
 
 
 _USTAR_MODE = b"0000600\0" b"0000000\0" b"0000000\0"  # mode, uid, gid
@@ -342,19 +348,6 @@ def open_bytes(data: bytes, identities: list[Any], *, policy: Policy, name: str 
     del plain
     verify(archive, name=name, policy=policy)
     return archive
-
-
-def read_index(plain: bytes) -> dict[str, Any]:
-    """Only index.json of a plaintext tar (it is the first member), without copying the rest."""
-    with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
-        first = tar.next()
-        f = tar.extractfile(first) if first is not None and first.name == INDEX else None
-        if f is None:
-            raise ArchiveError("the archive has no index.json first", fix="this is not a seedbed backup")
-        index = yamlutil.safe_json(f.read(), what="index.json", error=ArchiveError)
-    if not isinstance(index, dict):
-        raise ArchiveError("index.json is not an object", fix="this is not a seedbed backup")
-    return index
 
 
 def untar(plain: bytes, *, name: str = "archive") -> Archive:

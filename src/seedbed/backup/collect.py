@@ -47,54 +47,69 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
     sel = cfg.backup.secrets
     whole = set(sel.namespaces)
     sem = asyncio.Semaphore(_CONCURRENCY)
+    secrets: dict[str, bytes] = {}
+    kept: set[tuple[str, str]] = set()
+    # Secrets of other namespaces, kept only if a cert-manager object refers to them (known once
+    # those objects are read).
+    maybe: list[dict[str, Any]] = []
 
-    async def in_namespace(ns: str) -> list[dict[str, Any]]:
+    def keep(obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if key in kept:
+            return
+        if obj.get("type", "Opaque") not in SECRET_TYPES:
+            # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a
+            # restore refuses them (validate.py): only the name is logged, never a value.
+            log.info("not archiving Secret %s/%s: type %s is never restored", *key, obj.get("type"))
+            return
+        kept.add(key)
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Secret")
+        cleaned = clean(obj)
+        secrets[entry_name(cleaned)] = dumps(cleaned)
+
+    async def in_namespace(ns: str) -> None:
         async with sem:
-            return await _list(kube, "v1", "Secret", namespace=ns)
+            items = await _list(kube, "v1", "Secret", namespace=ns)
+        # Archived as each answer arrives: the encoding of one namespace's Secrets overlaps the wait
+        # for the others' (a cluster's LISTs are answered one after another).
+        for obj in items:
+            if (obj.get("metadata") or {}).get("namespace", "") in whole or sops.is_decryption_secret(obj):
+                keep(obj)
+            else:
+                maybe.append(obj)
 
     # The Secrets of the namespaces known now (the configured ones, and the one holding the SOPS keys)
     # are read at the same time as the cert-manager objects; only a namespace that is known once
     # those are read (a Secret a Certificate or Issuer refers to, elsewhere) costs a round trip more.
-    secret_lists = {ns: asyncio.ensure_future(in_namespace(ns)) for ns in sorted(whole | {sops.NAMESPACE})}
+    namespaces = sorted(whole | {sops.NAMESPACE})
+    pending = [asyncio.ensure_future(in_namespace(ns)) for ns in namespaces]
     by_selector = (asyncio.ensure_future(_list(kube, "v1", "Secret", label_selector=sel.label_selector))
                    if sel.label_selector else None)
-    pending = [*secret_lists.values(), *([by_selector] if by_selector else [])]
     try:
         entries, wanted = await _cert_manager_entries(kube, cfg)
-        for ns in sorted({ns for ns, _ in wanted} - set(secret_lists)):
-            secret_lists[ns] = asyncio.ensure_future(in_namespace(ns))
-            pending.append(secret_lists[ns])
-        results = await asyncio.gather(*(secret_lists[ns] for ns in sorted(secret_lists)))
-        if by_selector is not None:
-            results.append(await by_selector)
+        later = sorted({ns for ns, _ in wanted} - set(namespaces))
+        pending += [asyncio.ensure_future(in_namespace(ns)) for ns in later]
+        await asyncio.gather(*pending)
+        selected = await by_selector if by_selector is not None else []
     finally:
-        for job in pending:  # on an error, nothing is left reading, and no second error is logged
+        for job in [*pending, *([by_selector] if by_selector else [])]:
+            # On an error, nothing is left reading, and no second error is logged.
             if job.done():
                 _ = job.cancelled() or job.exception()
             else:
                 job.cancel()
-    by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    for i, items in enumerate(results):
-        from_selector = i >= len(secret_lists)
-        for obj in items:
-            meta = obj.get("metadata") or {}
-            key = (meta.get("namespace", ""), meta.get("name", ""))
-            if not (from_selector or key in wanted or key[0] in whole or sops.is_decryption_secret(obj)):
-                continue
-            if obj.get("type", "Opaque") not in SECRET_TYPES:
-                # ServiceAccount and bootstrap tokens are valid only in the cluster that made them, and a
-                # restore refuses them (validate.py): only the name is logged, never a value.
-                log.info("not archiving Secret %s/%s: type %s is never restored", *key, obj.get("type"))
-                continue
-            by_key[key] = obj
-    for ns, name in sorted(wanted - set(by_key)):
+    for obj in maybe:
+        meta = obj.get("metadata") or {}
+        if (meta.get("namespace", ""), meta.get("name", "")) in wanted:
+            keep(obj)
+    for obj in selected:
+        keep(obj)
+    for ns, name in sorted(wanted - kept):
         # Normal before a first issuance; only the name is logged, there is no value to leak.
         log.warning("Secret %s/%s is referenced by cert-manager but does not exist; not archived", ns, name)
-    for obj in by_key.values():
-        obj.setdefault("apiVersion", "v1")
-        obj.setdefault("kind", "Secret")
-        cleaned = clean(obj)
-        entries[entry_name(cleaned)] = dumps(cleaned)
+    entries.update(secrets)
     return entries
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from seedbed.errors import ClusterError
 
@@ -38,8 +39,7 @@ _EXISTS = "exists (use --force to overwrite)"
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 
 
-@dataclass(frozen=True)
-class PlanItem:
+class PlanItem(msgspec.Struct, frozen=True):
     phase: str  # volumes | secrets | cert-manager | git | ledger
     kind: str
     namespace: str
@@ -55,12 +55,11 @@ class PlanItem:
         return f"{self.action:9} {self.ref}" + (f": {self.reason}" if self.reason else "")
 
 
-@dataclass
-class Summary:
+class Summary(msgspec.Struct):
     """What one phase did (or, in a dry run, would do)."""
 
     phase: str
-    items: list[PlanItem] = field(default_factory=list)
+    items: list[PlanItem] = msgspec.field(default_factory=list)
     dry_run: bool = False
 
     @property

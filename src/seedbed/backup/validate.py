@@ -22,8 +22,9 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from seedbed import yamlutil
 from seedbed.errors import ArchiveError
@@ -64,8 +65,7 @@ _WRONG = "the archive was not written by seedbed backup, or was altered; use ano
 # --------------------------------------------------------------------------- what the config allows
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(msgspec.Struct, frozen=True):
     """What an opened archive must satisfy: signer, cluster and the namespaces seedbed.yaml selects."""
 
     cluster: str | None = None
@@ -103,8 +103,7 @@ class Policy:
 # --------------------------------------------------------------------------- typed contents
 
 
-@dataclass(frozen=True)
-class KubeObject:
+class KubeObject(msgspec.Struct, frozen=True):
     """One object to create, already cleaned for re-creation."""
 
     kind: str
@@ -113,8 +112,7 @@ class KubeObject:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class VolumeRecord:
+class VolumeRecord(msgspec.Struct, frozen=True):
     """One claim of volumes.json, every field checked; ``record`` is what volumes.restore_objects takes."""
 
     namespace: str
@@ -122,13 +120,12 @@ class VolumeRecord:
     record: dict[str, Any]
 
 
-@dataclass
-class Contents:
+class Contents(msgspec.Struct):
     """An archive's entries as the restore phases use them."""
 
-    secrets: list[KubeObject] = field(default_factory=list)
-    cert_manager: list[KubeObject] = field(default_factory=list)  # ClusterIssuers, Issuers, then Certificates
-    volumes: list[VolumeRecord] = field(default_factory=list)
+    secrets: list[KubeObject] = msgspec.field(default_factory=list)
+    cert_manager: list[KubeObject] = msgspec.field(default_factory=list)  # ClusterIssuers, Issuers, then Certificates
+    volumes: list[VolumeRecord] = msgspec.field(default_factory=list)
     ledger: Ledger | None = None
     git_bundle: bytes | None = None
     git_repo: str | None = None  # "<owner>-<repo>", from the bundle's entry name

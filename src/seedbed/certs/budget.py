@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from ..domains import registered_domain
 from ..errors import ConfigError
@@ -64,8 +65,7 @@ def _group_key(name: str) -> str:
     return registered_domain(name) or name
 
 
-@dataclass(frozen=True)
-class Bucket:
+class Bucket(msgspec.Struct, frozen=True):
     """A Let's Encrypt token bucket at ``now``: what is left and when it grows."""
 
     remaining: int
@@ -95,8 +95,7 @@ class Bucket:
         return Bucket(remaining, at(math.floor(tokens) + 1), None if tokens >= 1 else at(1), at(limit))
 
 
-@dataclass(frozen=True)
-class ExactSetBudget:
+class ExactSetBudget(msgspec.Struct, frozen=True):
     names: tuple[str, ...]
     used: int  # issued in the last 168 hours (renewals included: this limit has no renewal exemption)
     limit: int
@@ -111,8 +110,7 @@ class ExactSetBudget:
                 "issuedAt": [_iso(i.issued_at) for i in self.issuances]}
 
 
-@dataclass(frozen=True)
-class DomainBudget:
+class DomainBudget(msgspec.Struct, frozen=True):
     domain: str
     used: int  # new certificates in the last 168 hours (renewals are exempt from this limit)
     limit: int
@@ -137,12 +135,11 @@ class DomainBudget:
                 "exactSets": [s.to_dict() for s in self.exact_sets]}
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(msgspec.Struct, frozen=True):
     now: datetime
     domains: dict[str, DomainBudget]
-    notes: list[str] = field(default_factory=list)
-    sources: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
+    sources: dict[str, int] = msgspec.field(default_factory=dict)
     issued_sets: frozenset[frozenset[str]] = frozenset()  # every name set issued before (renewal test)
 
     def domain(self, name: str) -> DomainBudget:

@@ -13,11 +13,12 @@ import email.utils
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
+import msgspec
+from msgspec.structs import replace
 
 from .ledger import LE_BACKDATE, Issuance, classify_issuer, normalize_serial, parse_time
 
@@ -27,11 +28,10 @@ ENV_BASE_URL = "SEEDBED_CRTSH_URL"
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass
-class CTResult:
-    issuances: list[Issuance] = field(default_factory=list)
+class CTResult(msgspec.Struct):
+    issuances: list[Issuance] = msgspec.field(default_factory=list)
     partial: bool = False
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 def _retry_after(value: str | None) -> float | None:

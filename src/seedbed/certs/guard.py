@@ -12,9 +12,10 @@ Everything here is pure: :func:`scan_repo` takes the repository :func:`seedbed.f
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..envsubst import SubstitutionError, envsubst
 from ..errors import Refused
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
 _KINDS = {"Certificate", "Ingress", "ClusterIssuer", "Issuer"}  # the kinds the guard reads
 
 
-@dataclass(frozen=True)
-class CertificateDoc:
+class CertificateDoc(msgspec.Struct, frozen=True):
     """A certificate the repository asks for: a Certificate, or an Ingress cert-manager will serve."""
 
     names: frozenset[str]
@@ -46,25 +46,34 @@ class CertificateDoc:
     # The Certificate's name and spec as cert-manager will see them (ingress-shim's for an Ingress),
     # for the re-issue decision (policies.py).
     name: str = ""
-    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    spec: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+    # Equal and hashed by what the repository asks for, not by the spec (a mapping, unhashable).
+    def _identity(self) -> tuple[Any, ...]:
+        return (self.names, self.secret_name, self.namespace, self.issuer_kind, self.issuer_name, self.file,
+                self.line, self.kind, self.unresolved, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and self._identity() == other._identity()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True)
-class RepoScan:
+class RepoScan(msgspec.Struct, frozen=True):
     certificates: list[CertificateDoc]
     production_issuers: frozenset[str]  # "ClusterIssuer/name" (or "Issuer/name") using LE production
 
 
-@dataclass(frozen=True)
-class GuardResult:
+class GuardResult(msgspec.Struct, frozen=True):
     ok: bool
     reasons: list[str]  # why it is refused (or would be, when ignored)
     would_issue: list[frozenset[str]]
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 REMEDIES = (
@@ -203,8 +212,7 @@ def _substituted(value: Any, variables: Mapping[str, str], missing: list[str]) -
     return value
 
 
-@dataclass(frozen=True)
-class Issue:
+class Issue(msgspec.Struct, frozen=True):
     """A certificate cert-manager will request from Let's Encrypt production, and why."""
 
     cert: CertificateDoc

@@ -14,11 +14,11 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+from msgspec.structs import replace
 
 from .. import yamlutil
 from ..errors import ArchiveError, SeedbedError
@@ -114,8 +114,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else _utc(value).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class Issuance:
+class Issuance(msgspec.Struct, frozen=True):
     """One issued certificate."""
 
     names: frozenset[str]
@@ -128,11 +127,11 @@ class Issuance:
     where: str | None = None  # e.g. "CertificateRequest apps/web-1", for explanations
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", normalize_names(self.names))
-        object.__setattr__(self, "issued_at", _utc(self.issued_at))
-        object.__setattr__(self, "serial", normalize_serial(self.serial))
+        msgspec.structs.force_setattr(self, "names", normalize_names(self.names))
+        msgspec.structs.force_setattr(self, "issued_at", _utc(self.issued_at))
+        msgspec.structs.force_setattr(self, "serial", normalize_serial(self.serial))
         if self.not_before is not None:
-            object.__setattr__(self, "not_before", _utc(self.not_before))
+            msgspec.structs.force_setattr(self, "not_before", _utc(self.not_before))
 
     @property
     def counts(self) -> bool:
@@ -210,11 +209,10 @@ class Issuance:
                    serial=serial, issuer=issuer, ca=ca, not_before=not_before)
 
 
-@dataclass
-class Ledger:
+class Ledger(msgspec.Struct, dict=True):  # dict: room for the lookup index, kept out of eq and repr
     """Issuances from every source, one entry per certificate."""
 
-    issuances: list[Issuance] = field(default_factory=list)
+    issuances: list[Issuance] = msgspec.field(default_factory=list)
 
     def __iter__(self) -> Iterator[Issuance]:
         return iter(self.issuances)
@@ -307,8 +305,7 @@ class Ledger:
 # --------------------------------------------------------------------------- cluster objects
 
 
-@dataclass(frozen=True)
-class ClusterScan:
+class ClusterScan(msgspec.Struct, frozen=True):
     issuances: list[Issuance]
     notes: list[str]
 

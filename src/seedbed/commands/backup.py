@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..backup.signing import default_identity_path
 
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
     from .clients import Clients
 
 
-@dataclass(frozen=True)
-class MadeKeys:
+class MadeKeys(msgspec.Struct, frozen=True):
     identity: Path
     signing_key: Path
     recipient: str | None  # the new age identity's public key; None when one was kept

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec.structs import replace
 
 from ..steps.base import Context, Options, StepReport, plan_steps, run_steps
 
@@ -13,8 +15,7 @@ if TYPE_CHECKING:
     from .clients import Clients
 
 
-@dataclass
-class BootstrapResult:
+class BootstrapResult(msgspec.Struct):
     cfg: Config
     reports: list[StepReport]
     head: str | None = None

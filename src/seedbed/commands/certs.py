@@ -7,9 +7,10 @@ crt.sh becomes a note in the report, because a budget from the other sources is 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..certs import collect
 from ..certs.budget import Budget, registered_domain, validate_domain
@@ -23,11 +24,10 @@ if TYPE_CHECKING:
     from .clients import Clients
 
 
-@dataclass
-class BudgetReport:
+class BudgetReport(msgspec.Struct):
     budget: Budget
     ledger: Ledger
-    domains: list[str] = field(default_factory=list)  # the registered domains asked about (empty: all)
+    domains: list[str] = msgspec.field(default_factory=list)  # the registered domains asked about (empty: all)
 
     def _filtered(self) -> Budget:
         if not self.domains:

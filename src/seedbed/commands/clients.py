@@ -7,9 +7,10 @@ function opens a cluster connection or a port-forward of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -19,8 +20,7 @@ if TYPE_CHECKING:
     from ..output import Output
 
 
-@dataclass
-class Clients:
+class Clients(msgspec.Struct):
     kube: Kube
     gitserver: GitServer
     out: Output

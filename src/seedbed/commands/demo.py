@@ -16,11 +16,11 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 
 from ..errors import ConfigError, SeedbedError
 
@@ -69,13 +69,12 @@ class DemoStopped(SeedbedError):
     """A command of the journey failed: its own error was printed above this one."""
 
 
-@dataclass
-class Journey:
+class Journey(msgspec.Struct):
     """What the demo showed, for its closing lines (and for tests that wrap the lab)."""
 
     root: Path
     head: str = ""
-    restored: list[str] = field(default_factory=list)
+    restored: list[str] = msgspec.field(default_factory=list)
 
 
 def upstream_files(manifests: Path | None) -> Path:

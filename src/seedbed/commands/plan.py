@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..render.redact import redact
 from ..steps.base import Options, Planned, Step, plan_steps
@@ -15,8 +16,7 @@ if TYPE_CHECKING:
     from ..manifests import ManifestStore
 
 
-@dataclass
-class PlanResult:
+class PlanResult(msgspec.Struct):
     cfg: Config
     steps: list[tuple[Step, Planned]]
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..errors import ClusterError
 from ..kube.wait import condition_is, describe_conditions, describe_workload, rollout_complete
@@ -17,23 +18,21 @@ if TYPE_CHECKING:
 BACKUP_STALE_DAYS = 7
 
 
-@dataclass
-class Check:
+class Check(msgspec.Struct):
     component: str
     state: str  # ok | warn | fail
     summary: str
     problem: str = ""
     fix: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-    hints: list[str] = field(default_factory=list)  # shown under the line: how to get at the component
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    hints: list[str] = msgspec.field(default_factory=list)  # shown under the line: how to get at the component
 
     def as_dict(self) -> dict[str, Any]:
         return {"component": self.component, "state": self.state, "summary": self.summary,
                 "problem": self.problem or None, "fix": self.fix or None, **self.details}
 
 
-@dataclass
-class StatusReport:
+class StatusReport(msgspec.Struct):
     cluster: str
     checks: list[Check]
 

@@ -13,11 +13,11 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
+import msgspec
 
 from .. import scrub, yamlutil
 from ..errors import ClusterError, WaitTimeout
@@ -48,8 +48,7 @@ APPLY_CONCURRENCY = 32
 MAX_WATCH_LINE = 16 * 1024 * 1024  # one watch event; the API server's own request limit is 3 MiB
 
 
-@dataclass(frozen=True)
-class Resource:
+class Resource(msgspec.Struct, frozen=True):
     """Where a kind lives in the API."""
 
     api_version: str

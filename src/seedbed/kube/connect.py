@@ -27,11 +27,11 @@ import re
 import ssl
 import time
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import msgspec
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 
@@ -47,8 +47,7 @@ EXEC_API_VERSIONS = (
 KUBECONFIG_FIX = "check it with `kubectl config view --kubeconfig FILE`"
 
 
-@dataclass(frozen=True)
-class Deadlines:
+class Deadlines(msgspec.Struct, frozen=True):
     """How long each kind of external call may take in all, not per read (seconds).
 
     A server that accepts a connection and never answers, or drips a byte every few seconds, is
@@ -64,8 +63,7 @@ class Deadlines:
     watch_idle: float = 30.0
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(msgspec.Struct, frozen=True):
     """One context of a kubeconfig, ready to connect with."""
 
     single: SingleConfig

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import msgspec
 
 from ..errors import ClusterError
 
@@ -48,8 +49,7 @@ class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): re-list and start again. Never leaves kube/."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """Where the API server is and how to talk to it (no secrets in here)."""
 
     server: str
@@ -57,17 +57,15 @@ class Target:
     source: str  # the kubeconfig path(s), or "in-cluster"
 
 
-@dataclass
-class Stats:
+class Stats(msgspec.Struct):
     requests: int = 0
     writes: int = 0
     retries: int = 0
 
 
-@dataclass
-class ApplyResult:
-    created: list[str] = field(default_factory=list)
-    configured: list[str] = field(default_factory=list)
+class ApplyResult(msgspec.Struct):
+    created: list[str] = msgspec.field(default_factory=list)
+    configured: list[str] = msgspec.field(default_factory=list)
 
     @property
     def changed(self) -> bool:

@@ -13,8 +13,10 @@ works") cites the upstream files each choice below comes from.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from .. import yamlutil
 from ..config import Config
@@ -39,8 +41,7 @@ HANDOVER_FIELD_MANAGER = "kubectl"
 
 
 
-@dataclass(frozen=True)
-class Chart:
+class Chart(msgspec.Struct, frozen=True):
     """A pinned chart: where it comes from and the name its selector labels carry."""
 
     name: str  # the chart's name: `app.kubernetes.io/name` of its selector (gitea.name in _helpers.tpl)
@@ -199,8 +200,7 @@ def check_components(objs: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- what later values must keep
 
 
-@dataclass(frozen=True)
-class Invariant:
+class Invariant(msgspec.Struct, frozen=True):
     """One value of the HelmRelease that a later commit must keep, and what breaks otherwise."""
 
     path: tuple[str, ...]  # in the merged values (chart defaults under the release's values)

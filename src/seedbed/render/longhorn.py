@@ -21,9 +21,9 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import yaml
 
 from .. import images, yamlutil
@@ -166,8 +166,7 @@ def _edit_document(text: str, mutate: Callable[[dict[str, Any]], None], what: st
 # --------------------------------------------------------------------------- manifest
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     """What a Longhorn manifest offers, found by looking rather than by version number."""
 
     version: str | None
@@ -321,8 +320,7 @@ def render_longhorn(cfg: LonghornConfig, manifest_text: str, *,
 # --------------------------------------------------------------------------- existing clusters
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """One thing found on an existing cluster: a warning, or (``refuse``) a reason to stop."""
 
     message: str

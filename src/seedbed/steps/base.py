@@ -17,9 +17,10 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
 
 from ..errors import SeedbedError
 
@@ -34,8 +35,7 @@ if TYPE_CHECKING:
     from ..state import StepRecords
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(msgspec.Struct, frozen=True):
     """What the command line says, beyond seedbed.yaml."""
 
     allow_upgrade: bool = False
@@ -88,31 +88,28 @@ class WorkTree:
         return self._read[key]
 
 
-@dataclass
-class Planned:
+class Planned(msgspec.Struct):
     """What a step would do: objects to apply, waits, and the inputs its result depends on."""
 
-    objects: list[dict[str, Any]] = field(default_factory=list)
-    waits: list[str] = field(default_factory=list)
-    inputs: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    objects: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    waits: list[str] = msgspec.field(default_factory=list)
+    inputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
     # Files the step commits to the repository (path in the repository -> text): derived from the
     # same inputs as the objects, so not part of the digest.
-    repo_files: dict[str, str] = field(default_factory=dict)
+    repo_files: dict[str, str] = msgspec.field(default_factory=dict)
 
     def digest(self) -> str:
         payload = json.dumps({"objects": self.objects, "inputs": self.inputs}, sort_keys=True, default=str)
         return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
-@dataclass
-class Outcome:
+class Outcome(msgspec.Struct):
     changed: bool
     summary: str
 
 
-@dataclass
-class Context:
+class Context(msgspec.Struct):
     """What every step gets: the clients the command built once, and what earlier steps handed on."""
 
     cfg: Config
@@ -125,7 +122,7 @@ class Context:
     archive: Archive | None = None
     # Handed on: the Secrets restore-secrets put back (the certificate guard counts them as not
     # re-issued), and the commit the server's branch points at (push, then flux).
-    restored_secrets: list[dict[str, Any]] = field(default_factory=list)
+    restored_secrets: list[dict[str, Any]] = msgspec.field(default_factory=list)
     head: str | None = None
     # What this run read of seedbed-state: the checks' memos (the runner has the steps' records).
     records: StepRecords | None = None
@@ -150,8 +147,7 @@ class Step:
         raise NotImplementedError
 
 
-@dataclass
-class StepReport:
+class StepReport(msgspec.Struct):
     name: str
     title: str
     status: str  # "changed" | "unchanged" | "skipped" | "failed"
