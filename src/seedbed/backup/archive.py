@@ -1,6 +1,6 @@
 """The backup archive: an age-encrypted tar with an ``index.json`` of sha256 sums.
 
-Everything here works on bytes in memory. The plaintext tar is built in an ``io.BytesIO``,
+Everything here works on bytes in memory. The plaintext tar is built in memory,
 encrypted in memory, and only the ciphertext is written; opening decrypts and untars in
 memory too. That is the whole point of the module: a backup holds private keys and
 credentials, and a plaintext copy on disk (even in /tmp) would outlive the intent.
@@ -109,11 +109,13 @@ class Archive(msgspec.Struct):
 # --------------------------------------------------------------------------- building
 
 
+_UNSAFE_PARTS = frozenset({"", ".", ".."})
+
+
 def _check_name(name: str) -> None:
     # Names come from Kubernetes object names, which cannot hold '/' or '..'; anything else is a bug
     # or a hostile archive, and stock `tar -x` would write it outside the current folder.
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name:
+    if not name or name.startswith("/") or not _UNSAFE_PARTS.isdisjoint(name.split("/")) or "\\" in name:
         raise ArchiveError(f"unsafe archive entry name {name!r}", fix="this archive was not made by seedbed")
 
 
@@ -152,17 +154,20 @@ def build_indexed(entries: dict[str, bytes], *, cluster: str, created: datetime,
     head = [(INDEX, raw_index)]
     if signing_key is not None:
         head.append((SIGNATURE, signing.sign(raw_index, signing_key)))
-    buf = io.BytesIO()
+    # The pieces, joined once at the end: one copy of the plaintext in memory, not a growing buffer.
+    pieces: list[bytes] = []
+    size = 0
     for name, data in [*head, *((n, entries[n]) for n in names)]:
-        buf.write(_header(name, len(data), mtime))
-        buf.write(data)
-        buf.write(bytes(-len(data) % tarfile.BLOCKSIZE))
+        header, pad = _header(name, len(data), mtime), -len(data) % tarfile.BLOCKSIZE
+        pieces += (header, data, _ZEROS[:pad])
+        size += len(header) + len(data) + pad
     # The end of the archive, as TarFile.close() writes it: two zero blocks, padded to a whole record.
-    buf.write(bytes(2 * tarfile.BLOCKSIZE))
-    buf.write(bytes(-buf.tell() % tarfile.RECORDSIZE))
-    return buf.getvalue(), index
+    size += 2 * tarfile.BLOCKSIZE
+    pieces.append(bytes(2 * tarfile.BLOCKSIZE + -size % tarfile.RECORDSIZE))
+    return b"".join(pieces), index
 
 
+_ZEROS = bytes(tarfile.BLOCKSIZE)
 _USTAR_MODE = b"0000600\0" b"0000000\0" b"0000000\0"  # mode, uid, gid
 # type, link name, magic, then uname, gname, devmajor, devminor (a file has none), prefix, padding
 _USTAR_TAIL = tarfile.REGTYPE + bytes(tarfile.LENGTH_LINK) + tarfile.POSIX_MAGIC + bytes(32 + 32 + 8 + 8 + 155 + 12)
