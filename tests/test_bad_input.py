@@ -1137,6 +1137,9 @@ class FakeKube:
     async def list(self, *a: Any, **kw: Any) -> list[Any]:
         return []
 
+    async def list_metadata(self, *a: Any, **kw: Any) -> list[Any]:
+        return []
+
     async def serves(self, *a: Any, **kw: Any) -> bool:
         return True
 

@@ -209,6 +209,48 @@ async def test_list_selectors_paging_and_deletecollection(emulator: Emulator, ap
 # ---- server-side apply ----------------------------------------------------------------------
 
 
+async def test_field_selectors_are_refused_where_the_api_server_refuses_them(
+        emulator: Emulator, api: aiohttp.ClientSession) -> None:
+    """Each kind accepts only its own field labels, with kube-apiserver's 400 and wording: core/v1 kinds
+    their list in kubernetes pkg/apis/core/v1/conversion.go, custom resources metadata.name and
+    metadata.namespace (apiextensions-apiserver crConverter.ConvertFieldLabel), every other kind
+    apimachinery's DefaultMetaV1FieldSelectorConversion. A Secret's `type` is one of its labels, and
+    a Secret created without one is Opaque (pkg/apis/core/v1/defaults.go SetDefaults_Secret)."""
+    secrets = "/api/v1/namespaces/default/secrets"
+    for name, type_ in (("plain", None), ("tls", "kubernetes.io/tls"), ("sh.helm.release.v1.app.v1", "helm.sh/release.v1")):
+        body: Obj = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}}
+        if type_:
+            body["type"] = type_
+        assert (await call(api, "POST", secrets, body))[0] == 201
+
+    async def names(path: str, **params: str) -> list[str]:
+        status, body = await call(api, "GET", path, **params)
+        assert status == 200, body
+        return sorted(i["metadata"]["name"] for i in body["items"])
+
+    assert await names(secrets, fieldSelector="type=Opaque") == ["plain"]
+    assert await names(secrets, fieldSelector="type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token") \
+        == ["plain", "tls"]
+    assert await names("/api/v1/pods", fieldSelector="spec.host=node-1") == []  # spec.nodeName's old name
+
+    async def refused(path: str, selector: str) -> str:
+        status, body = await call(api, "GET", path, fieldSelector=selector)
+        assert (status, body["reason"]) == (400, "BadRequest")
+        return body["message"]
+
+    assert await refused(secrets, "data.password=x") == "field label not supported: data.password"
+    assert await refused("/api/v1/namespaces/default/configmaps", "type=Opaque") == \
+        '"type" is not a known field selector: only "metadata.name", "metadata.namespace"'
+    assert (await call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", CRD))[0] == 201
+    await eventually(lambda: emulator.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                          "widgets.example.com").get("status"), "established")
+    assert await refused("/apis/example.com/v1/widgets", "spec.size=1") == "field label not supported: spec.size"
+    assert await names("/apis/example.com/v1/widgets", fieldSelector="metadata.namespace=default") == []
+    status, _ = await call(api, "GET", secrets, fieldSelector="type=Opaque", watch="1", timeoutSeconds="1")
+    assert status == 200
+    assert await refused(secrets + "?watch=1", "data.x=y") == "field label not supported: data.x"
+
+
 async def test_apply_create_update_noop(emulator: Emulator, api: aiohttp.ClientSession) -> None:
     path = "/api/v1/namespaces/default/configmaps/a"
     status, created = await call(api, "PATCH", path, cm("a", x="1"), APPLY, fieldManager="seedbed")

@@ -21,6 +21,18 @@ __all__ = ["CM_API", "CM_KINDS", "collect", "entry_name", "extra_entries"]
 
 log = logging.getLogger("seedbed.backup")
 
+# Secrets of these types are never archived (SECRET_TYPES keeps the restorable ones), so the API server
+# is asked to leave them out of its answer: Helm's release history above all (helm pkg/storage/driver/
+# secrets.go newSecretsObject: type helm.sh/release.v1, one Secret per revision, each the gzipped
+# chart, values and manifest: often hundreds of KB, and helm-controller keeps five revisions per
+# release), which would otherwise cross a laptop's Wi-Fi or VPN link at every backup only to be
+# dropped here. `type` is a field label Secrets support (kubernetes pkg/apis/core/v1/conversion.go
+# AddFieldLabelConversionsForSecret; pkg/registry/core/secret/strategy.go SelectableFields); terms
+# are ANDed. Field selectors have no "in", so the restorable types cannot be asked for directly:
+# keep() still checks every answer against SECRET_TYPES.
+_NEVER_ARCHIVED = ("helm.sh/release.v1", "kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token")
+_SECRETS_SELECTOR = ",".join(f"type!={t}" for t in _NEVER_ARCHIVED)
+
 # Namespace LISTs in flight: 32 covers a homelab's namespaces in one round trip (each extra round
 # costs a full round trip on a laptop's Wi-Fi or VPN link).
 _CONCURRENCY = 32
@@ -71,7 +83,7 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
 
     async def in_namespace(ns: str) -> None:
         async with sem:
-            items = await _list(kube, "v1", "Secret", namespace=ns)
+            items = await _list(kube, "v1", "Secret", namespace=ns, field_selector=_SECRETS_SELECTOR)
         # Archived as each answer arrives: the encoding of one namespace's Secrets overlaps the wait
         # for the others' (a cluster's LISTs are answered one after another).
         for obj in items:
@@ -85,7 +97,8 @@ async def collect(kube: Any, cfg: Config) -> dict[str, bytes]:
     # those are read (a Secret a Certificate or Issuer refers to, elsewhere) costs a round trip more.
     namespaces = sorted(whole | {sops.NAMESPACE})
     pending = [asyncio.ensure_future(in_namespace(ns)) for ns in namespaces]
-    by_selector = (asyncio.ensure_future(_list(kube, "v1", "Secret", label_selector=sel.label_selector))
+    by_selector = (asyncio.ensure_future(_list(kube, "v1", "Secret", label_selector=sel.label_selector,
+                                               field_selector=_SECRETS_SELECTOR))
                    if sel.label_selector else None)
     try:
         entries, wanted = await _cert_manager_entries(kube, cfg)

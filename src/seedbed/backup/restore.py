@@ -155,15 +155,18 @@ def _is_exists(e: Exception) -> bool:
 
 
 async def _existing(kube: KubeClient, api_version: str, kind: str, namespaces: Iterable[str] | None) -> set[Key]:
-    """Keys of existing objects: one LIST per namespace (or one cluster-wide LIST when None)."""
+    """Keys of existing objects: one LIST per namespace (or one cluster-wide LIST when None), of their
+    metadata only: a restore into a running cluster does not download its Secrets' values (nor
+    Helm's release history) to learn their names."""
     sem = asyncio.Semaphore(_READ_CONCURRENCY)
 
     async def one(ns: str | None) -> list[dict[str, Any]]:
         async with sem:
-            return await kube.list(api_version, kind, namespace=ns)
+            return await kube.list_metadata(api_version, kind, namespace=ns)
 
     groups = await asyncio.gather(*(one(ns) for ns in (sorted(set(namespaces)) if namespaces is not None else [None])))
-    return {(kind, *_meta(o)) for items in groups for o in items}
+    return {(kind, md.get("namespace", ""), md["name"]) for items in groups for md in items
+            if isinstance(md.get("name"), str)}
 
 
 async def _ensure_namespaces(kube: KubeClient, namespaces: Iterable[str]) -> list[str]:

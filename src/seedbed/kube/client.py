@@ -76,6 +76,8 @@ class Resource(msgspec.Struct, frozen=True):
 # discovery request: on a slow link a backup or a re-run then reads them in its first round trip.
 # Any other kind, and these again after forget("v1"), goes through discovery.
 _CORE_V1 = (("Secret", "secrets"), ("ConfigMap", "configmaps"))
+# client-go's metadata client's Accept (k8s.io/client-go/metadata), JSON only; plain JSON is the fallback.
+_PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 # Reads (GET, LIST) of cert-manager's kinds skip discovery as well: a backup's first round trip
 # then carries them. Their resource names and scopes are fixed by cert-manager's CRDs on every
@@ -145,14 +147,14 @@ class Kube:
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                       body: Any = None, content_type: str = "application/json",
-                      retry_conflicts: bool = False) -> httpx.Response:
+                      retry_conflicts: bool = False, accept: str = "application/json") -> httpx.Response:
         """One API call with retries on 429, 5xx, dropped connections (and conflicts if asked).
 
         Returns the response for 2xx (whose body is then a JSON object) and 404; raises a
         ClusterError for everything else. Each attempt has an overall deadline, connect to last byte.
         """
         content = None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             content = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = content_type
@@ -384,6 +386,21 @@ class Kube:
     async def list_with_version(self, api_version: str, kind: str, namespace: str | None = None, *,
                                 label_selector: str | None = None,
                                 field_selector: str | None = None) -> tuple[list[Obj], str]:
+        return await self._list_pages(api_version, kind, namespace, label_selector=label_selector,
+                                      field_selector=field_selector)
+
+    async def list_metadata(self, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
+        """The ``metadata`` of every object, and nothing else of it: for a caller that needs names
+        (which Secrets exist), the API server leaves the values out of its answer. That is what
+        client-go's metadata client asks for (apiserver pkg/endpoints/handlers/response.go
+        asPartialObjectMetadataList); a server that cannot answer so sends the whole objects, the
+        next type in the Accept list, and their metadata is taken from them."""
+        items, _ = await self._list_pages(api_version, kind, namespace, accept=_PARTIAL_METADATA)
+        return [item["metadata"] for item in items]
+
+    async def _list_pages(self, api_version: str, kind: str, namespace: str | None, *,
+                          label_selector: str | None = None, field_selector: str | None = None,
+                          accept: str = "application/json") -> tuple[list[Obj], str]:
         res = await self._for_read(api_version, kind)
         if res is None:
             return [], "0"
@@ -395,13 +412,13 @@ class Kube:
         items: list[Obj] = []
         path = res.path(namespace)
         while True:
-            resp = await self.request("GET", path, params=params)
+            resp = await self.request("GET", path, params=params, accept=accept)
             if resp.status_code == 404:
                 return [], "0"
             data = self._json(resp, "GET", path)
             page, meta = data.get("items") or [], data.get("metadata") or {}
-            if not isinstance(page, list) or not all(isinstance(i, dict) for i in page) \
-                    or not isinstance(meta, dict):
+            if not isinstance(page, list) or not isinstance(meta, dict) \
+                    or not all(isinstance(i, dict) and isinstance(i.get("metadata"), dict) for i in page):
                 raise ClusterError(f"the API server's answer to GET {path} is not a {kind} list",
                                    fix="check the API server's health (or the aggregated API serving "
                                        f"{api_version})")

@@ -56,6 +56,7 @@ class RequestRecord:
     query: dict[str, str]
     user_agent: str
     status: int = 0
+    size: int = 0  # bytes of the answer's body (0 for a streamed watch or port-forward)
     changed: bool = False  # the request changed stored state (a no-op apply did not)
     # When the client sent it and when the client had the whole answer (time.monotonic(), link
     # latency included; a watch ends at its last event): what sequential_round_trips() chains.
@@ -106,6 +107,17 @@ def _dumps(obj: Any) -> bytes:
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=_dumps(obj), status=status, content_type="application/json", headers=headers)
+
+
+def _wants_partial_metadata(accept: str) -> bool:
+    """The client's first choice is a PartialObjectMetadataList of meta.k8s.io/v1, as client-go's
+    metadata client asks (``application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1``);
+    the v1beta1 form and protobuf are not modelled (plain JSON is served instead, as a server does
+    for the next type in the Accept list)."""
+    first = accept.split(",")[0]
+    params = dict(p.strip().split("=", 1) for p in first.split(";")[1:] if "=" in p)
+    return (first.split(";")[0].strip() == "application/json" and params.get("as") == "PartialObjectMetadataList"
+            and params.get("g") == "meta.k8s.io" and params.get("v") == "v1")
 
 
 def _with_version(obj: Obj, api_version: str) -> Obj:
@@ -473,6 +485,8 @@ class Emulator:
             log.exception("emulator: %s %s failed", request.method, request.path)
             resp = _json(status_body(500, f"emulator error: {e!r}"), 500)
         rec.status = resp.status
+        if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            rec.size = len(resp.body)
         if not resp.prepared:  # a watch or port-forward has streamed already; its end is set there
             if one_way:
                 await asyncio.sleep(one_way)  # the response travelling back
@@ -676,15 +690,16 @@ class Emulator:
         obj, _ = self.store.update(info, ns, name, new, manager, part=part, dry_run=dry_run)
         return _json(_with_version(obj, info.api_version))
 
-    def _selectors(self, request: web.Request) -> tuple[list[Any], list[Any]]:
+    def _selectors(self, request: web.Request, info: ResourceInfo) -> tuple[list[Any], list[Any]]:
         try:
             return (parse_label_selector(request.query.get("labelSelector")),
-                    parse_field_selector(request.query.get("fieldSelector")))
+                    parse_field_selector(request.query.get("fieldSelector"), group=info.group, kind=info.kind,
+                                         namespaced=info.namespaced, custom=info.crd is not None))
         except SelectorError as e:
             raise ApiError(400, str(e), "BadRequest") from e
 
     def _select(self, request: web.Request, info: ResourceInfo, ns: str | None) -> list[Obj]:
-        labels, fields = self._selectors(request)
+        labels, fields = self._selectors(request, info)
         items = self.store.list(info, ns)
         if labels:
             items = [o for o in items if match_labels(labels, o["metadata"].get("labels"))]
@@ -708,13 +723,20 @@ class Emulator:
             items = items[:limit]
             meta["continue"] = base64.urlsafe_b64encode(
                 json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
+        if _wants_partial_metadata(request.headers.get("Accept", "")):
+            # apiserver pkg/endpoints/handlers/response.go asPartialObjectMetadataList (meta.k8s.io/v1):
+            # each item is its whole ObjectMeta under kind PartialObjectMetadata; nothing else of it.
+            partial = [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+                       for o in items]
+            return _json({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
+                          "items": partial})
         api_version = info.api_version
         items = [_with_version(o, api_version) for o in items]
         return _json({"kind": f"{info.kind}List", "apiVersion": api_version, "metadata": meta, "items": items})
 
     async def _watch(self, request: web.Request, info: ResourceInfo, ns: str | None,
                      fault: Fault | None) -> web.StreamResponse:
-        labels, fields = self._selectors(request)
+        labels, fields = self._selectors(request, info)
         w = Watcher(info.store_key, ns, labels, fields, info.api_version)
         rv_param = request.query.get("resourceVersion")
         initial: list[bytes] = []

@@ -224,8 +224,13 @@ class Store:
 
     def _finish(self, info: ResourceInfo, old: Obj | None, new: Obj, part: str, dry_run: bool) -> tuple[Obj, bool]:
         """Store new (unless it equals old), bump versions, emit the event. Returns (obj, changed)."""
-        if info.group == "" and info.kind == "Secret" and "stringData" in new:
-            _merge_string_data(new)
+        if info.group == "" and info.kind == "Secret":
+            if "stringData" in new:
+                _merge_string_data(new)
+            # kubernetes pkg/apis/core/v1/defaults.go SetDefaults_Secret: an empty type is Opaque (and
+            # so a LIST with fieldSelector type=Opaque finds it).
+            if not new.get("type"):
+                new["type"] = "Opaque"
         if part == "main" and CURRENT_REQUEST.get() is not None:
             self.admit(info, old, new)
         md = new["metadata"]
