@@ -23,11 +23,12 @@ log = logging.getLogger("seedbed.backup")
 
 # Secrets of these types are never archived (SECRET_TYPES keeps the restorable ones), so the API server
 # is asked to leave them out of its answer: Helm's release history above all (helm pkg/storage/driver/
-# secrets.go newSecretsObject: type helm.sh/release.v1, one Secret per revision, each the gzipped
+# secrets.go newSecretsObject, read at helm/helm 02ad2b11: type helm.sh/release.v1, one Secret per revision, each the gzipped
 # chart, values and manifest: often hundreds of KB, and helm-controller keeps five revisions per
 # release), which would otherwise cross a laptop's Wi-Fi or VPN link at every backup only to be
 # dropped here. `type` is a field label Secrets support (kubernetes pkg/apis/core/v1/conversion.go
-# AddFieldLabelConversionsForSecret; pkg/registry/core/secret/strategy.go SelectableFields); terms
+# AddFieldLabelConversionsForSecret, read at kubernetes/kubernetes 0158de93;
+# pkg/registry/core/secret/strategy.go SelectableFields); terms
 # are ANDed. Field selectors have no "in", so the restorable types cannot be asked for directly:
 # keep() still checks every answer against SECRET_TYPES.
 _NEVER_ARCHIVED = ("helm.sh/release.v1", "kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token")

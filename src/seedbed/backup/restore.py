@@ -165,8 +165,7 @@ async def _existing(kube: KubeClient, api_version: str, kind: str, namespaces: I
             return await kube.list_metadata(api_version, kind, namespace=ns)
 
     groups = await asyncio.gather(*(one(ns) for ns in (sorted(set(namespaces)) if namespaces is not None else [None])))
-    return {(kind, md.get("namespace", ""), md["name"]) for items in groups for md in items
-            if isinstance(md.get("name"), str)}
+    return {(kind, *_meta(o)) for items in groups for o in items}
 
 
 async def _ensure_namespaces(kube: KubeClient, namespaces: Iterable[str]) -> list[str]:

@@ -76,7 +76,8 @@ class Resource(msgspec.Struct, frozen=True):
 # discovery request: on a slow link a backup or a re-run then reads them in its first round trip.
 # Any other kind, and these again after forget("v1"), goes through discovery.
 _CORE_V1 = (("Secret", "secrets"), ("ConfigMap", "configmaps"))
-# client-go's metadata client's Accept (k8s.io/client-go/metadata), JSON only; plain JSON is the fallback.
+# client-go's metadata client's Accept for a LIST (client-go/metadata/metadata.go, read at
+# kubernetes/kubernetes 04791b49) without its protobuf first choice: seedbed reads JSON only.
 _PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 # Reads (GET, LIST) of cert-manager's kinds skip discovery as well: a backup's first round trip
@@ -390,13 +391,13 @@ class Kube:
                                       field_selector=field_selector)
 
     async def list_metadata(self, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
-        """The ``metadata`` of every object, and nothing else of it: for a caller that needs names
-        (which Secrets exist), the API server leaves the values out of its answer. That is what
-        client-go's metadata client asks for (apiserver pkg/endpoints/handlers/response.go
-        asPartialObjectMetadataList); a server that cannot answer so sends the whole objects, the
-        next type in the Accept list, and their metadata is taken from them."""
+        """Every object with its ``metadata`` only (kind PartialObjectMetadata): for a caller that needs
+        names (which Secrets exist), the API server leaves the values out of its answer, as client-go's
+        metadata client asks it to (staging/src/k8s.io/client-go/metadata/metadata.go ``List``;
+        apiserver pkg/endpoints/handlers/response.go ``asPartialObjectMetadataList``). A server that
+        cannot answer so sends the whole objects, the next type in the Accept list."""
         items, _ = await self._list_pages(api_version, kind, namespace, accept=_PARTIAL_METADATA)
-        return [item["metadata"] for item in items]
+        return items
 
     async def _list_pages(self, api_version: str, kind: str, namespace: str | None, *,
                           label_selector: str | None = None, field_selector: str | None = None,
@@ -418,7 +419,8 @@ class Kube:
             data = self._json(resp, "GET", path)
             page, meta = data.get("items") or [], data.get("metadata") or {}
             if not isinstance(page, list) or not isinstance(meta, dict) \
-                    or not all(isinstance(i, dict) and isinstance(i.get("metadata"), dict) for i in page):
+                    or not all(isinstance(i, dict) and isinstance(i.get("metadata"), dict)
+                               and isinstance(i["metadata"].get("name"), str) for i in page):
                 raise ClusterError(f"the API server's answer to GET {path} is not a {kind} list",
                                    fix="check the API server's health (or the aggregated API serving "
                                        f"{api_version})")

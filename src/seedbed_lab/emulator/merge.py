@@ -13,7 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .resources import ResourceInfo
 
 MISSING: Any = object()
 FieldSet = dict[str, Any]
@@ -472,56 +475,60 @@ def match_labels(reqs: list[Requirement], labels: dict[str, str] | None) -> bool
     return True
 
 
-# The field labels a LIST or watch of a built-in core/v1 kind accepts, and the label each one is
-# matched on: kubernetes pkg/apis/core/v1/conversion.go (AddFieldLabelConversionFunc for Pod, Node,
-# ReplicationController, and AddFieldLabelConversionsFor{Event,Namespace,Secret,Service}). The values
-# the labels select by are those of pkg/registry/core/<kind>/strategy.go SelectableFields (a Secret's
-# `type`, for instance), which for these labels are the object's own fields at the same path.
-_META = ("metadata.name", "metadata.namespace")
-_CORE_FIELD_LABELS: dict[str, dict[str, str]] = {
-    "Pod": {**{f: f for f in (*_META, "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                              "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-                              "status.podIPs", "status.nominatedNodeName")},
-            "spec.host": "spec.nodeName"},  # "backwards compatibility with old v1 clients"
-    "Node": {f: f for f in ("metadata.name", "spec.unschedulable")},
-    "ReplicationController": {f: f for f in (*_META, "status.replicas")},
-    "Event": {f: f for f in (*_META, "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                             "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                             "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type")},
-    "Namespace": {f: f for f in ("metadata.name", "status.phase")},
-    "Secret": {f: f for f in (*_META, "type")},
-    "Service": {f: f for f in (*_META, "spec.clusterIP", "spec.type")},
+# The field labels a LIST or watch of a built-in core/v1 kind accepts: kubernetes
+# pkg/apis/core/v1/conversion.go (AddFieldLabelConversionFunc for Pod, Node, ReplicationController,
+# and AddFieldLabelConversionsFor{Event,Namespace,Secret,Service}; read at kubernetes/kubernetes
+# 0158de93, the emulator reports v1.37). The values they select by are those of
+# pkg/registry/core/<kind>/strategy.go SelectableFields (a Secret's `type`, for instance), the
+# object's own fields at the same path; the one label renamed is Pod's old `spec.host`.
+_META = frozenset({"metadata.name", "metadata.namespace"})
+_CORE_FIELD_LABELS: dict[str, frozenset[str]] = {
+    "Pod": _META | {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                    "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+                    "status.nominatedNodeName", "spec.host"},
+    "Node": frozenset({"metadata.name", "spec.unschedulable"}),
+    "ReplicationController": _META | {"status.replicas"},
+    "Event": _META | {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                      "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
+    "Namespace": frozenset({"metadata.name", "status.phase"}),
+    "Secret": _META | {"type"},
+    "Service": _META | {"spec.clusterIP", "spec.type"},
 }
+_RENAMED = {"spec.host": "spec.nodeName"}  # Pod: "backwards compatibility with old v1 clients"
 
 
-def parse_field_selector(s: str | None, *, group: str = "", kind: str = "", namespaced: bool = True,
-                         custom: bool = False) -> list[tuple[str, bool, str]]:
-    """(dotted path, equal?, value) terms, refused as the API server refuses a label the kind does not
-    support (400 BadRequest with its wording):
+def _field_label(info: ResourceInfo, label: str) -> str:
+    """The path ``label`` selects by on ``info``'s kind, or the API server's refusal (400 BadRequest):
 
     - core/v1 kinds with their own list (above): "field label not supported: <label>";
     - custom resources: apiextensions-apiserver pkg/apiserver/conversion/converter.go
-      ``crConverter.ConvertFieldLabel``: metadata.name, and metadata.namespace when namespaced, else
-      "field label not supported: <label>" (CRD ``selectableFields`` are not modelled);
+      ``crConverter.ConvertFieldLabel`` (kubernetes/kubernetes 8444b373): metadata.name, and
+      metadata.namespace when namespaced (CRD ``selectableFields`` are not modelled);
     - every other built-in kind: apimachinery pkg/runtime/conversion.go
-      ``DefaultMetaV1FieldSelectorConversion``: metadata.name and metadata.namespace only.
+      ``DefaultMetaV1FieldSelectorConversion`` (cb192922): metadata.name and metadata.namespace.
     """
+    if info.crd is not None:
+        if label == "metadata.name" or (info.namespaced and label == "metadata.namespace"):
+            return label
+        raise SelectorError(f"field label not supported: {label}")
+    if not info.group and info.kind in _CORE_FIELD_LABELS:
+        if label in _CORE_FIELD_LABELS[info.kind]:
+            return _RENAMED.get(label, label)
+        raise SelectorError(f"field label not supported: {label}")
+    if label in _META:
+        return label
+    raise SelectorError(f'"{label}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+
+
+def parse_field_selector(s: str | None, info: ResourceInfo) -> list[tuple[str, bool, str]]:
+    """(dotted path, equal?, value) terms, each label checked for ``info``'s kind as the API server does."""
     out = []
     for term in _split_terms(s or ""):
         m = re.match(r"^([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*)$", term)
         if not m:
             raise SelectorError(f"invalid field selector term {term!r}")
-        label = m.group(1)
-        if custom:
-            if label != "metadata.name" and not (namespaced and label == "metadata.namespace"):
-                raise SelectorError(f"field label not supported: {label}")
-        elif not group and kind in _CORE_FIELD_LABELS:
-            if label not in _CORE_FIELD_LABELS[kind]:
-                raise SelectorError(f"field label not supported: {label}")
-            label = _CORE_FIELD_LABELS[kind][label]
-        elif kind and label not in _META:
-            raise SelectorError(f'"{label}" is not a known field selector: only "metadata.name", "metadata.namespace"')
-        out.append((label, m.group(2) != "!=", m.group(3)))
+        out.append((_field_label(info, m.group(1)), m.group(2) != "!=", m.group(3)))
     return out
 
 

@@ -693,8 +693,7 @@ class Emulator:
     def _selectors(self, request: web.Request, info: ResourceInfo) -> tuple[list[Any], list[Any]]:
         try:
             return (parse_label_selector(request.query.get("labelSelector")),
-                    parse_field_selector(request.query.get("fieldSelector"), group=info.group, kind=info.kind,
-                                         namespaced=info.namespaced, custom=info.crd is not None))
+                    parse_field_selector(request.query.get("fieldSelector"), info))
         except SelectorError as e:
             raise ApiError(400, str(e), "BadRequest") from e
 
@@ -724,7 +723,8 @@ class Emulator:
             meta["continue"] = base64.urlsafe_b64encode(
                 json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
         if _wants_partial_metadata(request.headers.get("Accept", "")):
-            # apiserver pkg/endpoints/handlers/response.go asPartialObjectMetadataList (meta.k8s.io/v1):
+            # apiserver pkg/endpoints/handlers/response.go asPartialObjectMetadataList (meta.k8s.io/v1,
+            # read at kubernetes/kubernetes 001a2d0f):
             # each item is its whole ObjectMeta under kind PartialObjectMetadata; nothing else of it.
             partial = [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
                        for o in items]

@@ -227,7 +227,7 @@ class Store:
         if info.group == "" and info.kind == "Secret":
             if "stringData" in new:
                 _merge_string_data(new)
-            # kubernetes pkg/apis/core/v1/defaults.go SetDefaults_Secret: an empty type is Opaque (and
+            # kubernetes pkg/apis/core/v1/defaults.go SetDefaults_Secret (e34b0935): an empty type is Opaque (and
             # so a LIST with fieldSelector type=Opaque finds it).
             if not new.get("type"):
                 new["type"] = "Opaque"
